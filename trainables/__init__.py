@@ -1,0 +1,1 @@
+"""Training code of each study. Nothing here imports Ray, MLflow or the CLI."""

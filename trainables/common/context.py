@@ -1,0 +1,71 @@
+"""The trainable contract: `train(cfg, ctx)` talks to whoever runs it only through `ctx`.
+
+`ctx.report(metrics, state)` hands over one row of metrics and, when `state` is given, a
+checkpoint (model, optimizer, RNG, step: everything needed to continue bit for bit).
+`ctx.restored_state()` returns the last such state when the trial is resumed, else None.
+The Ray adapter (tune_jobs.core.adapter) and `LocalContext` below both implement it, so the
+same function runs under Tune, in unit tests and in a notebook.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+STATE_FILE = "state.pt"
+
+
+class TrialContext(Protocol):
+    trial_dir: Path
+
+    def report(self, metrics: Mapping[str, float], state: Mapping[str, Any] | None = None) -> None:
+        """Hand over one row of metrics (and a checkpoint when `state` is given)."""
+
+    def restored_state(self) -> dict[str, Any] | None:
+        """The state of the last checkpoint when this trial is being resumed, else None."""
+
+
+def save_state(state: Mapping[str, Any], path: Path) -> None:
+    """Write a checkpoint atomically: a crash mid-write never leaves a torn file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(dict(state), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read a checkpoint; weights_only=True so a checkpoint file can never run code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class LocalContext:
+    """Runs a trainable in-process: metrics are kept in a list, checkpoints under trial_dir."""
+
+    def __init__(self, trial_dir: str | os.PathLike[str]) -> None:
+        self.trial_dir = Path(trial_dir)
+        self.trial_dir.mkdir(parents=True, exist_ok=True)
+        self.history: list[dict[str, float]] = []
+        self.checkpoints = 0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.trial_dir / "checkpoint" / STATE_FILE
+
+    def report(self, metrics: Mapping[str, float], state: Mapping[str, Any] | None = None) -> None:
+        self.history.append(dict(metrics))
+        if state is not None:
+            save_state(state, self.checkpoint_path)
+            self.checkpoints += 1
+
+    def restored_state(self) -> dict[str, Any] | None:
+        return load_state(self.checkpoint_path) if self.checkpoint_path.exists() else None

@@ -1,0 +1,92 @@
+"""Config of the in-context mixture-regression study, with its two size profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainables.common import param, section
+
+
+@dataclass
+class DataConfig:
+    n_dims: int = param(5, "dimension d of each x ~ N(0, I_d)", ge=1, le=64)
+    n_components: int = param(1, "K: mixture components, one context block each", ge=1, le=64)
+    total_contexts: int = param(24, "context points over all blocks (block size round(total/K))", ge=1)
+    contexts_per_component: int = param(
+        0, "points per context block; 0 derives it as round(total_contexts / K)", ge=0
+    )
+    target_points: int = param(3, "labelled points of the target block before the query", ge=0)
+    scale: float = param(0.1, "weights w_k ~ N(0, scale^2 I), applied once", gt=0)
+    noise_std: float = param(0.0, "std of Gaussian noise on y, in the units of y", ge=0)
+
+    @property
+    def block_size(self) -> int:
+        """C: points per context block (derived once, here)."""
+        if self.contexts_per_component:
+            return self.contexts_per_component
+        return max(1, int(self.total_contexts / self.n_components + 0.5))
+
+    @property
+    def n_points(self) -> int:
+        """Points per prompt: K blocks of C, the target block and the query."""
+        return self.n_components * self.block_size + self.target_points + 1
+
+
+@dataclass
+class ModelConfig:
+    n_embd: int = param(256, "transformer width", ge=8)
+    n_layer: int = param(12, "transformer layers", ge=1)
+    n_head: int = param(8, "attention heads (must divide n_embd)", ge=1)
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = param(5001, "optimizer steps", ge=1)
+    batch_size: int = param(64, "prompts per step", ge=1)
+    lr: float = param(1e-3, "Adam learning rate", gt=0, le=1)
+    warmup_steps: int = param(
+        500, "linear learning-rate warm-up steps (without it small models stay at the zero predictor)", ge=0
+    )
+    loss_positions: str = param(
+        "all", "train on every x position ('all') or on the query alone ('query')",
+        choices=["all", "query"],
+    )
+    eval_every: int = param(100, "steps between evaluations on the fixed validation prompts", ge=1)
+    eval_prompts: int = param(1024, "validation prompts (the baselines use the same ones)", ge=16)
+    checkpoint_every: int = param(500, "steps between checkpoints (a multiple of eval_every)", ge=1)
+    device: str = param("auto", "cpu, cuda or auto (cuda when present)", choices=["auto", "cpu", "cuda"])
+
+
+@dataclass
+class Config:
+    seed: int = param(0, "seeds model init and the data stream; the validation set uses seed+1", ge=0)
+    data: DataConfig = section(DataConfig, "the prompt distribution")
+    model: ModelConfig = section(ModelConfig, "the GPT-2 backbone")
+    trainer: TrainerConfig = section(TrainerConfig, "optimisation and evaluation")
+
+    def check(self) -> None:
+        """Cross-field rules; each message names the fields and the fix."""
+        if self.model.n_embd % self.model.n_head:
+            raise ValueError(
+                f"model.n_embd={self.model.n_embd} is not divisible by model.n_head="
+                f"{self.model.n_head}; pick a head count that divides the width"
+            )
+        if self.trainer.checkpoint_every % self.trainer.eval_every:
+            raise ValueError(
+                f"trainer.checkpoint_every={self.trainer.checkpoint_every} must be a multiple of "
+                f"trainer.eval_every={self.trainer.eval_every}"
+            )
+
+
+# Profiles are applied after the experiment YAML and before command-line overrides.
+# `full` is the seed's configuration (for GPUs); `local` keeps every study parameter and only
+# shrinks the network so the 8-trial sweep runs on a 2-core laptop; `quick` is a smoke test.
+PROFILES: dict[str, dict[str, object]] = {
+    "full": {},
+    "local": {"model.n_embd": 64, "model.n_layer": 3, "model.n_head": 4, "trainer.batch_size": 64},
+    "quick": {
+        "model.n_embd": 32, "model.n_layer": 2, "model.n_head": 2, "trainer.batch_size": 32,
+        "trainer.steps": 301, "trainer.eval_every": 50, "trainer.checkpoint_every": 100,
+        "trainer.eval_prompts": 256,
+    },
+}

@@ -1,0 +1,43 @@
+"""Prompts for in-context mixture regression, drawn in one vectorised call per batch.
+
+A prompt holds K context blocks of C points, block b drawn from component perm[b] (a random
+order), then a target block of T points and one query, both from one component chosen
+uniformly. Weights are w_k ~ N(0, scale^2 I): the scale is applied once, here, and y stays
+in its own units; the model is fed y / scale (unit variance) by the training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trainables.icl_mixture.config import DataConfig
+
+
+@dataclass
+class Prompts:
+    xs: torch.Tensor  # [B, N, d]
+    ys: torch.Tensor  # [B, N], original units (variance scale^2 * d without noise)
+    component: torch.Tensor  # [B, N] index of the component each point was drawn from
+    weights: torch.Tensor  # [B, K, d] the components' weight vectors
+
+    @property
+    def query_component(self) -> torch.Tensor:
+        return self.component[:, -1]
+
+
+def sample_prompts(cfg: DataConfig, batch: int, gen: torch.Generator) -> Prompts:
+    """Draw `batch` prompts on the CPU from `gen` (whose state is part of a checkpoint)."""
+    k, d, c, t = cfg.n_components, cfg.n_dims, cfg.block_size, cfg.target_points
+    n = cfg.n_points
+    weights = cfg.scale * torch.randn(batch, k, d, generator=gen)
+    order = torch.argsort(torch.rand(batch, k, generator=gen), dim=1)
+    target = torch.randint(0, k, (batch, 1), generator=gen)
+    component = torch.cat([order.repeat_interleave(c, dim=1), target.expand(batch, t + 1)], dim=1)
+    xs = torch.randn(batch, n, d, generator=gen)
+    w_point = torch.gather(weights, 1, component.unsqueeze(-1).expand(batch, n, d))
+    ys = (xs * w_point).sum(-1)
+    if cfg.noise_std > 0:
+        ys = ys + cfg.noise_std * torch.randn(batch, n, generator=gen)
+    return Prompts(xs=xs, ys=ys, component=component, weights=weights)

@@ -1,0 +1,116 @@
+"""The training loop: config -> data -> model -> loss -> loop, reporting through `ctx`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trainables.common import TrialContext
+from trainables.icl_mixture.baselines import all_baselines
+from trainables.icl_mixture.config import Config
+from trainables.icl_mixture.data import Prompts, sample_prompts
+from trainables.icl_mixture.model import ICLTransformer
+
+# What `train` reports; the sweep metric is checked against this before Ray starts.
+METRICS = (
+    "step", "train/loss", "val/nmse", "val/nmse_rel_oracle",
+    "baseline/zero_nmse", "baseline/lstsq_nmse", "baseline/oracle_nmse",
+)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: Config) -> ICLTransformer:
+    return ICLTransformer(
+        n_dims=cfg.data.n_dims, n_points=cfg.data.n_points,
+        n_embd=cfg.model.n_embd, n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
+    )
+
+
+def _loss(model: ICLTransformer, prompts: Prompts, cfg: Config, device: torch.device) -> torch.Tensor:
+    # Research logic: the model sees y / scale (unit variance); 'all' averages the squared
+    # error over every x position, 'query' keeps only the last one.
+    xs, ys = prompts.xs.to(device), (prompts.ys / cfg.data.scale).to(device)
+    pred = model(xs, ys)
+    if cfg.trainer.loss_positions == "query":
+        return ((pred[:, -1] - ys[:, -1]) ** 2).mean()
+    return ((pred - ys) ** 2).mean()
+
+
+@torch.no_grad()
+def query_nmse(model: ICLTransformer, prompts: Prompts, cfg: Config, device: torch.device) -> float:
+    """MSE at the query over scale^2 * d, in batches so large validation sets fit anywhere."""
+    model.eval()
+    total = 0.0
+    for i in range(0, prompts.xs.shape[0], 512):
+        xs = prompts.xs[i : i + 512].to(device)
+        ys = (prompts.ys[i : i + 512] / cfg.data.scale).to(device)
+        total += float(((model(xs, ys)[:, -1] - ys[:, -1]) ** 2).sum())
+    model.train()
+    return total / prompts.xs.shape[0] / cfg.data.n_dims
+
+
+def train(cfg: Config, ctx: TrialContext) -> None:
+    device = _device(cfg.trainer.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.trainer.lr)
+    warmup = cfg.trainer.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    val = sample_prompts(cfg.data, cfg.trainer.eval_prompts, torch.Generator().manual_seed(cfg.seed + 1))
+    baselines = all_baselines(val, cfg.data)
+
+    start = 0
+    state = ctx.restored_state()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        data_gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+
+    steps, loss_sum, loss_n = cfg.trainer.steps, 0.0, 0
+    for step in range(start, steps):
+        loss = _loss(model, sample_prompts(cfg.data, cfg.trainer.batch_size, data_gen), cfg, device)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"train/loss became {loss.item()} at step {step}; lower trainer.lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+
+        last = step == steps - 1
+        if step % cfg.trainer.eval_every and not last:
+            continue
+        nmse = query_nmse(model, val, cfg, device)
+        metrics = {
+            "step": step, "train/loss": loss_sum / loss_n, "val/nmse": nmse,
+            "val/nmse_rel_oracle": nmse - baselines["baseline/oracle_nmse"], **baselines,
+        }
+        loss_sum, loss_n = 0.0, 0
+        checkpoint = None
+        if last or step % cfg.trainer.checkpoint_every == 0:
+            checkpoint = {
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "data_rng": data_gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "step": step + 1,
+            }
+        ctx.report(metrics, checkpoint)
+
+
+def estimate(cfg: Config) -> dict[str, float]:
+    """Compute estimate for --dry-run: parameters, tokens seen and training FLOPs (6 N T)."""
+    width, layers = cfg.model.n_embd, cfg.model.n_layer
+    seq = 2 * cfg.data.n_points
+    params = layers * 12 * width**2 + seq * width + (cfg.data.n_dims + 2) * width
+    tokens = cfg.trainer.steps * cfg.trainer.batch_size * seq
+    attn = cfg.trainer.steps * cfg.trainer.batch_size * layers * 6 * seq**2 * width
+    return {"params": params, "tokens": tokens, "flops": 6 * params * tokens + attn}

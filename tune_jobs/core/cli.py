@@ -1,0 +1,139 @@
+"""The command line every study shares: `python tune_jobs/<study>.py [options] [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tune_jobs.core.config import describe_fields
+from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.paths import experiment_file, tracking_uri
+from tune_jobs.core.plan import Plan, compose, plan, trial_label
+from tune_jobs.core.space import load_experiment
+from tune_jobs.core.study import Study
+
+
+def parser(study: Study) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python tune_jobs/{study.name}.py",
+        description=f"Run the {study.name} study as one Ray Tune sweep, every trial logged to MLflow.",
+        epilog="Overrides: dotted key=value, e.g. trainer.steps=500 space.n_components=[1,2] "
+        "resources.cpu=2 sweep.num_samples=20 profile=full. --help-config lists the keys.",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--experiment", default=study.default_experiment,
+                   help=f"search_spaces/NAME.yaml or a path to a YAML (default: {study.default_experiment})")
+    p.add_argument("--profile", choices=[k for k in study.profiles if k != "quick"], default=None,
+                   help="model/data sizes: local (default, a laptop) or full (the paper's, for GPUs)")
+    p.add_argument("--quick", action="store_true", help="a 1-2 minute smoke version of the sweep")
+    p.add_argument("--dry-run", action="store_true", help="print the trials and exit without starting Ray")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="SWEEP_ID",
+                   help="finish an interrupted sweep (the newest of this experiment, or SWEEP_ID)")
+    p.add_argument("--start-from", type=int, default=None, metavar="N", help="first grid trial to run (1-based)")
+    p.add_argument("--stop-at", type=int, default=None, metavar="N", help="last grid trial to run (inclusive)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or host:port)")
+    p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--results-dir", default="results", help="where Ray results and reports go (default ./results)")
+    p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
+    return p
+
+
+def _fmt_big(x: float) -> str:
+    for unit, size in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= size:
+            return f"{x / size:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def print_plan(p: Plan) -> None:
+    c = p.composed
+    exp = c.experiment
+    sched = ", ".join(f"{k}={v}" for k, v in exp.scheduler.items())
+    res = ", ".join(f"{k}={v}" for k, v in exp.resources.items())
+    print(f"study {c.study.name}, experiment {exp.name} ({exp.path})")
+    print(f"search {exp.search}, scheduler {sched}, metric {exp.metric} ({exp.mode}), profile {c.profile}"
+          + (" + quick" if c.quick else ""))
+    print(f"resources per trial: {res}; max_failures={exp.max_failures}")
+    if c.overrides:
+        print("overrides: " + " ".join(c.overrides))
+    if p.sampled:
+        print(f"{p.count} trials sampled by {exp.search} from:")
+        for dim in exp.space:
+            print(f"  {dim.key}: {dim.kind} {list(dim.values)}")
+        return
+    rows = []
+    total_flops = 0.0
+    for t in p.trials:
+        row = {"#": str(t.number), "trial": trial_label(t.point)}
+        if c.study.describe:
+            row.update({k: str(v) for k, v in c.study.describe(t.cfg).items()})
+        if c.study.estimate:
+            est = c.study.estimate(t.cfg)
+            total_flops += est.get("flops", 0.0)
+            row.update({k: _fmt_big(v) for k, v in est.items()})
+        rows.append(row)
+    print(f"{len(rows)} trials:")
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]} if rows else {}
+    print("  " + "  ".join(k.rjust(w) for k, w in widths.items()))
+    for r in rows:
+        print("  " + "  ".join(r[k].rjust(w) for k, w in widths.items()))
+    if total_flops:
+        print(f"compute estimate: {_fmt_big(total_flops)}FLOP in all (training, 6 x params x tokens + attention)")
+
+
+def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> tuple[Plan, Path]:
+    from tune_jobs.core.runner import SWEEP_FILE, find_sweep
+
+    if args.overrides or args.quick or args.profile or args.start_from or args.stop_at:
+        raise ConfigError("--resume continues a sweep with its own settings; drop the overrides and --quick/--profile/--start-from/--stop-at")
+    name = Path(args.experiment).stem
+    sweep_dir = find_sweep(results_dir / "ray", name, args.resume or None)
+    saved = json.loads((sweep_dir / SWEEP_FILE).read_text())
+    if saved["study"] != study.name:
+        raise ConfigError(f"sweep {saved['sweep_id']} belongs to study {saved['study']}; resume it with python tune_jobs/{saved['study']}.py --resume {saved['sweep_id']}")
+    experiment = load_experiment(Path(saved["experiment_file"]))
+    composed = compose(study, experiment, profile=saved["profile"], quick=saved["quick"], overrides=saved["overrides"])
+    p = plan(composed)
+    if saved["points"]:
+        p.trials = [t for t in p.trials if t.point in saved["points"]]
+    if composed.base != saved["base"] or [t.point for t in p.trials] != saved["points"]:
+        raise ConfigError(f"{experiment.path} changed since sweep {saved['sweep_id']} started; restore the file or start a new sweep")
+    return p, sweep_dir
+
+
+def main(study: Study, argv: Sequence[str] | None = None) -> int:
+    args = parser(study).parse_args(argv)
+    if args.help_config:
+        print(f"config keys of study {study.name}:\n{describe_fields(study.config)}")
+        return 0
+    try:
+        results_dir = Path(args.results_dir).resolve()
+        uri = tracking_uri(args.mlflow_uri)
+        resume_dir = None
+        if args.resume is not None:
+            p, resume_dir = _resume_plan(study, args, results_dir)
+        else:
+            experiment = load_experiment(experiment_file(args.experiment))
+            composed = compose(study, experiment, profile=args.profile, quick=args.quick, overrides=args.overrides)
+            p = plan(composed, start_from=args.start_from, stop_at=args.stop_at)
+        if args.dry_run:
+            print_plan(p)
+            return 0
+        print_plan(p)
+        from tune_jobs.core.runner import run_sweep
+
+        result = run_sweep(p, results_dir=results_dir, tracking_uri=uri, address=args.address, resume_dir=resume_dir)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nsweep {result.sweep_id}: {result.trials} trials, {result.errored} failed")
+    print(f"  ray results: {result.sweep_dir}")
+    if result.report_dir:
+        print(f"  report:      {result.report_dir}")
+    print(f"  MLflow:      {result.tracking_uri} (parent run {result.parent_run_id})")
+    if result.tracking_uri.startswith("sqlite:"):
+        print(f"  browse:      mlflow ui --backend-store-uri {result.tracking_uri} --port 5000   (then open http://127.0.0.1:5000)")
+    return 1 if result.errored else 0

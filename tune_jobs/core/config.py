@@ -1,0 +1,204 @@
+"""Typed configs: build a study's dataclass tree from dotted `key=value` settings and check it.
+
+Every study config is a tree of dataclasses whose fields carry help text and bounds
+(trainables.common.param). Settings arrive as a flat mapping of dotted keys
+(`trainer.steps` -> 5001) from the study defaults, the experiment YAML, the profile and the
+command line; `build_config` applies them in that order, coerces strings to the declared
+type, and raises ConfigError naming the key, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from collections.abc import Iterator, Mapping
+from functools import cache
+from typing import Any
+
+import yaml
+
+from tune_jobs.core.errors import ConfigError
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def iter_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, type, dataclasses.Field]]:
+    """Every leaf field of a config tree as (dotted key, type, field)."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", tp, f
+
+
+def field_table(cls: type) -> dict[str, tuple[type, dataclasses.Field]]:
+    return {key: (tp, f) for key, tp, f in iter_fields(cls)}
+
+
+def to_flat(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """A config instance as {dotted key: value}, the form MLflow params and cfg.yaml use."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(to_flat(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def to_nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def flatten_mapping(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested YAML mappings and dotted keys alike -> {dotted key: value}."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_mapping(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def unknown_key_message(key: str, known: list[str], where: str) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    leaf_matches = [k for k in known if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
+    hint = close or leaf_matches
+    fix = f"did you mean {hint[0]!r}?" if hint else "run with --help-config to list the keys"
+    return f"{where}unknown key {key!r}; {fix}"
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value, read as YAML (`[1,2]`, `true`, `0.5`); plain words stay strings."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def coerce(key: str, tp: Any, value: Any) -> Any:
+    """`value` as the declared type `tp`, or ConfigError saying what was expected."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}; e.g. {key}=100")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            out = float(value)
+        else:
+            try:
+                out = float(str(value))
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}; e.g. {key}=0.001") from None
+        if not math.isfinite(out):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return out
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected text, got {value!r}; quote it, e.g. {key}='...'")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list like [1, 2], got {value!r}")
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        items = [v if item_tp is Any else coerce(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value)]
+        return type(value)(items) if origin is list else tuple(items)
+    return value
+
+
+def check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    for name, ok, word in (
+        ("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<"),
+    ):
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{key}: must be {word} {bound}, got {value!r}")
+
+
+def _instantiate(cls: type, flat: Mapping[str, Any], prefix: str = "") -> Any:
+    kwargs = {}
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _instantiate(tp, flat, f"{prefix}{f.name}.")
+        elif f"{prefix}{f.name}" in flat:
+            kwargs[f.name] = flat[f"{prefix}{f.name}"]
+    return cls(**kwargs)
+
+
+def build_config(cls: type, *layers: Mapping[str, Any], where: str = "") -> Any:
+    """Apply each layer of dotted settings over the defaults of `cls`, check, and return it."""
+    table = field_table(cls)
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, raw in layer.items():
+            if key not in table:
+                raise ConfigError(unknown_key_message(key, list(table), where))
+            tp, f = table[key]
+            value = coerce(f"{where}{key}", tp, raw)
+            check_bounds(f"{where}{key}", value, f.metadata)
+            values[key] = value
+    cfg = _instantiate(cls, values)
+    check = getattr(cfg, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            raise ConfigError(f"{where}{exc}") from None
+    return cfg
+
+
+def describe_fields(cls: type) -> str:
+    """The --help-config text: every key with its type, default and help."""
+    lines = []
+    defaults = to_flat(cls())
+    for key, tp, f in iter_fields(cls):
+        name = getattr(tp, "__name__", str(tp))
+        lines.append(f"  {key} ({name}, default {defaults[key]!r}): {f.metadata.get('help', '')}")
+    return "\n".join(lines)

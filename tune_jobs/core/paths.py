@@ -1,0 +1,71 @@
+"""Where a sweep's files go, and names made safe to use as path parts."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SEARCH_SPACES = PROJECT_ROOT / "search_spaces"
+
+
+def safe_name(name: str) -> str:
+    """A user-given name as one path part: no separators, no '..', nothing hidden."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", name).strip("._") or "unnamed"
+    return cleaned[:120]
+
+
+def experiment_file(name_or_path: str) -> Path:
+    """`phase2` -> search_spaces/phase2.yaml; a path ending in .yaml/.yml is taken as given."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        return Path(name_or_path).expanduser().resolve()
+    return SEARCH_SPACES / f"{safe_name(name_or_path)}.yaml"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        commit = out.stdout.strip()
+        if not commit:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+
+def tracking_uri(given: str | None) -> str:
+    """The MLflow tracking URI: --mlflow-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db.
+
+    A relative SQLite path is made absolute so that the store is the same from every process.
+    """
+    import os
+
+    from tune_jobs.core.errors import ConfigError
+
+    uri = given or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(
+            f"MLflow tracking URI {uri!r} is not understood; use sqlite:///path.db, "
+            "http://host:port or postgresql://..."
+        )
+    if scheme == "sqlite" and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a local store go to ./mlartifacts beside it; a server chooses its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None

@@ -1,0 +1,199 @@
+"""Compose a sweep (defaults <- experiment YAML <- profile <- overrides) and expand its trials.
+
+Everything here is pure and fast: a bad key, type or value fails with ConfigError before
+Ray starts or any file is written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tune_jobs.core.config import build_config, parse_value, to_flat
+from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.space import Dimension, Experiment, parse_dimension
+from tune_jobs.core.study import Study
+
+SWEEP_KEYS = {"num_samples": 1, "max_concurrent": 0, "max_failures": 0}
+
+
+@dataclass
+class Composed:
+    study: Study
+    experiment: Experiment
+    profile: str
+    quick: bool
+    base: dict[str, Any]  # dotted settings common to every trial (not yet defaults-filled)
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def base_flat(self) -> dict[str, Any]:
+        """Every setting of the shared config, defaults included (MLflow params, cfg.yaml)."""
+        return to_flat(build_config(self.study.config, self.base))
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    number: int  # 1-based position in the grid, as --dry-run shows it
+    point: dict[str, Any]  # the searched values of this trial (dotted keys)
+    cfg: Any
+
+
+@dataclass
+class Plan:
+    composed: Composed
+    trials: list[PlannedTrial]  # grid: the trials; optuna/random: empty (sampled at run time)
+
+    @property
+    def sampled(self) -> bool:
+        return self.composed.experiment.search != "grid"
+
+    @property
+    def count(self) -> int:
+        return self.composed.experiment.num_samples if self.sampled else len(self.trials)
+
+
+def split_override(token: str) -> tuple[str, Any]:
+    key, sep, text = token.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {token!r} is not key=value; write e.g. trainer.steps=100")
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        raise ConfigError(f"override key {key!r} is not a dotted name like trainer.steps")
+    return key, parse_value(text)
+
+
+def _override_dimension(exp: Experiment, name: str, value: Any) -> Experiment:
+    dim = exp.dimension(name)
+    if isinstance(value, dict):
+        new = parse_dimension(exp.path, dim.key, value, exp.search)
+    else:
+        values = value if isinstance(value, list) else [value]
+        kind = dim.kind if dim.kind in ("grid", "choice") else ("grid" if exp.search == "grid" else "choice")
+        new = parse_dimension(exp.path, dim.key, {kind: values}, exp.search)
+    return exp.with_dimension(new)
+
+
+def _sweep_setting(exp: Experiment, key: str, value: Any) -> Experiment:
+    name = key.split(".", 1)[1]
+    if name.startswith("scheduler."):
+        setting = name.split(".", 1)[1]
+        if exp.scheduler.get("kind") != "asha" or setting not in ("max_t", "grace_period", "reduction_factor"):
+            raise ConfigError(f"{key}: only asha schedulers take max_t, grace_period, reduction_factor")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= (1 if setting == "reduction_factor" else 0):
+            raise ConfigError(f"{key}: expected a positive number, got {value!r}")
+        return replace(exp, scheduler={**exp.scheduler, setting: value})
+    if name not in SWEEP_KEYS:
+        raise ConfigError(f"{key}: unknown sweep setting; use sweep.num_samples, sweep.max_concurrent, sweep.max_failures or sweep.scheduler.<setting>")
+    if isinstance(value, bool) or not isinstance(value, int) or value < SWEEP_KEYS[name]:
+        raise ConfigError(f"{key}: expected an integer >= {SWEEP_KEYS[name]}, got {value!r}")
+    return replace(exp, **{name: value})
+
+
+def _resource(exp: Experiment, key: str, value: Any) -> Experiment:
+    name = key.split(".", 1)[1]
+    if name not in ("cpu", "gpu"):
+        raise ConfigError(f"{key}: unknown resource; use resources.cpu or resources.gpu")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{key}: expected a number >= 0, got {value!r}")
+    if name == "cpu" and value == 0:
+        raise ConfigError(f"{key}: a trial needs some CPU; use e.g. resources.cpu=1")
+    return replace(exp, resources={**exp.resources, name: value})
+
+
+def compose(
+    study: Study, experiment: Experiment, *, profile: str | None = None, quick: bool = False,
+    overrides: Sequence[str] = (),
+) -> Composed:
+    if experiment.study != study.name:
+        raise ConfigError(
+            f"{experiment.path}: study is {experiment.study!r}, but this is the {study.name!r} "
+            f"entry point; run python tune_jobs/{experiment.study}.py --experiment {experiment.name}"
+        )
+    if experiment.metric not in study.metrics:
+        raise ConfigError(
+            f"{experiment.path}: metric {experiment.metric!r} is not reported by study {study.name}; "
+            f"it reports {', '.join(m for m in study.metrics if m != 'step')}"
+        )
+    parsed = [split_override(t) for t in overrides]
+    for key, value in parsed:
+        if key == "profile":
+            profile = str(value)
+    profile = profile or "local"
+    if profile not in study.profiles or profile == "quick":
+        allowed = [p for p in study.profiles if p != "quick"]
+        raise ConfigError(f"profile {profile!r} is not defined for {study.name}; use one of {', '.join(allowed)}")
+
+    base: dict[str, Any] = dict(experiment.fixed)
+    base.update(study.profiles[profile])
+    base.update(experiment.profiles.get(profile, {}))
+    if quick:
+        base.update(study.profiles.get("quick", {}))
+        base.update(experiment.profiles.get("quick", {}))
+    searched = {d.key for d in experiment.space}
+    for key, value in parsed:
+        if key == "profile":
+            continue
+        if key.startswith("space."):
+            experiment = _override_dimension(experiment, key[len("space."):], value)
+        elif key.startswith("sweep."):
+            experiment = _sweep_setting(experiment, key, value)
+        elif key.startswith("resources."):
+            experiment = _resource(experiment, key, value)
+        elif key in searched:
+            leaf = key.rsplit(".", 1)[-1]
+            raise ConfigError(f"{key} is searched by {experiment.path.name}; set its values with space.{leaf}=[...]")
+        else:
+            base[key] = value
+    composed = Composed(study=study, experiment=experiment, profile=profile, quick=quick, base=base, overrides=list(overrides))
+    build_config(study.config, base)  # the settings every trial shares must be valid on their own
+    return composed
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trial_label(point: dict[str, Any]) -> str:
+    """`n_components=4,lr=0.001`: the searched values by their last key part."""
+    return ",".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in point.items()) or "default"
+
+
+def _grid_points(space: Sequence[Dimension]) -> list[dict[str, Any]]:
+    keys = [d.key for d in space]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(d.values for d in space))]
+
+
+def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | None = None) -> Plan:
+    exp, cls = composed.experiment, composed.study.config
+    if exp.search != "grid":
+        if start_from is not None or stop_at is not None:
+            raise ConfigError("--start-from/--stop-at select trials of a grid; an optuna or random search samples sweep.num_samples trials")
+        for dim in exp.space:
+            for value in dim.candidates():
+                try:
+                    build_config(cls, composed.base, {dim.key: value})
+                except ConfigError as exc:
+                    raise ConfigError(f"space.{dim.key} value {value!r}: {exc}") from None
+        return Plan(composed=composed, trials=[])
+
+    points = _grid_points(exp.space)
+    first = 1 if start_from is None else start_from
+    last = len(points) if stop_at is None else stop_at
+    if not 1 <= first <= last <= len(points):
+        raise ConfigError(f"--start-from {first} --stop-at {last}: the grid has trials 1..{len(points)}; pick 1 <= start <= stop <= {len(points)}")
+    trials = []
+    for number, point in enumerate(points, start=1):
+        if not first <= number <= last:
+            continue
+        try:
+            cfg = build_config(cls, composed.base, point)
+        except ConfigError as exc:
+            raise ConfigError(f"space ({trial_label(point)}): {exc}") from None
+        trials.append(PlannedTrial(number=number, point=point, cfg=cfg))
+    return Plan(composed=composed, trials=trials)

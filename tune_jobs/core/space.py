@@ -1,0 +1,216 @@
+"""The experiment YAML: one file per experiment under search_spaces/, validated on load.
+
+    # python tune_jobs/phase1.py --experiment phase1
+    study: phase1
+    metric: val/nmse
+    mode: min
+    search: grid            # grid | optuna | random
+    num_samples: 1          # trials to sample (optuna, random)
+    scheduler: {kind: fifo} # or {kind: asha, max_t: 20, grace_period: 2, reduction_factor: 3}
+    resources: {cpu: 1, gpu: 0}
+    fixed: {trainer.steps: 5001}       # settings of every trial
+    space:                             # what varies: one value kind per key
+      data.n_components: {grid: [1, 2, 4]}
+
+Value kinds: grid / choice (lists), uniform / loguniform [lo, hi], randint [lo, hi] (hi
+inclusive), quniform [lo, hi, q]. Every error names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tune_jobs.core.config import flatten_mapping
+from tune_jobs.core.errors import ConfigError
+
+SEARCH_KINDS = ("grid", "optuna", "random")
+SCHEDULERS = {"fifo": (), "asha": ("time_attr", "max_t", "grace_period", "reduction_factor")}
+VALUE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
+TOP_KEYS = (
+    "study", "description", "metric", "mode", "search", "num_samples", "max_concurrent",
+    "scheduler", "resources", "max_failures", "seed", "fixed", "profiles", "space",
+)
+
+
+@dataclass(frozen=True)
+class Dimension:
+    key: str  # dotted config key
+    kind: str
+    values: tuple[Any, ...]  # the list (grid, choice) or the bounds (lo, hi[, q])
+
+    def candidates(self) -> tuple[Any, ...]:
+        """Values to validate against the config: every listed value, or the bounds."""
+        return self.values if self.kind in ("grid", "choice") else self.values[:2]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    path: Path
+    study: str
+    metric: str
+    mode: str
+    search: str = "grid"
+    num_samples: int = 1
+    max_concurrent: int = 0
+    scheduler: Mapping[str, Any] = field(default_factory=lambda: {"kind": "fifo"})
+    resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    max_failures: int = 2
+    seed: int = 0
+    description: str = ""
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    space: tuple[Dimension, ...] = ()
+
+    def dimension(self, name: str) -> Dimension:
+        """A dimension by its key, or by its last part when that is unambiguous."""
+        exact = [d for d in self.space if d.key == name]
+        leaf = [d for d in self.space if d.key.rsplit(".", 1)[-1] == name]
+        found = exact or leaf
+        if len(found) == 1:
+            return found[0]
+        keys = [d.key for d in self.space]
+        if not keys:
+            raise ConfigError(f"space.{name}: experiment {self.name!r} has no search space")
+        close = difflib.get_close_matches(name, keys, n=1)
+        hint = f"did you mean space.{close[0]}?" if close else f"its keys are {', '.join(keys)}"
+        raise ConfigError(f"space.{name}: no such key in the space of {self.path.name}; {hint}")
+
+    def with_dimension(self, dim: Dimension) -> Experiment:
+        return replace(self, space=tuple(dim if d.key == dim.key else d for d in self.space))
+
+
+def _fail(path: Path, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {key}: {message}")
+
+
+def _number(path: Path, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(path, key, f"expected a number, got {value!r}")
+    return value
+
+
+def parse_dimension(path: Path, key: str, spec: Any, search: str) -> Dimension:
+    where = f"space.{key}"
+    if isinstance(spec, list):  # shorthand: a bare list is a grid (or a choice for samplers)
+        spec = {"grid" if search == "grid" else "choice": spec}
+    if not isinstance(spec, Mapping) or len(spec) != 1:
+        raise _fail(path, where, f"expected one of {{{', '.join(VALUE_KINDS)}}}: [...], got {spec!r}")
+    (kind, values), = spec.items()
+    if kind not in VALUE_KINDS:
+        close = difflib.get_close_matches(str(kind), VALUE_KINDS, n=1)
+        raise _fail(path, where, f"unknown value kind {kind!r}" + (f"; did you mean {close[0]!r}?" if close else f"; use one of {', '.join(VALUE_KINDS)}"))
+    if not isinstance(values, list) or not values:
+        raise _fail(path, where, f"{kind} needs a non-empty list, got {values!r}")
+    if search == "grid" and kind != "grid":
+        raise _fail(path, where, f"a grid search takes only grid: [...] values, got {kind}; use search: optuna or random for sampled values")
+    if search == "optuna" and kind == "grid":
+        raise _fail(path, where, "optuna samples its values; write choice: [...] instead of grid: [...]")
+    if kind in ("uniform", "loguniform", "randint"):
+        if len(values) != 2:
+            raise _fail(path, where, f"{kind} takes [low, high], got {values!r}")
+        lo, hi = (_number(path, where, v) for v in values)
+        if not lo < hi:
+            raise _fail(path, where, f"{kind} needs low < high, got {values!r}")
+        if kind == "loguniform" and lo <= 0:
+            raise _fail(path, where, f"loguniform needs low > 0, got {values!r}")
+        if kind == "randint" and not all(isinstance(v, int) for v in values):
+            raise _fail(path, where, f"randint takes integer bounds, got {values!r}")
+    if kind == "quniform":
+        if len(values) != 3:
+            raise _fail(path, where, f"quniform takes [low, high, q], got {values!r}")
+        lo, hi, q = (_number(path, where, v) for v in values)
+        if not lo < hi or q <= 0:
+            raise _fail(path, where, f"quniform needs low < high and q > 0, got {values!r}")
+    if kind in ("grid", "choice") and len({repr(v) for v in values}) != len(values):
+        raise _fail(path, where, f"{kind} lists a value twice: {values!r}")
+    return Dimension(key=key, kind=kind, values=tuple(values))
+
+
+def _check_top(path: Path, data: Mapping[str, Any]) -> None:
+    for key in data:
+        if key not in TOP_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(TOP_KEYS)}"
+            raise _fail(path, str(key), f"unknown key; {hint}")
+    for key in ("study", "metric"):
+        if not isinstance(data.get(key), str) or not data.get(key):
+            raise _fail(path, key, "required; see search_spaces/phase1.yaml for an example")
+
+
+def load_experiment(path: Path) -> Experiment:
+    """Read and validate one experiment file (safe_load: a YAML file can never run code)."""
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} not found; pick one of search_spaces/*.yaml or pass --experiment PATH.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}; fix the file's syntax") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the file: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of keys (study, metric, space, ...), got {type(data).__name__}")
+    _check_top(path, data)
+
+    mode = data.get("mode", "min")
+    if mode not in ("min", "max"):
+        raise _fail(path, "mode", f"expected min or max, got {mode!r}")
+    search = data.get("search", "grid")
+    if search not in SEARCH_KINDS:
+        raise _fail(path, "search", f"expected one of {', '.join(SEARCH_KINDS)}, got {search!r}")
+    for key, low in (("num_samples", 1), ("max_concurrent", 0), ("max_failures", 0), ("seed", 0)):
+        value = data.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise _fail(path, key, f"expected an integer >= {low}, got {value!r}")
+
+    scheduler = data.get("scheduler", {"kind": "fifo"})
+    if isinstance(scheduler, str):
+        scheduler = {"kind": scheduler}
+    if not isinstance(scheduler, Mapping) or scheduler.get("kind") not in SCHEDULERS:
+        raise _fail(path, "scheduler", f"expected {{kind: fifo}} or {{kind: asha, ...}}, got {scheduler!r}")
+    for key in scheduler:
+        if key != "kind" and key not in SCHEDULERS[scheduler["kind"]]:
+            allowed = ", ".join(SCHEDULERS[scheduler["kind"]]) or "nothing else"
+            raise _fail(path, f"scheduler.{key}", f"unknown setting for {scheduler['kind']}; allowed: {allowed}")
+    for key in ("max_t", "grace_period"):
+        if key in scheduler and (not isinstance(scheduler[key], int) or scheduler[key] < 1):
+            raise _fail(path, f"scheduler.{key}", f"expected an integer >= 1, got {scheduler[key]!r}")
+    if "reduction_factor" in scheduler:
+        rf = _number(path, "scheduler.reduction_factor", scheduler["reduction_factor"])
+        if rf <= 1:
+            raise _fail(path, "scheduler.reduction_factor", f"must be > 1, got {rf!r}")
+
+    resources = data.get("resources", {})
+    if not isinstance(resources, Mapping):
+        raise _fail(path, "resources", f"expected {{cpu: 1, gpu: 0}}, got {resources!r}")
+    res = {"cpu": 1, "gpu": 0}
+    for key, value in resources.items():
+        if key not in res:
+            raise _fail(path, f"resources.{key}", "unknown resource; use cpu and gpu")
+        if _number(path, f"resources.{key}", value) < 0:
+            raise _fail(path, f"resources.{key}", f"must be >= 0, got {value!r}")
+        res[key] = value
+    for section in ("fixed", "profiles", "space"):
+        if not isinstance(data.get(section, {}), Mapping):
+            raise _fail(path, section, f"expected a mapping, got {data[section]!r}")
+    profiles = {str(k): flatten_mapping(v or {}) for k, v in data.get("profiles", {}).items()}
+    space = tuple(parse_dimension(path, str(k), v, search) for k, v in data.get("space", {}).items())
+    if search != "grid" and not space:
+        raise _fail(path, "space", f"a {search} search needs at least one dimension to sample")
+    return Experiment(
+        name=path.stem, path=path, study=data["study"], metric=data["metric"], mode=mode,
+        search=search, num_samples=data.get("num_samples", 1),
+        max_concurrent=data.get("max_concurrent", 0), scheduler=dict(scheduler), resources=res,
+        max_failures=data.get("max_failures", 2), seed=data.get("seed", 0),
+        description=str(data.get("description", "")), fixed=flatten_mapping(data.get("fixed", {})),
+        profiles=profiles, space=space,
+    )

@@ -1,0 +1,36 @@
+"""What an entry script declares: which trainable, which config, which metrics and report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Study name -> module whose STUDY attribute declares it; used by `tune_jobs/report.py`.
+STUDY_MODULES = {"phase1": "tune_jobs.phase1"}
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    train: Callable[[Any, Any], None]
+    config: type
+    metrics: tuple[str, ...]
+    default_experiment: str
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Columns shown per trial by --dry-run (derived values a person wants to see).
+    describe: Callable[[Any], Mapping[str, Any]] | None = None
+    # Compute estimate per trial: {"params": ..., "flops": ...}.
+    estimate: Callable[[Any], Mapping[str, float]] | None = None
+    # Builds the study's report from a finished sweep's MLflow runs into a folder.
+    report: Callable[..., list[Any]] | None = None
+
+
+def load_study(name: str) -> Study:
+    import importlib
+
+    from tune_jobs.core.errors import ConfigError
+
+    if name not in STUDY_MODULES:
+        raise ConfigError(f"unknown study {name!r}; known studies: {', '.join(sorted(STUDY_MODULES))}")
+    return importlib.import_module(STUDY_MODULES[name]).STUDY

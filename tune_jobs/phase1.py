@@ -1,0 +1,30 @@
+"""Component-count scaling of in-context mixture regression (study A, shared/DESIGN.md).
+
+    python tune_jobs/phase1.py                       # K in {1,2,3,4,5,6,8,10}, local profile
+    python tune_jobs/phase1.py --dry-run             # the trials, without running anything
+    python tune_jobs/phase1.py --experiment phase2   # contexts per component (phase 3, 4 alike)
+    python tune_jobs/phase1.py profile=full --address auto   # the paper's model on a GPU cluster
+"""
+
+from trainables import icl_mixture
+from tune_jobs.core.cli import main
+from tune_jobs.core.study import Study
+from tune_jobs.reports import phase1 as report
+
+STUDY = Study(
+    name="phase1",
+    train=icl_mixture.train,
+    config=icl_mixture.Config,
+    metrics=icl_mixture.METRICS,
+    default_experiment="phase1",
+    profiles=icl_mixture.PROFILES,
+    describe=lambda cfg: {
+        "K": cfg.data.n_components, "contexts/component": cfg.data.block_size,
+        "target points": cfg.data.target_points, "d": cfg.data.n_dims, "noise": cfg.data.noise_std,
+    },
+    estimate=icl_mixture.estimate,
+    report=report.build,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(main(STUDY))
