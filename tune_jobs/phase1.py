@@ -1,9 +1,9 @@
 """Component-count scaling of in-context mixture regression (study A, shared/DESIGN.md).
 
-    python tune_jobs/phase1.py                       # K in {1,2,3,4,5,6,8,10}, local profile
-    python tune_jobs/phase1.py --dry-run             # the trials, without running anything
-    python tune_jobs/phase1.py --experiment phase2   # contexts per component (phase 3, 4 alike)
-    python tune_jobs/phase1.py profile=full --address auto   # the paper's model on a GPU cluster
+python tune_jobs/phase1.py                       # K in {1,2,3,4,5,6,8,10}, local profile
+python tune_jobs/phase1.py --dry-run             # the trials, without running anything
+python tune_jobs/phase1.py --experiment phase2   # contexts per component (phase 3, 4 alike)
+python tune_jobs/phase1.py profile=full --address auto   # the paper's model on a GPU cluster
 """
 
 from trainables import icl_mixture
@@ -19,8 +19,11 @@ STUDY = Study(
     default_experiment="phase1",
     profiles=icl_mixture.PROFILES,
     describe=lambda cfg: {
-        "K": cfg.data.n_components, "contexts/component": cfg.data.block_size,
-        "target points": cfg.data.target_points, "d": cfg.data.n_dims, "noise": cfg.data.noise_std,
+        "K": cfg.data.n_components,
+        "contexts/component": cfg.data.block_size,
+        "target points": cfg.data.target_points,
+        "d": cfg.data.n_dims,
+        "noise": cfg.data.noise_std,
     },
     estimate=icl_mixture.estimate,
     report=report.build,

@@ -12,9 +12,7 @@ class DataConfig:
     n_dims: int = param(5, "dimension d of each x ~ N(0, I_d)", ge=1, le=64)
     n_components: int = param(1, "K: mixture components, one context block each", ge=1, le=64)
     total_contexts: int = param(24, "context points over all blocks (block size round(total/K))", ge=1)
-    contexts_per_component: int = param(
-        0, "points per context block; 0 derives it as round(total_contexts / K)", ge=0
-    )
+    contexts_per_component: int = param(0, "points per context block; 0 derives it as round(total_contexts / K)", ge=0)
     target_points: int = param(3, "labelled points of the target block before the query", ge=0)
     scale: float = param(0.1, "weights w_k ~ N(0, scale^2 I), applied once", gt=0)
     noise_std: float = param(0.0, "std of Gaussian noise on y, in the units of y", ge=0)
@@ -48,7 +46,8 @@ class TrainerConfig:
         500, "linear learning-rate warm-up steps (without it small models stay at the zero predictor)", ge=0
     )
     loss_positions: str = param(
-        "all", "train on every x position ('all') or on the query alone ('query')",
+        "all",
+        "train on every x position ('all') or on the query alone ('query')",
         choices=["all", "query"],
     )
     eval_every: int = param(100, "steps between evaluations on the fixed validation prompts", ge=1)
@@ -85,8 +84,13 @@ PROFILES: dict[str, dict[str, object]] = {
     "full": {},
     "local": {"model.n_embd": 64, "model.n_layer": 3, "model.n_head": 4, "trainer.batch_size": 64},
     "quick": {
-        "model.n_embd": 32, "model.n_layer": 2, "model.n_head": 2, "trainer.batch_size": 32,
-        "trainer.steps": 301, "trainer.eval_every": 50, "trainer.checkpoint_every": 100,
+        "model.n_embd": 32,
+        "model.n_layer": 2,
+        "model.n_head": 2,
+        "trainer.batch_size": 32,
+        "trainer.steps": 301,
+        "trainer.eval_every": 50,
+        "trainer.checkpoint_every": 100,
         "trainer.eval_prompts": 256,
     },
 }

@@ -17,10 +17,17 @@ class ICLTransformer(nn.Module):
     def __init__(self, *, n_dims: int, n_points: int, n_embd: int, n_layer: int, n_head: int):
         super().__init__()
         config = GPT2Config(
-            n_positions=2 * n_points, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+            n_positions=2 * n_points,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
             vocab_size=1,  # inputs come through the read-in, never through token ids
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,  # deterministic resume
-            use_cache=False, bos_token_id=None, eos_token_id=None,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,  # deterministic resume
+            use_cache=False,
+            bos_token_id=None,
+            eos_token_id=None,
         )
         self.n_dims = n_dims
         self.read_in = nn.Linear(n_dims, n_embd)

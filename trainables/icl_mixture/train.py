@@ -14,8 +14,13 @@ from trainables.icl_mixture.model import ICLTransformer
 
 # What `train` reports; the sweep metric is checked against this before Ray starts.
 METRICS = (
-    "step", "train/loss", "val/nmse", "val/nmse_rel_oracle",
-    "baseline/zero_nmse", "baseline/lstsq_nmse", "baseline/oracle_nmse",
+    "step",
+    "train/loss",
+    "val/nmse",
+    "val/nmse_rel_oracle",
+    "baseline/zero_nmse",
+    "baseline/lstsq_nmse",
+    "baseline/oracle_nmse",
 )
 
 
@@ -27,8 +32,11 @@ def _device(name: str) -> torch.device:
 
 def build_model(cfg: Config) -> ICLTransformer:
     return ICLTransformer(
-        n_dims=cfg.data.n_dims, n_points=cfg.data.n_points,
-        n_embd=cfg.model.n_embd, n_layer=cfg.model.n_layer, n_head=cfg.model.n_head,
+        n_dims=cfg.data.n_dims,
+        n_points=cfg.data.n_points,
+        n_embd=cfg.model.n_embd,
+        n_layer=cfg.model.n_layer,
+        n_head=cfg.model.n_head,
     )
 
 
@@ -92,16 +100,22 @@ def train(cfg: Config, ctx: TrialContext) -> None:
             continue
         nmse = query_nmse(model, val, cfg, device)
         metrics = {
-            "step": step, "train/loss": loss_sum / loss_n, "val/nmse": nmse,
-            "val/nmse_rel_oracle": nmse - baselines["baseline/oracle_nmse"], **baselines,
+            "step": step,
+            "train/loss": loss_sum / loss_n,
+            "val/nmse": nmse,
+            "val/nmse_rel_oracle": nmse - baselines["baseline/oracle_nmse"],
+            **baselines,
         }
         loss_sum, loss_n = 0.0, 0
         checkpoint = None
         if last or step % cfg.trainer.checkpoint_every == 0:
             checkpoint = {
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "data_rng": data_gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "step": step + 1,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "data_rng": data_gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step + 1,
             }
         ctx.report(metrics, checkpoint)
 

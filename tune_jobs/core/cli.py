@@ -24,18 +24,33 @@ def parser(study: Study) -> argparse.ArgumentParser:
         "resources.cpu=2 sweep.num_samples=20 profile=full. --help-config lists the keys.",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.add_argument("--experiment", default=study.default_experiment,
-                   help=f"search_spaces/NAME.yaml or a path to a YAML (default: {study.default_experiment})")
-    p.add_argument("--profile", choices=[k for k in study.profiles if k != "quick"], default=None,
-                   help="model/data sizes: local (default, a laptop) or full (the paper's, for GPUs)")
+    p.add_argument(
+        "--experiment",
+        default=study.default_experiment,
+        help=f"search_spaces/NAME.yaml or a path to a YAML (default: {study.default_experiment})",
+    )
+    p.add_argument(
+        "--profile",
+        choices=[k for k in study.profiles if k != "quick"],
+        default=None,
+        help="model/data sizes: local (default, a laptop) or full (the paper's, for GPUs)",
+    )
     p.add_argument("--quick", action="store_true", help="a 1-2 minute smoke version of the sweep")
     p.add_argument("--dry-run", action="store_true", help="print the trials and exit without starting Ray")
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="SWEEP_ID",
-                   help="finish an interrupted sweep (the newest of this experiment, or SWEEP_ID)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SWEEP_ID",
+        help="finish an interrupted sweep (the newest of this experiment, or SWEEP_ID)",
+    )
     p.add_argument("--start-from", type=int, default=None, metavar="N", help="first grid trial to run (1-based)")
     p.add_argument("--stop-at", type=int, default=None, metavar="N", help="last grid trial to run (inclusive)")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or host:port)")
-    p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument(
+        "--mlflow-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+    )
     p.add_argument("--results-dir", default="results", help="where Ray results and reports go (default ./results)")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
     return p
@@ -54,8 +69,10 @@ def print_plan(p: Plan) -> None:
     sched = ", ".join(f"{k}={v}" for k, v in exp.scheduler.items())
     res = ", ".join(f"{k}={v}" for k, v in exp.resources.items())
     print(f"study {c.study.name}, experiment {exp.name} ({exp.path})")
-    print(f"search {exp.search}, scheduler {sched}, metric {exp.metric} ({exp.mode}), profile {c.profile}"
-          + (" + quick" if c.quick else ""))
+    print(
+        f"search {exp.search}, scheduler {sched}, metric {exp.metric} ({exp.mode}), profile {c.profile}"
+        + (" + quick" if c.quick else "")
+    )
     print(f"resources per trial: {res}; max_failures={exp.max_failures}")
     if c.overrides:
         print("overrides: " + " ".join(c.overrides))
@@ -88,19 +105,25 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
     from tune_jobs.core.runner import SWEEP_FILE, find_sweep
 
     if args.overrides or args.quick or args.profile or args.start_from or args.stop_at:
-        raise ConfigError("--resume continues a sweep with its own settings; drop the overrides and --quick/--profile/--start-from/--stop-at")
+        raise ConfigError(
+            "--resume continues a sweep with its own settings; drop the overrides and --quick/--profile/--start-from/--stop-at"
+        )
     name = Path(args.experiment).stem
     sweep_dir = find_sweep(results_dir / "ray", name, args.resume or None)
     saved = json.loads((sweep_dir / SWEEP_FILE).read_text())
     if saved["study"] != study.name:
-        raise ConfigError(f"sweep {saved['sweep_id']} belongs to study {saved['study']}; resume it with python tune_jobs/{saved['study']}.py --resume {saved['sweep_id']}")
+        raise ConfigError(
+            f"sweep {saved['sweep_id']} belongs to study {saved['study']}; resume it with python tune_jobs/{saved['study']}.py --resume {saved['sweep_id']}"
+        )
     experiment = load_experiment(Path(saved["experiment_file"]))
     composed = compose(study, experiment, profile=saved["profile"], quick=saved["quick"], overrides=saved["overrides"])
     p = plan(composed)
     if saved["points"]:
         p.trials = [t for t in p.trials if t.point in saved["points"]]
     if composed.base != saved["base"] or [t.point for t in p.trials] != saved["points"]:
-        raise ConfigError(f"{experiment.path} changed since sweep {saved['sweep_id']} started; restore the file or start a new sweep")
+        raise ConfigError(
+            f"{experiment.path} changed since sweep {saved['sweep_id']} started; restore the file or start a new sweep"
+        )
     return p, sweep_dir
 
 
@@ -135,5 +158,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         print(f"  report:      {result.report_dir}")
     print(f"  MLflow:      {result.tracking_uri} (parent run {result.parent_run_id})")
     if result.tracking_uri.startswith("sqlite:"):
-        print(f"  browse:      mlflow ui --backend-store-uri {result.tracking_uri} --port 5000   (then open http://127.0.0.1:5000)")
+        print(
+            f"  browse:      mlflow ui --backend-store-uri {result.tracking_uri} --port 5000   (then open http://127.0.0.1:5000)"
+        )
     return 1 if result.errored else 0

@@ -152,8 +152,10 @@ def check_bounds(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
     for name, ok, word in (
-        ("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-        ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<"),
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
     ):
         bound = meta.get(name)
         if bound is not None and not ok(value, bound):

@@ -33,7 +33,9 @@ def git_commit() -> str:
             return "unknown"
         dirty = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -60,12 +62,12 @@ def tracking_uri(given: str | None) -> str:
             "http://host:port or postgresql://..."
         )
     if scheme == "sqlite" and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
     return uri
 
 
 def artifact_location(uri: str) -> str | None:
     """Artifacts of a local store go to ./mlartifacts beside it; a server chooses its own."""
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
     return None

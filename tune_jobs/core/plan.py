@@ -83,11 +83,17 @@ def _sweep_setting(exp: Experiment, key: str, value: Any) -> Experiment:
         setting = name.split(".", 1)[1]
         if exp.scheduler.get("kind") != "asha" or setting not in ("max_t", "grace_period", "reduction_factor"):
             raise ConfigError(f"{key}: only asha schedulers take max_t, grace_period, reduction_factor")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= (1 if setting == "reduction_factor" else 0):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value <= (1 if setting == "reduction_factor" else 0)
+        ):
             raise ConfigError(f"{key}: expected a positive number, got {value!r}")
         return replace(exp, scheduler={**exp.scheduler, setting: value})
     if name not in SWEEP_KEYS:
-        raise ConfigError(f"{key}: unknown sweep setting; use sweep.num_samples, sweep.max_concurrent, sweep.max_failures or sweep.scheduler.<setting>")
+        raise ConfigError(
+            f"{key}: unknown sweep setting; use sweep.num_samples, sweep.max_concurrent, sweep.max_failures or sweep.scheduler.<setting>"
+        )
     if isinstance(value, bool) or not isinstance(value, int) or value < SWEEP_KEYS[name]:
         raise ConfigError(f"{key}: expected an integer >= {SWEEP_KEYS[name]}, got {value!r}")
     return replace(exp, **{name: value})
@@ -105,7 +111,11 @@ def _resource(exp: Experiment, key: str, value: Any) -> Experiment:
 
 
 def compose(
-    study: Study, experiment: Experiment, *, profile: str | None = None, quick: bool = False,
+    study: Study,
+    experiment: Experiment,
+    *,
+    profile: str | None = None,
+    quick: bool = False,
     overrides: Sequence[str] = (),
 ) -> Composed:
     if experiment.study != study.name:
@@ -138,7 +148,7 @@ def compose(
         if key == "profile":
             continue
         if key.startswith("space."):
-            experiment = _override_dimension(experiment, key[len("space."):], value)
+            experiment = _override_dimension(experiment, key[len("space.") :], value)
         elif key.startswith("sweep."):
             experiment = _sweep_setting(experiment, key, value)
         elif key.startswith("resources."):
@@ -148,7 +158,9 @@ def compose(
             raise ConfigError(f"{key} is searched by {experiment.path.name}; set its values with space.{leaf}=[...]")
         else:
             base[key] = value
-    composed = Composed(study=study, experiment=experiment, profile=profile, quick=quick, base=base, overrides=list(overrides))
+    composed = Composed(
+        study=study, experiment=experiment, profile=profile, quick=quick, base=base, overrides=list(overrides)
+    )
     build_config(study.config, base)  # the settings every trial shares must be valid on their own
     return composed
 
@@ -173,7 +185,9 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
     exp, cls = composed.experiment, composed.study.config
     if exp.search != "grid":
         if start_from is not None or stop_at is not None:
-            raise ConfigError("--start-from/--stop-at select trials of a grid; an optuna or random search samples sweep.num_samples trials")
+            raise ConfigError(
+                "--start-from/--stop-at select trials of a grid; an optuna or random search samples sweep.num_samples trials"
+            )
         for dim in exp.space:
             for value in dim.candidates():
                 try:
@@ -186,7 +200,9 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
     first = 1 if start_from is None else start_from
     last = len(points) if stop_at is None else stop_at
     if not 1 <= first <= last <= len(points):
-        raise ConfigError(f"--start-from {first} --stop-at {last}: the grid has trials 1..{len(points)}; pick 1 <= start <= stop <= {len(points)}")
+        raise ConfigError(
+            f"--start-from {first} --stop-at {last}: the grid has trials 1..{len(points)}; pick 1 <= start <= stop <= {len(points)}"
+        )
     trials = []
     for number, point in enumerate(points, start=1):
         if not first <= number <= last:

@@ -42,9 +42,13 @@ class SweepData:
         self.trials = sorted(
             (
                 TrialRun(
-                    run_id=r.info.run_id, name=r.info.run_name, status=r.info.status,
-                    point=json.loads(r.data.tags.get("sweep.point", "{}")), params=r.data.params,
-                    metrics=r.data.metrics, tags=r.data.tags,
+                    run_id=r.info.run_id,
+                    name=r.info.run_name,
+                    status=r.info.status,
+                    point=json.loads(r.data.tags.get("sweep.point", "{}")),
+                    params=r.data.params,
+                    metrics=r.data.metrics,
+                    tags=r.data.tags,
                 )
                 for r in runs
             ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -47,8 +48,8 @@ def find_sweep(ray_dir: Path, experiment: str, sweep: str | None) -> Path:
     else:
         candidates = [p for p in ray_dir.glob(f"{safe_name(experiment)}-*") if (p / SWEEP_FILE).exists()]
     if not candidates:
-        what = f"sweep {sweep!r}" if sweep else f"a sweep of experiment {experiment!r}"
-        raise ConfigError(f"--resume: found no {what} under {ray_dir}; run without --resume to start one")
+        what = f"named {sweep!r}" if sweep else f"of experiment {experiment!r}"
+        raise ConfigError(f"--resume: no sweep {what} under {ray_dir}; run without --resume to start one")
     if sweep and len(candidates) > 1:
         raise ConfigError(f"--resume {sweep}: matches {len(candidates)} sweeps; give the full sweep id")
     return max(candidates, key=lambda p: (p / SWEEP_FILE).stat().st_mtime)
@@ -86,8 +87,11 @@ def _search_alg(experiment: Experiment, sweep_dir: Path, sweep_id: str) -> Any:
     # A persistent study in the sweep directory: the search keeps its history on resume.
     storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
     return OptunaSearch(
-        metric=experiment.metric, mode=experiment.mode, seed=experiment.seed,
-        storage=storage, study_name=f"{experiment.name}-{sweep_id}",
+        metric=experiment.metric,
+        mode=experiment.mode,
+        seed=experiment.seed,
+        storage=storage,
+        study_name=f"{experiment.name}-{sweep_id}",
     )
 
 
@@ -107,8 +111,15 @@ def _trial_dirname(trial: Any) -> str:
     return safe_name(f"{trial_label(trial_point(trial.config))}_{trial.trial_id}")[:100]
 
 
-def run_sweep(plan: Plan, *, results_dir: Path, tracking_uri: str, address: str | None,
-              resume_dir: Path | None = None, verbose: int = 1) -> SweepResult:
+def run_sweep(
+    plan: Plan,
+    *,
+    results_dir: Path,
+    tracking_uri: str,
+    address: str | None,
+    resume_dir: Path | None = None,
+    verbose: int = 1,
+) -> SweepResult:
     composed = plan.composed
     study, experiment = composed.study, composed.experiment
     ray_dir = (results_dir / "ray").resolve()
@@ -119,10 +130,18 @@ def run_sweep(plan: Plan, *, results_dir: Path, tracking_uri: str, address: str 
         sweep_dir = ray_dir / f"{safe_name(experiment.name)}-{sweep_id}"
         sweep_dir.mkdir(parents=True)
         description = {
-            "study": study.name, "experiment": experiment.name, "experiment_file": str(experiment.path),
-            "sweep_id": sweep_id, "profile": composed.profile, "quick": composed.quick,
-            "overrides": composed.overrides, "base": composed.base, "points": points,
-            "tracking_uri": tracking_uri, "git_commit": git_commit(), "created": time.time(),
+            "study": study.name,
+            "experiment": experiment.name,
+            "experiment_file": str(experiment.path),
+            "sweep_id": sweep_id,
+            "profile": composed.profile,
+            "quick": composed.quick,
+            "overrides": composed.overrides,
+            "base": composed.base,
+            "points": points,
+            "tracking_uri": tracking_uri,
+            "git_commit": git_commit(),
+            "created": time.time(),
         }
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(description, indent=1, default=str))
     else:
@@ -130,6 +149,9 @@ def run_sweep(plan: Plan, *, results_dir: Path, tracking_uri: str, address: str 
         description = json.loads((sweep_dir / SWEEP_FILE).read_text())
         sweep_id = description["sweep_id"]
 
+    # Save Tune's experiment state after every controller step, not every >= 10 s: a driver
+    # killed right after a trial finished must not run that trial again on --resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     import ray
     from ray import tune
 
@@ -141,40 +163,62 @@ def run_sweep(plan: Plan, *, results_dir: Path, tracking_uri: str, address: str 
         {"cpu": experiment.resources.get("cpu", 1), "gpu": experiment.resources.get("gpu", 0)},
     )
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=True,
-                 logging_level=logging.WARNING, log_to_driver=True)
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
 
     if resume_dir is not None and (sweep_dir / "tuner.pkl").exists():
-        tuner = tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, param_space=_param_space(experiment, points))
+        tuner = tune.Tuner.restore(
+            str(sweep_dir),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            param_space=_param_space(experiment, points),
+        )
     else:
         tracker = MlflowTracker(
-            tracking_uri=tracking_uri, experiment_name=experiment.name, sweep_dir=str(sweep_dir),
+            tracking_uri=tracking_uri,
+            experiment_name=experiment.name,
+            sweep_dir=str(sweep_dir),
             tags={
-                "sweep.id": sweep_id, "sweep.study": study.name, "sweep.experiment": experiment.name,
-                "sweep.profile": description["profile"], "sweep.space_file": str(experiment.path),
-                "sweep.metric": experiment.metric, "sweep.mode": experiment.mode,
+                "sweep.id": sweep_id,
+                "sweep.study": study.name,
+                "sweep.experiment": experiment.name,
+                "sweep.profile": description["profile"],
+                "sweep.space_file": str(experiment.path),
+                "sweep.metric": experiment.metric,
+                "sweep.mode": experiment.mode,
                 "git.commit": description["git_commit"],
                 "mlflow.source.git.commit": description["git_commit"].removesuffix("-dirty"),
             },
-            base=composed.base_flat, metrics=study.metrics, run_prefix=experiment.name,
+            base=composed.base_flat,
+            metrics=study.metrics,
+            run_prefix=experiment.name,
             artifact_location=artifact_location(tracking_uri),
         )
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(experiment, points),
             tune_config=tune.TuneConfig(
-                metric=experiment.metric, mode=experiment.mode,
-                search_alg=_search_alg(experiment, sweep_dir, sweep_id), scheduler=_scheduler(experiment),
+                metric=experiment.metric,
+                mode=experiment.mode,
+                search_alg=_search_alg(experiment, sweep_dir, sweep_id),
+                scheduler=_scheduler(experiment),
                 num_samples=experiment.num_samples if plan.sampled else 1,
                 max_concurrent_trials=experiment.max_concurrent or None,
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
-                name=sweep_dir.name, storage_path=str(ray_dir),
+                name=sweep_dir.name,
+                storage_path=str(ray_dir),
                 failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[tracker], verbose=verbose,
+                callbacks=[tracker],
+                verbose=verbose,
             ),
         )
     grid = tuner.fit()
@@ -187,6 +231,11 @@ def run_sweep(plan: Plan, *, results_dir: Path, tracking_uri: str, address: str 
 
         report_dir = build_report(study, tracking_uri, state["parent_run_id"], results_dir)
     return SweepResult(
-        sweep_id=sweep_id, sweep_dir=sweep_dir, parent_run_id=state["parent_run_id"],
-        tracking_uri=tracking_uri, trials=len(grid), errored=errored, report_dir=report_dir,
+        sweep_id=sweep_id,
+        sweep_dir=sweep_dir,
+        parent_run_id=state["parent_run_id"],
+        tracking_uri=tracking_uri,
+        trials=len(grid),
+        errored=errored,
+        report_dir=report_dir,
     )

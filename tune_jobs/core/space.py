@@ -33,8 +33,20 @@ SEARCH_KINDS = ("grid", "optuna", "random")
 SCHEDULERS = {"fifo": (), "asha": ("time_attr", "max_t", "grace_period", "reduction_factor")}
 VALUE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
 TOP_KEYS = (
-    "study", "description", "metric", "mode", "search", "num_samples", "max_concurrent",
-    "scheduler", "resources", "max_failures", "seed", "fixed", "profiles", "space",
+    "study",
+    "description",
+    "metric",
+    "mode",
+    "search",
+    "num_samples",
+    "max_concurrent",
+    "scheduler",
+    "resources",
+    "max_failures",
+    "seed",
+    "fixed",
+    "profiles",
+    "space",
 )
 
 
@@ -102,14 +114,23 @@ def parse_dimension(path: Path, key: str, spec: Any, search: str) -> Dimension:
         spec = {"grid" if search == "grid" else "choice": spec}
     if not isinstance(spec, Mapping) or len(spec) != 1:
         raise _fail(path, where, f"expected one of {{{', '.join(VALUE_KINDS)}}}: [...], got {spec!r}")
-    (kind, values), = spec.items()
+    ((kind, values),) = spec.items()
     if kind not in VALUE_KINDS:
         close = difflib.get_close_matches(str(kind), VALUE_KINDS, n=1)
-        raise _fail(path, where, f"unknown value kind {kind!r}" + (f"; did you mean {close[0]!r}?" if close else f"; use one of {', '.join(VALUE_KINDS)}"))
+        raise _fail(
+            path,
+            where,
+            f"unknown value kind {kind!r}"
+            + (f"; did you mean {close[0]!r}?" if close else f"; use one of {', '.join(VALUE_KINDS)}"),
+        )
     if not isinstance(values, list) or not values:
         raise _fail(path, where, f"{kind} needs a non-empty list, got {values!r}")
     if search == "grid" and kind != "grid":
-        raise _fail(path, where, f"a grid search takes only grid: [...] values, got {kind}; use search: optuna or random for sampled values")
+        raise _fail(
+            path,
+            where,
+            f"a grid search takes only grid: [...] values, got {kind}; use search: optuna or random for sampled values",
+        )
     if search == "optuna" and kind == "grid":
         raise _fail(path, where, "optuna samples its values; write choice: [...] instead of grid: [...]")
     if kind in ("uniform", "loguniform", "randint"):
@@ -147,7 +168,9 @@ def _check_top(path: Path, data: Mapping[str, Any]) -> None:
 def load_experiment(path: Path) -> Experiment:
     """Read and validate one experiment file (safe_load: a YAML file can never run code)."""
     if not path.is_file():
-        raise ConfigError(f"experiment file {path} not found; pick one of search_spaces/*.yaml or pass --experiment PATH.yaml")
+        raise ConfigError(
+            f"experiment file {path} not found; pick one of search_spaces/*.yaml or pass --experiment PATH.yaml"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -207,10 +230,20 @@ def load_experiment(path: Path) -> Experiment:
     if search != "grid" and not space:
         raise _fail(path, "space", f"a {search} search needs at least one dimension to sample")
     return Experiment(
-        name=path.stem, path=path, study=data["study"], metric=data["metric"], mode=mode,
-        search=search, num_samples=data.get("num_samples", 1),
-        max_concurrent=data.get("max_concurrent", 0), scheduler=dict(scheduler), resources=res,
-        max_failures=data.get("max_failures", 2), seed=data.get("seed", 0),
-        description=str(data.get("description", "")), fixed=flatten_mapping(data.get("fixed", {})),
-        profiles=profiles, space=space,
+        name=path.stem,
+        path=path,
+        study=data["study"],
+        metric=data["metric"],
+        mode=mode,
+        search=search,
+        num_samples=data.get("num_samples", 1),
+        max_concurrent=data.get("max_concurrent", 0),
+        scheduler=dict(scheduler),
+        resources=res,
+        max_failures=data.get("max_failures", 2),
+        seed=data.get("seed", 0),
+        description=str(data.get("description", "")),
+        fixed=flatten_mapping(data.get("fixed", {})),
+        profiles=profiles,
+        space=space,
     )

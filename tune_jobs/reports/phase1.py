@@ -60,17 +60,24 @@ def collect(sweep: SweepData) -> tuple[pd.DataFrame, str]:
         hist = sweep.history(t.run_id, "val/nmse")
         ls, oracle = m["baseline/lstsq_nmse"], m["baseline/oracle_nmse"]
         gap = ls - oracle
-        rows.append({
-            "x": t.point.get(x_key, t.params.get(x_key)),
-            "final_nmse": m["val/nmse"], "best_nmse": min(v for _, v in hist),
-            "zero_nmse": m["baseline/zero_nmse"], "lstsq_nmse": ls, "oracle_nmse": oracle,
-            "excess_over_oracle": m["val/nmse"] - oracle,
-            "gap_closed": (ls - m["val/nmse"]) / gap if gap > 1e-6 else float("nan"),
-            "steps_to_lstsq": first_below(hist, ls),
-            "steps_to_halfway": first_below(hist, oracle + 0.5 * gap),
-            "final_step": hist[-1][0] if hist else None,
-            "status": t.status, "run": t.name, "run_id": t.run_id,
-        })
+        rows.append(
+            {
+                "x": t.point.get(x_key, t.params.get(x_key)),
+                "final_nmse": m["val/nmse"],
+                "best_nmse": min(v for _, v in hist),
+                "zero_nmse": m["baseline/zero_nmse"],
+                "lstsq_nmse": ls,
+                "oracle_nmse": oracle,
+                "excess_over_oracle": m["val/nmse"] - oracle,
+                "gap_closed": (ls - m["val/nmse"]) / gap if gap > 1e-6 else float("nan"),
+                "steps_to_lstsq": first_below(hist, ls),
+                "steps_to_halfway": first_below(hist, oracle + 0.5 * gap),
+                "final_step": hist[-1][0] if hist else None,
+                "status": t.status,
+                "run": t.name,
+                "run_id": t.run_id,
+            }
+        )
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df.sort_values("x", key=lambda s: pd.to_numeric(s, errors="coerce")).reset_index(drop=True)
@@ -136,8 +143,14 @@ def plot_convergence(df: pd.DataFrame, x_label: str, out: Path, title: str) -> l
         missed = df[df[col].isna()]
         ax.plot(reached.x, reached[col], "o-", color=color, label=label)
         if not missed.empty:
-            ax.scatter(missed.x, [top * 1.05] * len(missed), marker="^", facecolors="none", edgecolors=color,
-                       label=f"{label}: not reached")
+            ax.scatter(
+                missed.x,
+                [top * 1.05] * len(missed),
+                marker="^",
+                facecolors="none",
+                edgecolors=color,
+                label=f"{label}: not reached",
+            )
     ax.axhline(top, color="grey", ls=":", lw=1)
     ax.set_xlabel(x_label)
     ax.set_ylabel("training step (smoothed val nMSE below threshold)")
@@ -160,7 +173,9 @@ def findings(df: pd.DataFrame, x_name: str) -> list[str]:
     )
     lost = df[df.gap_closed < KEEP_UP]
     if lost.empty:
-        lines.append(f"It closes at least {KEEP_UP:.0%} of the least-squares -> oracle gap at every {x_name}: no capacity limit within this range.")
+        lines.append(
+            f"It closes at least {KEEP_UP:.0%} of the least-squares -> oracle gap at every {x_name}: no capacity limit within this range."
+        )
     else:
         lines.append(
             f"It stops keeping up with the oracle at {x_name} = {lost.x.iloc[0]} "
@@ -168,7 +183,9 @@ def findings(df: pd.DataFrame, x_name: str) -> list[str]:
         )
     slow = df[df.steps_to_halfway.isna()]
     if not slow.empty:
-        lines.append(f"Not halfway to the oracle within the budget at {x_name} = {', '.join(str(x) for x in slow.x)}: more steps or a wider model may help there.")
+        lines.append(
+            f"Not halfway to the oracle within the budget at {x_name} = {', '.join(str(x) for x in slow.x)}: more steps or a wider model may help there."
+        )
     return lines
 
 
@@ -188,8 +205,23 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
     files += plot_convergence(done, x_label, out, title)
     notes = findings(done, x_name)
     records = json.loads(df.to_json(orient="records"))
-    (out / "summary.json").write_text(json.dumps({"sweep": sweep.sweep_id, "x": x_key, "findings": notes, "trials": records}, indent=1))
-    table = done[["x", "final_nmse", "best_nmse", "zero_nmse", "lstsq_nmse", "oracle_nmse", "gap_closed", "steps_to_lstsq", "steps_to_halfway", "status"]]
+    (out / "summary.json").write_text(
+        json.dumps({"sweep": sweep.sweep_id, "x": x_key, "findings": notes, "trials": records}, indent=1)
+    )
+    table = done[
+        [
+            "x",
+            "final_nmse",
+            "best_nmse",
+            "zero_nmse",
+            "lstsq_nmse",
+            "oracle_nmse",
+            "gap_closed",
+            "steps_to_lstsq",
+            "steps_to_halfway",
+            "status",
+        ]
+    ]
     md = [f"# {title}", "", *[f"- {line}" for line in notes], "", _markdown(table.rename(columns={"x": x_name})), ""]
     failed = df[df.status != "FINISHED"]
     if not failed.empty:

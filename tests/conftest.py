@@ -1,0 +1,42 @@
+"""Shared fixtures: running an entry script as a user would, in a fresh folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def job_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_ADDRESS"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_job(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python tune_jobs/<script> ARGS` from `cwd`, as a user would type it."""
+    script, *rest = args
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tune_jobs" / script), *rest],
+        cwd=cwd,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*"))
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    d = tmp_path / "work"
+    d.mkdir()
+    return d

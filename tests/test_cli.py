@@ -1,0 +1,64 @@
+"""The entry script as a user types it: dry-run, and every bad input is one line + exit 2."""
+
+import re
+
+import pytest
+from conftest import files_under, run_job
+
+
+def test_dry_run_lists_the_8_trials_without_starting_ray(workdir):
+    out = run_job(["phase1.py", "--dry-run"], workdir, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if re.match(r"\s+\d+\s+n_components=", line)]
+    assert [int(r[0]) for r in rows] == list(range(1, 9))
+    # columns: #, trial, K, contexts/component, target points, ...
+    assert [(int(r[2]), int(r[3]), int(r[4])) for r in rows] == [
+        (1, 24, 3),
+        (2, 12, 3),
+        (3, 8, 3),
+        (4, 6, 3),
+        (5, 5, 3),
+        (6, 4, 3),
+        (8, 3, 3),
+        (10, 2, 3),
+    ]
+    assert "8 trials" in out.stdout and "compute estimate" in out.stdout
+    assert files_under(workdir) == [], "a dry run writes nothing"
+    assert "ray" not in out.stderr.lower()
+
+
+def test_dry_run_slice_and_other_experiments(workdir):
+    out = run_job(["phase1.py", "--dry-run", "--start-from", "2", "--stop-at", "4"], workdir, timeout=120)
+    assert out.returncode == 0 and "3 trials" in out.stdout
+    out = run_job(["phase1.py", "--dry-run", "--experiment", "phase3", "profile=full"], workdir, timeout=120)
+    assert out.returncode == 0 and "profile full" in out.stdout and "n_dims=10" in out.stdout
+
+
+BAD = [
+    (["trainer.stpes=10"], "unknown key 'trainer.stpes'; did you mean 'trainer.steps'?"),
+    (["trainer.steps=abc"], "trainer.steps: expected an integer, got 'abc'"),
+    (["space.n_components=[0]"], "data.n_components: must be >= 1, got 0"),
+    (["--experiment", "nosuch"], "nosuch.yaml not found"),
+    (["--experiment", "{tmp}/broken.yaml"], "malformed YAML at line"),
+    (["--start-from", "5", "--stop-at", "2"], "the grid has trials 1..8"),
+    (["--mlflow-uri", "ftp://x"], "MLflow tracking URI 'ftp://x' is not understood"),
+    (["--resume"], "--resume: no sweep of experiment 'phase1' under"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[a[0][0] for a in BAD])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(workdir, tmp_path, args, message):
+    (tmp_path / "broken.yaml").write_text("study: phase1\nspace: [unclosed\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    out = run_job(["phase1.py", *args], workdir, timeout=120)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert "Traceback" not in out.stderr
+    assert files_under(workdir) == [], "nothing is written on bad input"
+
+
+def test_help_config_lists_keys(workdir):
+    out = run_job(["phase1.py", "--help-config"], workdir, timeout=120)
+    assert out.returncode == 0 and "trainer.steps (int, default 5001)" in out.stdout

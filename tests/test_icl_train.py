@@ -1,0 +1,87 @@
+"""The training loop through the plain in-process context: learning, resume, both profiles."""
+
+import pytest
+import torch
+
+from trainables.common import LocalContext
+from trainables.icl_mixture import PROFILES, Config, train
+from tune_jobs.core.config import build_config
+
+TINY = {
+    "model.n_embd": 16,
+    "model.n_layer": 1,
+    "model.n_head": 2,
+    "trainer.batch_size": 8,
+    "trainer.steps": 40,
+    "trainer.eval_every": 10,
+    "trainer.checkpoint_every": 20,
+    "trainer.eval_prompts": 32,
+    "trainer.warmup_steps": 5,
+    "data.n_components": 2,
+}
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfterCheckpoint(LocalContext):
+    """Dies (like a killed worker) right after the n-th checkpoint has been written."""
+
+    def __init__(self, path, after):
+        super().__init__(path)
+        self.after = after
+
+    def report(self, metrics, state=None):
+        super().report(metrics, state)
+        if self.checkpoints == self.after:
+            raise Interrupt
+
+
+def test_reports_every_eval_and_the_baselines(tmp_path):
+    ctx = LocalContext(tmp_path)
+    train(build_config(Config, TINY), ctx)
+    assert [m["step"] for m in ctx.history] == [0, 10, 20, 30, 39]
+    last = ctx.history[-1]
+    assert set(last) >= {"train/loss", "val/nmse", "baseline/zero_nmse", "baseline/lstsq_nmse", "baseline/oracle_nmse"}
+    assert last["val/nmse_rel_oracle"] == pytest.approx(last["val/nmse"] - last["baseline/oracle_nmse"])
+    assert ctx.checkpoint_path.exists()
+
+
+def test_resume_from_a_checkpoint_gives_the_same_numbers_as_never_stopping(tmp_path):
+    cfg = build_config(Config, TINY)
+    straight = LocalContext(tmp_path / "straight")
+    train(cfg, straight)
+
+    interrupted = StopAfterCheckpoint(tmp_path / "resumed", after=2)  # checkpoints at steps 0, 20
+    with pytest.raises(Interrupt):
+        train(cfg, interrupted)
+    resumed = LocalContext(tmp_path / "resumed")
+    train(cfg, resumed)
+    assert resumed.history[0]["step"] == 30
+    assert resumed.history == straight.history[-len(resumed.history) :]  # bit for bit on CPU
+
+
+def test_nan_loss_stops_the_trial_with_a_clear_reason(tmp_path):
+    cfg = build_config(Config, TINY | {"trainer.lr": 1.0, "trainer.warmup_steps": 0, "data.noise_std": 1e25})
+    with pytest.raises(FloatingPointError, match="train/loss became"):
+        train(cfg, LocalContext(tmp_path))
+
+
+@pytest.mark.parametrize("profile", ["local", "full"])
+def test_each_profile_builds_and_runs_a_few_steps_on_cpu(tmp_path, profile):
+    short = {
+        "trainer.steps": 3,
+        "trainer.eval_every": 1,
+        "trainer.checkpoint_every": 1,
+        "trainer.eval_prompts": 16,
+        "trainer.batch_size": 4,
+        "trainer.device": "cpu",
+    }
+    cfg = build_config(Config, {"data.n_components": 10}, PROFILES[profile], short)
+    if profile == "full":
+        assert (cfg.model.n_embd, cfg.model.n_layer, cfg.model.n_head) == (256, 12, 8)
+    ctx = LocalContext(tmp_path)
+    train(cfg, ctx)
+    assert [m["step"] for m in ctx.history] == [0, 1, 2]
+    assert all(torch.isfinite(torch.tensor(m["val/nmse"])) for m in ctx.history)

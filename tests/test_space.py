@@ -1,0 +1,140 @@
+"""The experiment YAML format: every shipped file validates, and each mistake is one line."""
+
+from pathlib import Path
+
+import pytest
+
+from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.plan import compose, plan
+from tune_jobs.core.space import load_experiment
+from tune_jobs.core.study import STUDY_MODULES, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
+def test_every_shipped_experiment_file_validates_and_plans(path):
+    exp = load_experiment(path)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# python tune_jobs/"), "an experiment file's first line is the command that runs it"
+    assert f"--experiment {path.stem}" in first
+    study = load_study(exp.study)
+    for profile in [p for p in study.profiles if p != "quick"]:
+        for quick in (False, True):
+            p = plan(compose(study, exp, profile=profile, quick=quick))
+            assert p.count >= 1
+
+
+def test_studies_registry_points_at_entry_scripts():
+    for name, module in STUDY_MODULES.items():
+        assert (ROOT / (module.replace(".", "/") + ".py")).is_file()
+        assert load_study(name).name == name
+
+
+def write(tmp_path, text):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """\
+study: phase1
+metric: val/nmse
+search: grid
+space:
+  data.n_components: {grid: [1, 2]}
+"""
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("study: phase1\nmetric: val/nmse\nspace: {data.n_components: {grid: [1, 2]}\n", "malformed YAML at line"),
+        ("- a\n- b\n", "expected a mapping of keys"),
+        (GOOD + "sapce: {}\n", "sapce: unknown key; did you mean 'space'?"),
+        (GOOD.replace("search: grid", "search: bayes"), "search: expected one of grid, optuna, random"),
+        (GOOD.replace("metric: val/nmse\n", ""), "metric: required"),
+        (GOOD.replace("{grid: [1, 2]}", "{grdi: [1, 2]}"), "unknown value kind 'grdi'; did you mean 'grid'?"),
+        (GOOD.replace("{grid: [1, 2]}", "{grid: []}"), "grid needs a non-empty list"),
+        (GOOD.replace("{grid: [1, 2]}", "{grid: [1, 1]}"), "lists a value twice"),
+        (GOOD.replace("{grid: [1, 2]}", "{uniform: [0, 1]}"), "a grid search takes only grid"),
+        (
+            GOOD.replace("search: grid", "search: optuna").replace("{grid: [1, 2]}", "{uniform: [2, 1]}"),
+            "needs low < high",
+        ),
+        (
+            GOOD.replace("search: grid", "search: optuna").replace("{grid: [1, 2]}", "{loguniform: [0, 1]}"),
+            "loguniform needs low > 0",
+        ),
+        (GOOD.replace("search: grid", "search: optuna"), "write choice: [...] instead of grid"),
+        (GOOD + "scheduler: {kind: hyperband}\n", "scheduler: expected {kind: fifo}"),
+        (GOOD + "scheduler: {kind: asha, grace: 2}\n", "scheduler.grace: unknown setting for asha"),
+        (GOOD + "resources: {gpus: 1}\n", "resources.gpus: unknown resource"),
+        (GOOD + "num_samples: 0\n", "num_samples: expected an integer >= 1"),
+    ],
+)
+def test_each_mistake_names_the_file_the_key_and_the_fix(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, text))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="not found; pick one of search_spaces"):
+        load_experiment(Path("/nonexistent/exp.yaml"))
+
+
+def test_nested_and_dotted_fixed_settings_are_the_same(tmp_path):
+    a = load_experiment(write(tmp_path, GOOD + "fixed: {trainer: {steps: 7}}\n"))
+    b = load_experiment(write(tmp_path, GOOD + "fixed: {trainer.steps: 7}\n"))
+    assert a.fixed == b.fixed == {"trainer.steps": 7}
+
+
+def test_grid_is_expanded_in_file_order_with_the_first_key_outermost(tmp_path):
+    exp = load_experiment(write(tmp_path, GOOD + "  data.noise_std: {grid: [0.0, 0.1]}\n"))
+    p = plan(compose(load_study("phase1"), exp))
+    assert [t.point for t in p.trials] == [
+        {"data.n_components": 1, "data.noise_std": 0.0},
+        {"data.n_components": 1, "data.noise_std": 0.1},
+        {"data.n_components": 2, "data.noise_std": 0.0},
+        {"data.n_components": 2, "data.noise_std": 0.1},
+    ]
+    assert [t.number for t in plan(compose(load_study("phase1"), exp), start_from=2, stop_at=3).trials] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["space.n_components=[0]"], "data.n_components: must be >= 1, got 0"),
+        (["space.n_comp=[1]"], "space.n_comp: no such key"),
+        (
+            ["data.n_components=3"],
+            "data.n_components is searched by exp.yaml; set its values with space.n_components=[...]",
+        ),
+        (["trainer.steps=abc"], "trainer.steps: expected an integer, got 'abc'"),
+        (["trainer.steps"], "is not key=value"),
+        (["profile=huge"], "profile 'huge' is not defined for phase1; use one of"),
+        (["sweep.num_samples=0"], "sweep.num_samples: expected an integer >= 1"),
+        (["resources.gpu=-1"], "resources.gpu: expected a number >= 0"),
+    ],
+)
+def test_override_mistakes(tmp_path, overrides, message):
+    exp = load_experiment(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError) as err:
+        plan(compose(load_study("phase1"), exp, overrides=overrides))
+    assert message in str(err.value)
+
+
+def test_space_override_by_leaf_name_replaces_the_grid(tmp_path):
+    exp = load_experiment(write(tmp_path, GOOD))
+    p = plan(compose(load_study("phase1"), exp, overrides=["space.n_components=[3,5]", "resources.cpu=2"]))
+    assert [t.cfg.data.n_components for t in p.trials] == [3, 5]
+    assert p.composed.experiment.resources["cpu"] == 2
+
+
+def test_metric_must_be_reported_by_the_study(tmp_path):
+    exp = load_experiment(write(tmp_path, GOOD.replace("val/nmse", "val/mse")))
+    with pytest.raises(ConfigError, match="metric 'val/mse' is not reported by study phase1; it reports"):
+        compose(load_study("phase1"), exp)
