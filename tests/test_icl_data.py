@@ -65,3 +65,23 @@ def test_same_generator_state_gives_same_prompts():
     a = sample_prompts(cfg, 8, torch.Generator().manual_seed(9))
     b = sample_prompts(cfg, 8, torch.Generator().manual_seed(9))
     assert torch.equal(a.xs, b.xs) and torch.equal(a.ys, b.ys)
+
+
+def test_curriculum_zeroes_the_inactive_dimensions_and_keeps_the_stream():
+    cfg = DataConfig(n_components=2)
+    full = sample_prompts(cfg, 16, torch.Generator().manual_seed(5))
+    part = sample_prompts(cfg, 16, torch.Generator().manual_seed(5), active_dims=2)
+    assert (part.xs[..., 2:] == 0).all()
+    assert torch.equal(part.xs[..., :2], full.xs[..., :2])
+    assert torch.equal(part.weights, full.weights)
+
+
+def test_curriculum_schedule():
+    from trainables.icl_mixture import Config
+    from trainables.icl_mixture.train import active_dims
+    from tune_jobs.core.config import build_config
+
+    cfg = build_config(Config, {"trainer.curriculum_start_dims": 2, "trainer.curriculum_every": 600})
+    assert [active_dims(cfg, s) for s in (0, 599, 600, 1200, 1800, 5000)] == [2, 2, 3, 4, 5, 5]
+    off = build_config(Config, {"trainer.curriculum_start_dims": 0})
+    assert active_dims(off, 0) == 5

@@ -33,7 +33,7 @@ def test_two_trial_sweep_logs_parent_and_nested_runs_and_builds_the_report(workd
     out = run_job(["phase1.py", "--quick", "space.n_components=[1,2]", *TINY], workdir, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     client, parents, trials = sweep_runs(workdir)
-    assert len(parents) == 1 and len(trials) == 2
+    assert len(parents) == 1 and len(trials) == 2, out.stdout[-2000:]
     parent = parents[0]
     assert sorted(r.info.run_name for r in trials) == ["phase1/n_components=1", "phase1/n_components=2"]
     for r in trials:
@@ -56,6 +56,8 @@ def test_two_trial_sweep_logs_parent_and_nested_runs_and_builds_the_report(workd
     assert [t["x"] for t in summary["trials"]] == [1, 2]
     assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert parent.info.status == "FINISHED"
+    best = min(trials, key=lambda r: r.data.metrics["val/nmse"])
+    assert parent.data.tags["sweep.best_run_id"] == best.info.run_id
 
     # The report is rebuilt from MLflow alone.
     (report / "summary.json").unlink()

@@ -53,11 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"no MLflow store at {uri}; run from the folder holding mlflow.db or pass --mlflow-uri")
         parent = find_parent(MlflowClient(uri), args.sweep)
         study = load_study(parent.data.tags["sweep.study"])
-        out = build_report(study, uri, parent.info.run_id, Path(args.results_dir).resolve())
+        out, best = build_report(study, uri, parent.info.run_id, Path(args.results_dir).resolve())
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"report of sweep {parent.data.tags['sweep.id']} in {out} (and attached to MLflow run {parent.info.run_id})")
+    print(best)
     return 0
 
 

@@ -42,14 +42,19 @@ class TrainerConfig:
     steps: int = param(5001, "optimizer steps", ge=1)
     batch_size: int = param(64, "prompts per step", ge=1)
     lr: float = param(1e-3, "Adam learning rate", gt=0, le=1)
-    warmup_steps: int = param(
-        500, "linear learning-rate warm-up steps (without it small models stay at the zero predictor)", ge=0
-    )
+    warmup_steps: int = param(300, "linear learning-rate warm-up steps", ge=0)
     loss_positions: str = param(
         "all",
         "train on every x position ('all') or on the query alone ('query')",
         choices=["all", "query"],
     )
+    curriculum_start_dims: int = param(
+        2,
+        "curriculum (as in Garg et al.): train with only the first N input dimensions non-zero, "
+        "adding one every curriculum_every steps up to n_dims; 0 turns it off",
+        ge=0,
+    )
+    curriculum_every: int = param(600, "steps between curriculum increments", ge=1)
     eval_every: int = param(100, "steps between evaluations on the fixed validation prompts", ge=1)
     eval_prompts: int = param(1024, "validation prompts (the baselines use the same ones)", ge=16)
     checkpoint_every: int = param(500, "steps between checkpoints (a multiple of eval_every)", ge=1)
@@ -77,6 +82,11 @@ class Config:
             )
 
 
+# Why warm-up and the curriculum are on by default (measured on 2 CPU cores, 64 wide, 3 layers):
+# without warm-up the model stayed at the zero predictor for 1250+ steps even at K = 1; without
+# the curriculum it stayed there for all 5000 steps at K = 4 and K = 10, while with it (2 dims,
+# one more every 600 steps) K = 4 reached nMSE 0.57 by step 3250.
+#
 # Profiles are applied after the experiment YAML and before command-line overrides.
 # `full` is the seed's configuration (for GPUs); `local` keeps every study parameter and only
 # shrinks the network so the 8-trial sweep runs on a 2-core laptop; `quick` is a smoke test.
@@ -92,5 +102,7 @@ PROFILES: dict[str, dict[str, object]] = {
         "trainer.eval_every": 50,
         "trainer.checkpoint_every": 100,
         "trainer.eval_prompts": 256,
+        "trainer.warmup_steps": 30,
+        "trainer.curriculum_every": 50,
     },
 }

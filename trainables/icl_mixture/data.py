@@ -27,8 +27,12 @@ class Prompts:
         return self.component[:, -1]
 
 
-def sample_prompts(cfg: DataConfig, batch: int, gen: torch.Generator) -> Prompts:
-    """Draw `batch` prompts on the CPU from `gen` (whose state is part of a checkpoint)."""
+def sample_prompts(cfg: DataConfig, batch: int, gen: torch.Generator, active_dims: int | None = None) -> Prompts:
+    """Draw `batch` prompts on the CPU from `gen` (whose state is part of a checkpoint).
+
+    `active_dims` < d zeroes the remaining coordinates of every x (the training curriculum);
+    the random draws are the same either way, so the stream does not depend on it.
+    """
     k, d, c, t = cfg.n_components, cfg.n_dims, cfg.block_size, cfg.target_points
     n = cfg.n_points
     weights = cfg.scale * torch.randn(batch, k, d, generator=gen)
@@ -36,6 +40,8 @@ def sample_prompts(cfg: DataConfig, batch: int, gen: torch.Generator) -> Prompts
     target = torch.randint(0, k, (batch, 1), generator=gen)
     component = torch.cat([order.repeat_interleave(c, dim=1), target.expand(batch, t + 1)], dim=1)
     xs = torch.randn(batch, n, d, generator=gen)
+    if active_dims is not None and active_dims < d:
+        xs[..., active_dims:] = 0.0
     w_point = torch.gather(weights, 1, component.unsqueeze(-1).expand(batch, n, d))
     ys = (xs * w_point).sum(-1)
     if cfg.noise_std > 0:

@@ -63,6 +63,14 @@ def query_nmse(model: ICLTransformer, prompts: Prompts, cfg: Config, device: tor
     return total / prompts.xs.shape[0] / cfg.data.n_dims
 
 
+def active_dims(cfg: Config, step: int) -> int:
+    """Input dimensions in use at `step` (the curriculum; the validation set always uses all)."""
+    start = cfg.trainer.curriculum_start_dims
+    if not start:
+        return cfg.data.n_dims
+    return min(cfg.data.n_dims, start + step // cfg.trainer.curriculum_every)
+
+
 def train(cfg: Config, ctx: TrialContext) -> None:
     device = _device(cfg.trainer.device)
     torch.manual_seed(cfg.seed)
@@ -86,7 +94,8 @@ def train(cfg: Config, ctx: TrialContext) -> None:
 
     steps, loss_sum, loss_n = cfg.trainer.steps, 0.0, 0
     for step in range(start, steps):
-        loss = _loss(model, sample_prompts(cfg.data, cfg.trainer.batch_size, data_gen), cfg, device)
+        batch = sample_prompts(cfg.data, cfg.trainer.batch_size, data_gen, active_dims(cfg, step))
+        loss = _loss(model, batch, cfg, device)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"train/loss became {loss.item()} at step {step}; lower trainer.lr")
         opt.zero_grad(set_to_none=True)

@@ -152,7 +152,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"\nsweep {result.sweep_id}: {result.trials} trials, {result.errored} failed")
+    print(f"\nsweep {result.sweep_id}: {result.trials} trials, {result.errored} failed; {result.best}")
     print(f"  ray results: {result.sweep_dir}")
     if result.report_dir:
         print(f"  report:      {result.report_dir}")

@@ -63,6 +63,12 @@ class SweepData:
     def experiment(self) -> str:
         return self.tags["sweep.experiment"]
 
+    def best(self) -> TrialRun | None:
+        """The trial with the best final value of the sweep's metric (NaN never wins)."""
+        metric, sign = self.tags.get("sweep.metric"), -1 if self.tags.get("sweep.mode") == "max" else 1
+        scored = [t for t in self.trials if metric in t.metrics and t.metrics[metric] == t.metrics[metric]]
+        return min(scored, key=lambda t: sign * t.metrics[metric]) if scored else None
+
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) pairs of one metric, in step order."""
         return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
@@ -101,8 +107,11 @@ def save_figure(fig: Any, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Path) -> Path:
-    """Rebuild `study`'s report for one sweep from MLflow and attach it to the parent run."""
+def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Path) -> tuple[Path, str]:
+    """Rebuild `study`'s report for one sweep from MLflow and attach it to the parent run.
+
+    Returns the report folder and a line naming the best trial.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,5 +123,13 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
     out_dir = Path(results_dir) / safe_name(study.name) / safe_name(f"{sweep.experiment}-{sweep.sweep_id}")
     out_dir.mkdir(parents=True, exist_ok=True)
     study.report(sweep, out_dir)
+    best = sweep.best()
+    summary = "no trial reported the sweep metric"
+    if best is not None:
+        summary = f"best trial {best.name}: {sweep.tags['sweep.metric']} = {best.metrics[sweep.tags['sweep.metric']]:.4g}"
+        metric = sweep.tags["sweep.metric"]
+        for key, value in (("sweep.best_run", best.name), ("sweep.best_run_id", best.run_id),
+                           (f"sweep.best_{metric}", f"{best.metrics[metric]:.6g}")):
+            client.set_tag(parent.info.run_id, key, value)
     client.log_artifacts(parent.info.run_id, str(out_dir), "report")
-    return out_dir
+    return out_dir, summary

@@ -35,6 +35,7 @@ class SweepResult:
     trials: int
     errored: int
     report_dir: Path | None
+    best: str = ""
 
 
 def new_sweep_id() -> str:
@@ -211,6 +212,7 @@ def run_sweep(
                 num_samples=experiment.num_samples if plan.sampled else 1,
                 max_concurrent_trials=experiment.max_concurrent or None,
                 trial_dirname_creator=_trial_dirname,
+                reuse_actors=True,  # one worker process per slot, not per trial: imports once
             ),
             run_config=tune.RunConfig(
                 name=sweep_dir.name,
@@ -225,11 +227,11 @@ def run_sweep(
     state = json.loads((sweep_dir / "mlflow_runs.json").read_text())
     errored = sum(1 for r in grid if r.error is not None)
 
-    report_dir = None
+    report_dir, best = None, ""
     if study.report is not None:
         from tune_jobs.core.reporting import build_report
 
-        report_dir = build_report(study, tracking_uri, state["parent_run_id"], results_dir)
+        report_dir, best = build_report(study, tracking_uri, state["parent_run_id"], results_dir)
     return SweepResult(
         sweep_id=sweep_id,
         sweep_dir=sweep_dir,
