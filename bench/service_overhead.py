@@ -1,8 +1,8 @@
 """What the sweep service costs: the same N short trials (a) through the service and (b) one
 after another in a plain Python loop without Ray, measured side by side in one run.
 
-    python bench/service_overhead.py                 # 8 trials (K = 1..10) of 600 steps
-    python bench/service_overhead.py --steps 1500    # longer trials: overhead matters less
+    python bench/service_overhead.py                 # 8 trials (K = 1..10) of 2000 steps (~30 s)
+    python bench/service_overhead.py --steps 600     # ~10 s trials: the fixed start-up shows
 
 Prints the service's wall time as a ratio to the ideal (the sum of the trials' own training
 time, as Tune measured it inside each trial, divided by the parallel slots) and to (b).
@@ -68,7 +68,7 @@ def plain_loop(args: argparse.Namespace, work: Path) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=8, choices=range(1, 9))
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=2000)
     args = p.parse_args()
     slots = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,6 +82,7 @@ def main() -> None:
     print(f"    trials' own training time, summed:                          {sum(own):7.1f} s")
     print(f"    ideal (sum / {min(slots, len(own))} slots):                                     {ideal:7.1f} s")
     print(f"(b) plain sequential loop, no Ray, {slots} threads:                {loop:7.1f} s")
+    print(f"fixed cost of the service (wall - ideal): {wall - ideal:.1f} s")
     print(f"service / ideal = {wall / ideal:.2f}x   service / plain loop = {wall / loop:.2f}x")
 
 

@@ -240,4 +240,5 @@ def run_sweep(
         trials=len(grid),
         errored=errored,
         report_dir=report_dir,
+        best=best,
     )
