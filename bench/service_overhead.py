@@ -33,8 +33,16 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def through_service(args: argparse.Namespace, work: Path) -> tuple[float, list[float]]:
-    cmd = [sys.executable, str(ROOT / "tune_jobs" / "phase1.py"), "--quick", *overrides(args),
-           "--results-dir", str(work / "results"), "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tune_jobs" / "phase1.py"),
+        "--quick",
+        *overrides(args),
+        "--results-dir",
+        str(work / "results"),
+        "--mlflow-uri",
+        f"sqlite:///{work / 'mlflow.db'}",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     start = time.perf_counter()
     out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)

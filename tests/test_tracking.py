@@ -39,5 +39,7 @@ def test_replay_sends_what_the_sweep_could_not_and_records_it(tmp_path):
     (tmp_path / STATE_FILE).write_text(json.dumps({"journal_offset": 0, "trials": {}}))
     assert replay(client, tmp_path) > 0
     assert len(client.get_metric_history(run, "val/nmse")) == 5
-    assert json.loads((tmp_path / STATE_FILE).read_text())["journal_offset"] == len((tmp_path / JOURNAL_FILE).read_bytes())
+    assert json.loads((tmp_path / STATE_FILE).read_text())["journal_offset"] == len(
+        (tmp_path / JOURNAL_FILE).read_bytes()
+    )
     assert replay(client, tmp_path) == 0

@@ -126,10 +126,15 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
     best = sweep.best()
     summary = "no trial reported the sweep metric"
     if best is not None:
-        summary = f"best trial {best.name}: {sweep.tags['sweep.metric']} = {best.metrics[sweep.tags['sweep.metric']]:.4g}"
+        summary = (
+            f"best trial {best.name}: {sweep.tags['sweep.metric']} = {best.metrics[sweep.tags['sweep.metric']]:.4g}"
+        )
         metric = sweep.tags["sweep.metric"]
-        for key, value in (("sweep.best_run", best.name), ("sweep.best_run_id", best.run_id),
-                           (f"sweep.best_{metric}", f"{best.metrics[metric]:.6g}")):
+        for key, value in (
+            ("sweep.best_run", best.name),
+            ("sweep.best_run_id", best.run_id),
+            (f"sweep.best_{metric}", f"{best.metrics[metric]:.6g}"),
+        ):
             client.set_tag(parent.info.run_id, key, value)
     client.log_artifacts(parent.info.run_id, str(out_dir), "report")
     return out_dir, summary
