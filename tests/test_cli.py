@@ -62,3 +62,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workdir, tmp_path, args
 def test_help_config_lists_keys(workdir):
     out = run_job(["phase1.py", "--help-config"], workdir, timeout=120)
     assert out.returncode == 0 and "trainer.steps (int, default 5001)" in out.stdout
+
+
+def test_report_of_an_unknown_sweep_is_one_line(workdir):
+    out = run_job(["report.py", "nosuch"], workdir, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: no MLflow store at sqlite:///")
+    assert files_under(workdir) == []

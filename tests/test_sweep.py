@@ -46,7 +46,7 @@ def test_two_trial_sweep_logs_parent_and_nested_runs_and_builds_the_report(workd
         assert steps_of(client, r) == [0, 10, 20, 30, 40, 50, 59]
         assert set(r.data.metrics) >= {"val/nmse", "train/loss", "baseline/lstsq_nmse", "baseline/oracle_nmse"}
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"cfg.yaml", "checkpoint"} <= artifacts
+        assert {"cfg.yaml", "checkpoint", "run.log"} <= artifacts
     sweep_id = parent.data.tags["sweep.id"]
     report = workdir / "results" / "phase1" / f"phase1-{sweep_id}"
     for name in ("loss_vs_components", "capacity_analysis", "convergence_steps"):
@@ -138,3 +138,44 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_reruns_or_duplicat
     for tid in done_before:
         name = next(n for n in rows_before if n.endswith(tid))
         assert rows_after[name] == rows_before[name], "a finished trial ran again"
+
+
+OPTUNA_ASHA = """\
+# python tune_jobs/phase1.py --experiment {path}
+study: phase1
+metric: val/nmse
+mode: min
+search: optuna
+num_samples: 4
+seed: 3
+scheduler: {{kind: asha, max_t: 6, grace_period: 2, reduction_factor: 2}}
+fixed:
+  data.n_components: 2
+space:
+  trainer.lr: {{loguniform: [0.0001, 0.01]}}
+  model.n_layer: {{choice: [1, 2]}}
+"""
+
+
+def test_optuna_search_with_asha_runs_and_keeps_its_study(workdir, tmp_path):
+    path = tmp_path / "lr_search.yaml"
+    path.write_text(OPTUNA_ASHA.format(path=path))
+    out = run_job(["phase1.py", "--quick", "--experiment", str(path), *TINY], workdir, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lr_search")
+    trials = client.search_runs([exp.experiment_id], filter_string="tags.`sweep.role` = 'trial'")
+    assert len(trials) == 4
+    for r in trials:
+        lr = float(r.data.params["trainer.lr"])
+        assert 1e-4 <= lr <= 1e-2 and r.data.params["model.n_layer"] in ("1", "2")
+        assert r.info.run_name.startswith("lr_search/")
+    # ASHA stopped some trials early: they have fewer evaluations than the full 7.
+    lengths = sorted(len(client.get_metric_history(r.info.run_id, "val/nmse")) for r in trials)
+    assert lengths[0] < lengths[-1]
+    # The Optuna study lives in the sweep folder with every trial's outcome.
+    import optuna
+
+    (db,) = (workdir / "results" / "ray").glob("lr_search-*/optuna.db")
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{db}")
+    assert summary.n_trials == 4

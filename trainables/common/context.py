@@ -3,6 +3,8 @@
 `ctx.report(metrics, state)` hands over one row of metrics and, when `state` is given, a
 checkpoint (model, optimizer, RNG, step: everything needed to continue bit for bit).
 `ctx.restored_state()` returns the last such state when the trial is resumed, else None.
+Files a trainable writes under `ctx.artifact_dir` (logs, tables, figures, the best model) are
+attached to the trial's MLflow run when the trial ends.
 The Ray adapter (tune_jobs.core.adapter) and `LocalContext` below both implement it, so the
 same function runs under Tune, in unit tests and in a notebook.
 """
@@ -18,16 +20,27 @@ from typing import Any, Protocol
 import torch
 
 STATE_FILE = "state.pt"
+ARTIFACTS = "artifacts"  # <trial dir>/artifacts/: attached to the trial's MLflow run at its end
 
 
 class TrialContext(Protocol):
     trial_dir: Path
+
+    @property
+    def artifact_dir(self) -> Path:
+        """A folder for the trial's files; everything in it ends up in its MLflow run."""
 
     def report(self, metrics: Mapping[str, float], state: Mapping[str, Any] | None = None) -> None:
         """Hand over one row of metrics (and a checkpoint when `state` is given)."""
 
     def restored_state(self) -> dict[str, Any] | None:
         """The state of the last checkpoint when this trial is being resumed, else None."""
+
+
+def artifact_dir(trial_dir: Path) -> Path:
+    path = trial_dir / ARTIFACTS
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def save_state(state: Mapping[str, Any], path: Path) -> None:
@@ -56,6 +69,10 @@ class LocalContext:
         self.trial_dir.mkdir(parents=True, exist_ok=True)
         self.history: list[dict[str, float]] = []
         self.checkpoints = 0
+
+    @property
+    def artifact_dir(self) -> Path:
+        return artifact_dir(self.trial_dir)
 
     @property
     def checkpoint_path(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -63,6 +64,15 @@ def query_nmse(model: ICLTransformer, prompts: Prompts, cfg: Config, device: tor
     return total / prompts.xs.shape[0] / cfg.data.n_dims
 
 
+def _run_log(ctx: TrialContext, start: int) -> Path:
+    """The trial's human-readable log; on resume, lines past the checkpoint are dropped."""
+    path = ctx.artifact_dir / "run.log"
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if int(line[1:].split("/", 1)[0]) < start]
+        path.write_text("".join(f"{line}\n" for line in keep))
+    return path
+
+
 def active_dims(cfg: Config, step: int) -> int:
     """Input dimensions in use at `step` (the curriculum; the validation set always uses all)."""
     start = cfg.trainer.curriculum_start_dims
@@ -92,6 +102,7 @@ def train(cfg: Config, ctx: TrialContext) -> None:
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
 
+    log_path = _run_log(ctx, start)
     steps, loss_sum, loss_n = cfg.trainer.steps, 0.0, 0
     for step in range(start, steps):
         batch = sample_prompts(cfg.data, cfg.trainer.batch_size, data_gen, active_dims(cfg, step))
@@ -116,6 +127,8 @@ def train(cfg: Config, ctx: TrialContext) -> None:
             **baselines,
         }
         loss_sum, loss_n = 0.0, 0
+        with open(log_path, "a") as f:
+            f.write(f"[{step}/{steps}] val/nmse={nmse:.4f} train/loss={metrics['train/loss']:.4f}\n")
         checkpoint = None
         if last or step % cfg.trainer.checkpoint_every == 0:
             checkpoint = {

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from trainables.common.context import STATE_FILE, load_state, save_state
+from trainables.common.context import STATE_FILE, artifact_dir, load_state, save_state
 from tune_jobs.core.config import build_config
 
 POINT_KEY = "point"  # grid trials carry their searched values as {"point": {dotted: value}}
@@ -31,6 +31,10 @@ class RayContext:
 
         self._tune = tune
         self.trial_dir = Path(tune.get_context().get_trial_dir())
+
+    @property
+    def artifact_dir(self) -> Path:
+        return artifact_dir(self.trial_dir)
 
     def report(self, metrics: Mapping[str, float], state: Mapping[str, Any] | None = None) -> None:
         if state is None:

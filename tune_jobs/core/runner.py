@@ -149,6 +149,7 @@ def run_sweep(
         sweep_dir = resume_dir
         description = json.loads((sweep_dir / SWEEP_FILE).read_text())
         sweep_id = description["sweep_id"]
+        tracking_uri = description["tracking_uri"]  # the runs live where the sweep started them
 
     # Save Tune's experiment state after every controller step, not every >= 10 s: a driver
     # killed right after a trial finished must not run that trial again on --resume.
@@ -219,6 +220,8 @@ def run_sweep(
                 storage_path=str(ray_dir),
                 failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # Trial folders (their artifacts/ included) reach the storage path from every node.
+                sync_config=tune.SyncConfig(sync_artifacts=True),
                 callbacks=[tracker],
                 verbose=verbose,
             ),

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from ray.tune import Callback
 
+from trainables.common.context import ARTIFACTS
 from tune_jobs.core.adapter import trial_point
 from tune_jobs.core.config import to_nested
 from tune_jobs.core.plan import trial_label
@@ -245,6 +246,12 @@ class MlflowTracker(Callback):
     def _finish(self, trial: Any, status: str, tags: Mapping[str, str] = ()) -> None:
         run_id = self._run_for(trial)
         self.flush(force=True)
+        artifacts = Path(trial.path) / ARTIFACTS
+        if artifacts.is_dir() and any(artifacts.iterdir()):
+            try:
+                self._client.log_artifacts(run_id, str(artifacts))
+            except Exception as exc:  # they stay in the trial folder either way
+                log.warning("could not log the artifacts of %s to MLflow: %s", trial, exc)
         for key, value in dict(tags).items():
             self._client.set_tag(run_id, key, value)
         self._client.set_terminated(run_id, status=status)
