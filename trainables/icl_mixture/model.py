@@ -25,6 +25,7 @@ class ICLTransformer(nn.Module):
             resid_pdrop=0.0,
             embd_pdrop=0.0,
             attn_pdrop=0.0,  # deterministic resume
+            activation_function="gelu_pytorch_tanh",  # gelu_new as one fused op: ~25% faster on CPU
             use_cache=False,
             bos_token_id=None,
             eos_token_id=None,
