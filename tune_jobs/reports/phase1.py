@@ -135,9 +135,9 @@ def plot_capacity(df: pd.DataFrame, x_label: str, out: Path, title: str) -> list
 def plot_convergence(df: pd.DataFrame, x_label: str, out: Path, title: str) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     top = max(df.final_step.max(), 1)
-    for col, label, color in (
-        ("steps_to_lstsq", "reaches the least-squares level", "tab:orange"),
-        ("steps_to_halfway", "halfway from least squares to oracle", "tab:green"),
+    for col, label, color, lift in (
+        ("steps_to_lstsq", "reaches the least-squares level", "tab:orange", 1.03),
+        ("steps_to_halfway", "halfway from least squares to oracle", "tab:green", 1.08),
     ):
         reached = df[df[col].notna()]
         missed = df[df[col].isna()]
@@ -145,7 +145,7 @@ def plot_convergence(df: pd.DataFrame, x_label: str, out: Path, title: str) -> l
         if not missed.empty:
             ax.scatter(
                 missed.x,
-                [top * 1.05] * len(missed),
+                [top * lift] * len(missed),
                 marker="^",
                 facecolors="none",
                 edgecolors=color,
@@ -233,7 +233,9 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
 def _markdown(df: pd.DataFrame) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.3f}"
+            if math.isnan(v):
+                return ""
+            return f"{v:.0f}" if v.is_integer() and abs(v) >= 10 else f"{v:.3f}"
         return "" if v is None else str(v)
 
     head = "| " + " | ".join(df.columns) + " |"
