@@ -29,7 +29,8 @@ from tune_jobs.core.reporting import SweepData, save_figure
 
 LATENTS = ["none", "linear", "vq"]
 TERMS = {"rec_tokens": "val/rec_tokens", "rec_globals": "val/rec_globals", "val_loss": "val/loss"}
-CLEAR = 0.10  # a difference counts ("<<", ">>") when it is at least 10% of the larger value
+CLEAR = 0.25  # "<<" / ">>": the two differ by at least 25% of the larger value
+FLAT = 0.10  # "no effect": the values across beta stay within 10% of the largest
 USED_CODES = 0.25  # the vq runs should end with more than a quarter of the codebook in use
 
 # The seed's decision matrix: priority -> (its pick as (latent, beta), how "best" is judged here).
@@ -156,11 +157,15 @@ def plot_curves(df: pd.DataFrame, sweep: SweepData, out: Path, title: str) -> li
         axes[2].axhline(USED_CODES, color="grey", ls=":", label=f"{USED_CODES:.0%} of the codes")
         axes[2].set_ylim(0, 1.05)
         axes[2].set_ylabel("fraction of codes used (val)")
-    for ax in axes:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, name in zip(axes, ("token reconstruction", "globals (MET, METphi)", "vq codebook use")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(f"{title}: validation per epoch (colour: latent space, line style: β)")
     fig.tight_layout()
     return save_figure(fig, out, "loss_curves")
 
@@ -180,8 +185,10 @@ def patterns(df: pd.DataFrame) -> list[dict[str, Any]]:
     latents = [x for x in LATENTS if x in set(df.latent_space)]
     betas = sorted(df.globals_beta.unique())
 
-    def add(name: str, holds: bool | None, text: str) -> None:
-        out.append({"pattern": name, "holds": holds, "text": text})
+    details: list[dict[str, Any]] = []  # per latent space, listed after the seed's patterns
+
+    def add(name: str, holds: bool | None, text: str, into: list | None = None) -> None:
+        (out if into is None else into).append({"pattern": name, "holds": holds, "text": text})
 
     if len(betas) > 1:
         lo, hi = betas[0], betas[-1]
@@ -192,7 +199,7 @@ def patterns(df: pd.DataFrame) -> list[dict[str, Any]]:
             chain = " vs ".join(f"β={b:g}: {v:.3g}" for b, v in zip(betas, g))
             chains.append(f"{x}: {chain}")
             falls.append(g[-1] < g[0])
-            flat.append(max(g) - min(g) < CLEAR * max(g))
+            flat.append(max(g) - min(g) < FLAT * max(g))
             trade.append(_ratio_word(t[0], t[-1]) == "<<" and _ratio_word(g[0], g[-1]) == ">>")
             strictly = all(a > b for a, b in zip(g, g[1:]))
             add(
@@ -201,6 +208,7 @@ def patterns(df: pd.DataFrame) -> list[dict[str, Any]]:
                 f"{x}: rec_globals {chain} "
                 + ("falls at every step of beta" if strictly else "does not fall at every step of beta")
                 + f"; beta {hi:g} vs {lo:g}: {'lower' if g[-1] < g[0] else 'NOT lower'} ({g[-1]:.3g} vs {g[0]:.3g})",
+                details,
             )
             add(
                 f"token/globals trade-off ({x})",
@@ -208,6 +216,7 @@ def patterns(df: pd.DataFrame) -> list[dict[str, Any]]:
                 f"{x}: rec_tokens β={lo:g} {t[0]:.3g} {_ratio_word(t[0], t[-1])} β={hi:g} {t[-1]:.3g}, "
                 f"rec_globals β={lo:g} {g[0]:.3g} {_ratio_word(g[0], g[-1])} β={hi:g} {g[-1]:.3g}"
                 + (" -> a trade-off: the latent is too small to hold both" if trade[-1] else " -> no clear trade-off"),
+                details,
             )
         add(
             "Pattern 2 (expected): beta significantly affects globals",
@@ -223,7 +232,7 @@ def patterns(df: pd.DataFrame) -> list[dict[str, Any]]:
         add(
             "Pattern 3: token/globals trade-off",
             any(trade),
-            "rec_tokens rises and rec_globals falls (each by >= 10%) from beta "
+            f"rec_tokens rises and rec_globals falls (each by >= {CLEAR:.0%}) from beta "
             f"{lo:g} to {hi:g} for " + (", ".join(x for x, f in zip(latents, trade) if f) or "no latent space"),
         )
     if "vq" in latents and len(latents) > 1:
@@ -250,7 +259,7 @@ def patterns(df: pd.DataFrame) -> list[dict[str, Any]]:
             bool((vq.code_usage > USED_CODES).all()),
             f"fraction of codes used on val at the last epoch: {'; '.join(used)} (want > {USED_CODES:.0%})",
         )
-    return out
+    return out + details
 
 
 def decision_matrix(df: pd.DataFrame) -> list[dict[str, Any]]:
