@@ -125,8 +125,18 @@ def write_synthetic(path: Path, *, n_train: int, n_val: int, n_tokens: int, seed
             os.unlink(tmp)
 
 
+def user_path(text: str) -> Path:
+    """A path from the config; a relative one is taken from where the sweep was started
+    (Ray Tune runs each trial inside its own folder and leaves the start folder in
+    TUNE_ORIG_WORKING_DIR)."""
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path
+    return Path(os.environ.get("TUNE_ORIG_WORKING_DIR") or os.getcwd()) / path
+
+
 def synthetic_path(cfg: DataConfig) -> Path:
-    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+    root = user_path(cfg.cache_dir) if cfg.cache_dir else None
     if root is None:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tune-sweeps"
     name = f"particle_tokens-v{SYNTH_VERSION}-T{cfg.n_tokens}-n{cfg.n_train}-{cfg.n_val}-s{cfg.synth_seed}.h5"
@@ -136,7 +146,7 @@ def synthetic_path(cfg: DataConfig) -> Path:
 def resolve_path(cfg: DataConfig) -> Path:
     """The file to train on: the user's `data.path`, or the synthetic one (written if missing)."""
     if cfg.path:
-        return Path(cfg.path).expanduser()
+        return user_path(cfg.path)
     path = synthetic_path(cfg)
     if not path.exists():
         write_synthetic(path, n_train=cfg.n_train, n_val=cfg.n_val, n_tokens=cfg.n_tokens, seed=cfg.synth_seed)
@@ -151,7 +161,7 @@ def check_file(cfg: DataConfig) -> None:
         return  # the synthetic file is made by the project and right by construction
     import h5py
 
-    path = Path(cfg.path).expanduser()
+    path = user_path(cfg.path)
     where = f"data.path={cfg.path}"
     if not path.is_file():
         raise DataFileError(

@@ -311,7 +311,9 @@ def estimate(cfg: Config) -> dict[str, float]:
     if cfg.data.path:
         import h5py
 
-        with h5py.File(Path(cfg.data.path).expanduser(), "r") as f:
+        from trainables.particle_ae.data import user_path
+
+        with h5py.File(user_path(cfg.data.path), "r") as f:
             events = f["X_train"].shape[0]
     tokens = events * cfg.data.n_tokens * 0.4 * cfg.trainer.epochs  # ~40% of the slots are real particles
     return {"params": params, "flops": 6 * params * tokens}
