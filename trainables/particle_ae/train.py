@@ -160,6 +160,7 @@ def _save_best(path: Path, model: ParticleAutoencoder, stats: Stats, cfg: Config
 def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
     """Loss curves of one trial (train and val objective; each val term; vq codebook use)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["step"] for r in rows]
     has_vq = any("vq/code_usage" in r for r in rows)
@@ -201,6 +202,8 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
         c.set_title("codebook use")
         c.grid(alpha=0.3)
         c.legend(fontsize=8, loc="lower right")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
