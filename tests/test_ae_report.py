@@ -87,6 +87,7 @@ def test_patterns_are_checked_on_the_numbers(built):
     verdict = {p["pattern"]: p["holds"] for p in summary["patterns"]}
     assert verdict["Pattern 2 (expected): beta significantly affects globals"] is True
     assert verdict["Pattern 1: beta has no effect"] is False
+    assert verdict["Expected outcomes: rec_tokens best at beta 0, rec_globals best at beta 10"] is True
     assert verdict["Pattern 3: token/globals trade-off"] is True
     assert verdict["token/globals trade-off (linear)"] is True
     assert verdict["token/globals trade-off (none)"] is False
