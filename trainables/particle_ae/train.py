@@ -282,6 +282,12 @@ def train(cfg: Config, ctx: TrialContext) -> None:
             best, best_epoch = val["val/total_loss"], epoch
             _save_best(out_dir / "model.pt", model, stats, cfg, epoch, val)
         files.add(metrics, epochs)
+        if epoch == epochs:  # before the last report: files written after it may never be synced
+            plot_curves(
+                files.rows,
+                out_dir / "figures" / "loss_curves.png",
+                f"{cfg.model.latent_space}, globals_beta={beta:g} (best epoch {best_epoch})",
+            )
         checkpoint = None
         if epoch == epochs or epoch % cfg.trainer.checkpoint_every == 0:
             checkpoint = {
@@ -293,11 +299,6 @@ def train(cfg: Config, ctx: TrialContext) -> None:
                 "best_epoch": best_epoch,
             }
         ctx.report(metrics, checkpoint)
-    plot_curves(
-        files.rows,
-        out_dir / "figures" / "loss_curves.png",
-        f"{cfg.model.latent_space}, globals_beta={cfg.model.globals_beta:g} (best epoch {best_epoch})",
-    )
 
 
 def check(cfg: Config) -> None:
