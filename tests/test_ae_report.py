@@ -102,6 +102,7 @@ def test_decision_matrix_names_the_real_best_run(built):
     rows = {r["priority"]: r for r in summary["decision_matrix"]}
     assert rows["Pure reconstruction"]["best_here"] == "run 0 (none, beta=0)"
     assert rows["Pure reconstruction"]["agrees_with_seed"] is True
+    assert rows["Pure reconstruction"]["within_25pct"] == "run 3, run 6"  # 0.011 and 0.012: no clear winner
     assert rows["Emphasize globals"]["best_here"] == "run 6 (none, beta=10)"
     assert rows["Emphasize globals"]["seed_pick"] == "run 7 (linear, beta=10)"
     assert rows["Balanced tokens+globals"]["best_here"] == "run 6 (none, beta=10)"  # 0.012 + 0.30

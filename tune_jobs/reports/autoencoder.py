@@ -245,13 +245,16 @@ def patterns(df: pd.DataFrame) -> list[dict[str, Any]]:
         )
     if "vq" in latents and len(latents) > 1:
         worse = []
+        others = [x for x in latents if x != "vq"]
         for b in betas:
-            others = [x for x in latents if x != "vq"]
-            worse.append(all(_cell(df, "vq", b, n) > max(_cell(df, x, b, n) for x in others) for n in TERMS))
+            # at beta 0 the globals head is untrained: only rec_tokens says anything there
+            terms = ["rec_tokens"] if b == 0 else list(TERMS)
+            worse.append(all(_cell(df, "vq", b, n) > max(_cell(df, x, b, n) for x in others) for n in terms))
         add(
             "Pattern 4: vq underperforms",
             all(worse),
-            "vq is worse than every other latent space on rec_tokens, rec_globals and val_loss at "
+            "vq is worse than every other latent space on rec_tokens, rec_globals and val_loss "
+            "(at beta 0 on rec_tokens alone: the globals head is untrained there) at "
             + (", ".join(f"β={b:g}" for b, w in zip(betas, worse) if w) or "no beta")
             + f" (of {', '.join(f'β={b:g}' for b in betas)})",
         )
@@ -306,6 +309,14 @@ def decision_matrix(df: pd.DataFrame) -> list[dict[str, Any]]:
                 "seed_pick": seed_pick,
                 "best_here": _label(best) if best is not None else "no run",
                 "value": float(best[col]) if best is not None else math.nan,
+                "within_25pct": ", ".join(
+                    f"run {int(r.run)}"
+                    for r in (vq if priority == "Interpretable (discrete)" else done).itertuples()
+                    if best is not None
+                    and r.run != best.run
+                    and _ratio_word(float(getattr(r, col)), float(best[col])) == "~"
+                )
+                or "none",
                 "rec_tokens": float(best.rec_tokens) if best is not None else math.nan,
                 "rec_globals": float(best.rec_globals) if best is not None else math.nan,
                 "agrees_with_seed": bool(
@@ -375,7 +386,11 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
         "",
         "## Decision matrix (the seed's, filled with this sweep's runs)",
         "",
-        _markdown(matrix, ["priority", "criterion", "seed_pick", "best_here", "value", "agrees_with_seed"]),
+        _markdown(
+            matrix, ["priority", "criterion", "seed_pick", "best_here", "value", "within_25pct", "agrees_with_seed"]
+        ),
+        "",
+        "within_25pct: other runs whose value is within 25% of the best one's: no clear winner among them.",
         "",
         "## Runs",
         "",
