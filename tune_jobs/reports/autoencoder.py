@@ -254,7 +254,8 @@ def patterns(df: pd.DataFrame) -> list[dict[str, Any]]:
             "Pattern 4: vq underperforms",
             all(worse),
             "vq is worse than every other latent space on rec_tokens, rec_globals and val_loss "
-            "(at beta 0 on rec_tokens alone: the globals head is untrained there) at "
+            + ("(at beta 0 on rec_tokens alone: the globals head is untrained there) " if 0 in betas else "")
+            + "at "
             + (", ".join(f"β={b:g}" for b, w in zip(betas, worse) if w) or "no beta")
             + f" (of {', '.join(f'β={b:g}' for b in betas)})",
         )
@@ -319,8 +320,10 @@ def decision_matrix(df: pd.DataFrame) -> list[dict[str, Any]]:
                 or "none",
                 "rec_tokens": float(best.rec_tokens) if best is not None else math.nan,
                 "rec_globals": float(best.rec_globals) if best is not None else math.nan,
-                "agrees_with_seed": bool(
-                    best is not None and best.latent_space == seed_latent and best.globals_beta == seed_beta
+                "agrees_with_seed": (
+                    bool(best is not None and best.latent_space == seed_latent and best.globals_beta == seed_beta)
+                    if not seed_row.empty
+                    else "n/a"
                 ),
             }
         )
