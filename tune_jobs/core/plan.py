@@ -194,6 +194,7 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
                     build_config(cls, composed.base, {dim.key: value})
                 except ConfigError as exc:
                     raise ConfigError(f"space.{dim.key} value {value!r}: {exc}") from None
+        validate(composed.study, build_config(cls, composed.base))
         return Plan(composed=composed, trials=[])
 
     points = _grid_points(exp.space)
@@ -211,5 +212,18 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
             cfg = build_config(cls, composed.base, point)
         except ConfigError as exc:
             raise ConfigError(f"space ({trial_label(point)}): {exc}") from None
+        validate(composed.study, cfg)
         trials.append(PlannedTrial(number=number, point=point, cfg=cfg))
     return Plan(composed=composed, trials=trials)
+
+
+def validate(study: Study, cfg: Any) -> None:
+    """The study's own checks of one trial's config (data files and the like), as ConfigError."""
+    if study.validate is None:
+        return
+    try:
+        study.validate(cfg)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Study name -> module whose STUDY attribute declares it; used by `tune_jobs/report.py`.
-STUDY_MODULES = {"phase1": "tune_jobs.phase1"}
+STUDY_MODULES = {"phase1": "tune_jobs.phase1", "autoencoder": "tune_jobs.autoencoder"}
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,10 @@ class Study:
     describe: Callable[[Any], Mapping[str, Any]] | None = None
     # Compute estimate per trial: {"params": ..., "flops": ...}.
     estimate: Callable[[Any], Mapping[str, float]] | None = None
+    # Checks of a trial's config that need the outside world (a data file exists, holds the
+    # right keys and shapes), run for every planned trial before Ray starts. Raises ValueError
+    # (or ConfigError) with a message naming the setting, the value and the fix.
+    validate: Callable[[Any], None] | None = None
     # Builds the study's report from a finished sweep's MLflow runs into a folder.
     report: Callable[..., list[Any]] | None = None
 
