@@ -4,7 +4,8 @@
 checkpoint (model, optimizer, RNG, step: everything needed to continue bit for bit).
 `ctx.restored_state()` returns the last such state when the trial is resumed, else None.
 Files a trainable writes under `ctx.artifact_dir` (logs, tables, figures, the best model) are
-attached to the trial's MLflow run when the trial ends.
+attached to the trial's MLflow run when the trial ends. Tune copies that folder to the sweep's
+storage when the trial reports, so write them before the last `ctx.report`.
 The Ray adapter (tune_jobs.core.adapter) and `LocalContext` below both implement it, so the
 same function runs under Tune, in unit tests and in a notebook.
 """

@@ -98,7 +98,7 @@ def print_plan(p: Plan) -> None:
     for r in rows:
         print("  " + "  ".join(r[k].rjust(w) for k, w in widths.items()))
     if total_flops:
-        print(f"compute estimate: {_fmt_big(total_flops)}FLOP in all (training, 6 x params x tokens + attention)")
+        print(f"compute estimate: {_fmt_big(total_flops)}FLOP of training in all (the study's estimate)")
 
 
 def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> tuple[Plan, Path]:
