@@ -21,9 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.cluster import DBSCAN
-from sklearn.metrics import silhouette_score
-from sklearn.mixture import GaussianMixture
 
 GMM_COMPONENTS = range(1, 6)
 
@@ -75,6 +72,8 @@ def standardise(pairs: np.ndarray) -> np.ndarray:
 
 def dbscan_blobs(z: np.ndarray, eps: float, min_samples: int, min_fraction: float) -> np.ndarray:
     """DBSCAN labels with clusters smaller than min_fraction of the points relabelled -1."""
+    from sklearn.cluster import DBSCAN  # imported when used: the CLI's error paths stay fast
+
     labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(z)
     keep = [c for c in np.unique(labels) if c >= 0 and (labels == c).mean() >= min_fraction]
     out = np.full_like(labels, -1)
@@ -86,6 +85,8 @@ def dbscan_blobs(z: np.ndarray, eps: float, min_samples: int, min_fraction: floa
 def silhouette(z: np.ndarray, labels: np.ndarray, max_points: int, rng: np.random.Generator) -> float:
     """Silhouette of the blobs (noise left out) on at most max_points points, drawn so every
     blob keeps a share: a plain random subsample would leave the small outer blobs empty."""
+    from sklearn.metrics import silhouette_score
+
     inside = labels >= 0
     z, labels = z[inside], labels[inside]
     blobs = np.unique(labels)
@@ -104,6 +105,8 @@ def silhouette(z: np.ndarray, labels: np.ndarray, max_points: int, rng: np.rando
 
 def gmm_components(z: np.ndarray, max_points: int, rng: np.random.Generator, seed: int) -> int:
     """The component count (1-5) whose Gaussian mixture has the lowest BIC."""
+    from sklearn.mixture import GaussianMixture
+
     if len(z) > max_points:
         z = z[rng.choice(len(z), max_points, replace=False)]
     bics = []
