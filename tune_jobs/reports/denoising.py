@@ -47,7 +47,7 @@ def collect(sweep: SweepData) -> pd.DataFrame:
         row.update({leaf(k): v for k, v in t.point.items()})
         row.update({k: m.get(k, float("nan")) for k in FINAL})
         diag = sweep.history(t.run_id, "perf/diag_fraction") if SCORE in m else []
-        row["epochs"] = int(m.get("step", 0)) if "step" in m else _last_step(sweep, t.run_id)
+        row["epochs"] = _last_step(sweep, t.run_id)
         row["diag_fraction_mean"] = float(np.mean([v for _, v in diag])) if diag else float("nan")
         row["diag_fraction_max"] = float(np.max([v for _, v in diag])) if diag else float("nan")
         row["overhead_fraction"] = m.get("perf/overhead_fraction", float("nan"))
