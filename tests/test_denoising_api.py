@@ -43,7 +43,7 @@ def test_quick_run_trains_in_process_with_reduced_epochs_and_data(tmp_path):
     result = quick_run(cfg, "tiny", out_dir=tmp_path)
     assert cfg.trainer.epochs == 9  # the config itself is left alone
     assert list(result["history"]["step"]) == [1, 2, 3]
-    assert result["config"].data.n_train == cfg.data.n_train == 8192
+    assert result["config"].data.n_train == cfg.data.n_train == 32_768
     assert result["final"]["val/loss"] < 32.0
     assert result["scatter"].name == "epoch_003.png" and result["scatter"].exists()
     again = quick_run(cfg, "tiny", out_dir=tmp_path)  # the same name starts afresh, not a resume
@@ -55,7 +55,7 @@ def test_run_experiment_then_load_and_compare_from_mlflow(tmp_path):
     cfg = create_config("reference_3blob", **SMALL, **{"trainer.epochs": 2})
     res = run_experiment(cfg, "api run", results_dir=tmp_path / "results", mlflow_uri=uri)
     assert res.experiment == "api_run" and len(res.trials) == 1
-    assert res.best["data.d"] == "128" and res.best["trainer.epochs"] == "2" and res.best["status"] == "FINISHED"
+    assert res.best["data.d"] == "256" and res.best["trainer.epochs"] == "2" and res.best["status"] == "FINISHED"
     assert sorted(res.history.metric.unique()) == sorted(
         ["blob/score", "blob/silhouette", "blob/n_clusters", "blob/correlation", "val/loss_vs_zero"]
     )

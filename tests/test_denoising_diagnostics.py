@@ -50,7 +50,8 @@ def test_one_gaussian_cloud_is_one_blob_and_scores_zero():
     n = 512 * 256
     w1t, w2 = planted([(0, 0)], [n], [(0.2, 0.02)])
     r = diagnose(w1t, w2, sample_size=3000, gen=torch.Generator().manual_seed(0), **SETTINGS)
-    assert r.n_blobs == 1 and r.silhouette == 0.0 and r.score == 0.0
+    assert r.n_blobs == 1 and r.silhouette == 0.0
+    assert r.score == pytest.approx(0.02 * max(r.correlation, 0.0))  # the precursor: < 0.0004 here
     assert r.gmm_components == 1
     assert abs(r.correlation) < 0.02
 
@@ -58,7 +59,13 @@ def test_one_gaussian_cloud_is_one_blob_and_scores_zero():
 def test_five_blobs_score_lower_than_three_equally_clean_ones():
     assert blob_score(5, 0.9, 3) < blob_score(3, 0.6, 3)
     assert blob_score(3, 0.9, 3) == pytest.approx(0.9)
-    assert blob_score(2, -0.2, 3) == 0.0
+    assert blob_score(2, -0.2, 3, correlation=-0.5) == 0.0
+
+
+def test_before_blobs_separate_the_score_ranks_by_correlation_below_any_real_structure():
+    assert blob_score(1, 0.0, 3, correlation=0.9) == pytest.approx(0.018)
+    assert blob_score(1, 0.0, 3, correlation=0.9) > blob_score(1, 0.0, 3, correlation=0.5)
+    assert blob_score(1, 0.0, 3, correlation=1.0) < blob_score(5, 0.5, 3)
 
 
 def test_pearson_matches_numpy():

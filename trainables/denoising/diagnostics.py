@@ -8,8 +8,11 @@ mean the same thing along both):
 - the silhouette of the DBSCAN blobs (noise points left out),
 - the Pearson correlation of the pairs (on every pair: it costs one pass over the weights),
 - the number of components of a Gaussian mixture picked by BIC among 1-5,
-- the blob score the search maximises: max(silhouette, 0) * exp(-|blobs - target|), which is
-  the silhouette when the blob count is right and falls by e for every blob too many or few.
+- the blob score the search maximises: silhouette * exp(-|blobs - target|) once two or more
+  blobs have separated (the silhouette when the count is right, falling by e for every blob
+  too many or few); before that, PRECURSOR * max(correlation, 0), at most 0.02, so that ASHA
+  can still rank trials whose blobs have not separated yet (measured here: without it, every
+  trial of a small search scored 0 at the first rungs and ASHA could stop none).
 Each diagnostic's wall time is measured by the training loop (trainables/denoising/train.py).
 """
 
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 GMM_COMPONENTS = range(1, 6)
+PRECURSOR = 0.02  # weight of the correlation in the score while fewer than two blobs exist
 
 
 @dataclass
@@ -118,8 +122,10 @@ def gmm_components(z: np.ndarray, max_points: int, rng: np.random.Generator, see
     return int(np.argmin(bics)) + 1
 
 
-def blob_score(n_blobs: int, sil: float, target: int) -> float:
-    return max(sil, 0.0) * math.exp(-abs(n_blobs - target))
+def blob_score(n_blobs: int, sil: float, target: int, correlation: float = 0.0) -> float:
+    if n_blobs >= 2 and sil > 0:
+        return sil * math.exp(-abs(n_blobs - target))
+    return PRECURSOR * max(correlation, 0.0)
 
 
 def diagnose(
@@ -144,13 +150,14 @@ def diagnose(
     labels = dbscan_blobs(z, eps, min_samples, min_blob_fraction)
     n_blobs = int(labels.max()) + 1 if (labels >= 0).any() else 0
     sil = silhouette(z, labels, silhouette_sample, rng)
+    corr = pearson(w1t, w2)
     report = BlobReport(
         n_blobs=n_blobs,
         silhouette=sil,
-        correlation=pearson(w1t, w2),
+        correlation=corr,
         gmm_components=gmm_components(z, gmm_sample, rng, seed),
         noise_fraction=float((labels < 0).mean()),
-        score=blob_score(n_blobs, sil, target_blobs),
+        score=blob_score(n_blobs, sil, target_blobs, corr),
         pairs=pairs,
         labels=labels,
     )
