@@ -34,8 +34,21 @@ FINAL = (SCORE, "blob/n_clusters", "blob/silhouette", "blob/correlation", "blob/
 TOP = 4  # regimes drawn in best_regimes
 
 
+SHORT = {
+    "encoder_init_scale": "enc_init",
+    "decoder_init_scale": "dec_init",
+    "decoder_reg": "dec_reg",
+    "noise_variance": "noise",
+}
+
+
 def leaf(key: str) -> str:
     return key.rsplit(".", 1)[-1]
+
+
+def short_label(point: dict[str, Any]) -> str:
+    """`enc_init=0.03 lr=0.02 ...`: a trial's searched values, short enough for a legend."""
+    return " ".join(f"{SHORT.get(leaf(k), leaf(k))}={_fmt(v)}" for k, v in point.items()) or "default"
 
 
 def collect(sweep: SweepData) -> pd.DataFrame:
@@ -96,7 +109,7 @@ def panel_figure(sweep: SweepData, title: str) -> Any:
                 lw=2 if highlighted else 0.8,
                 alpha=1.0 if highlighted else 0.5,
                 color=colour,
-                label=f"{t.name} (score {score:.2f})" if highlighted else None,
+                label=f"score {score:.3f}: {short_label(t.point)}" if highlighted and key == PANELS[0][0] else None,
             )
     for ax, (key, label) in zip(axes.flat, PANELS, strict=True):
         ax.set_title(label, fontsize=10)
@@ -107,12 +120,21 @@ def panel_figure(sweep: SweepData, title: str) -> Any:
             ax.set_yscale("log")
     for ax in axes[1]:
         ax.set_xlabel("epoch")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        axes[0, 0].legend(handles[::-1], labels[::-1], fontsize=7, title="best by blob score", title_fontsize=7)
     axes[0, 1].legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{title}: {len(sweep.trials)} trials (colour = latest blob score)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:  # the best trials, best first, below the panels (run names are long)
+        order = sorted(range(len(labels)), key=lambda i: -float(labels[i].split(":")[0].split()[1]))
+        fig.legend(
+            [handles[i] for i in order],
+            [labels[i] for i in order],
+            loc="lower center",
+            fontsize=7,
+            ncol=1,
+            title="best by latest blob score",
+            title_fontsize=7,
+        )
     return fig
 
 
