@@ -80,3 +80,12 @@ def test_the_same_generator_state_gives_the_same_diagnostics():
     a = diagnose(w1t, w2, sample_size=2000, gen=torch.Generator().manual_seed(5), **SETTINGS)
     b = diagnose(w1t, w2, sample_size=2000, gen=torch.Generator().manual_seed(5), **SETTINGS)
     assert a.metrics() == b.metrics()
+
+
+def test_a_collapsed_blob_does_not_crash_the_gmm():
+    # Two blobs of identical pairs: every count must fit or be skipped, never raise (a collapsed
+    # component crashed a trial in a search here; this sample does not reproduce that crash).
+    n = 512 * 256
+    w1t, w2 = planted([(0, 0), (1.5, 0.15), (-1.5, -0.15)], [n - 200, 100, 100], [(0.07, 0.012), (0, 0), (0, 0)])
+    r = diagnose(w1t, w2, sample_size=3000, gen=torch.Generator().manual_seed(0), **SETTINGS)
+    assert 1 <= r.gmm_components <= 5 and r.n_blobs >= 1

@@ -108,18 +108,29 @@ def silhouette(z: np.ndarray, labels: np.ndarray, max_points: int, rng: np.rando
 
 
 def gmm_components(z: np.ndarray, max_points: int, rng: np.random.Generator, seed: int) -> int:
-    """The component count (1-5) whose Gaussian mixture has the lowest BIC."""
+    """The component count (1-5) whose Gaussian mixture has the lowest BIC.
+
+    In float64 with a covariance floor: a tight outer blob of a few identical-looking pairs
+    made a component's covariance singular (float32, sklearn's default floor) and crashed a
+    trial in a search here. A count whose fit still fails is skipped.
+    """
     from sklearn.mixture import GaussianMixture
 
+    z = np.asarray(z, dtype=np.float64)
     if len(z) > max_points:
         z = z[rng.choice(len(z), max_points, replace=False)]
-    bics = []
+    bics = {}
     for k in GMM_COMPONENTS:
         if k > len(z):
             break
-        gmm = GaussianMixture(n_components=k, covariance_type="full", n_init=1, max_iter=100, random_state=seed)
-        bics.append(gmm.fit(z).bic(z))
-    return int(np.argmin(bics)) + 1
+        gmm = GaussianMixture(
+            n_components=k, covariance_type="full", n_init=1, max_iter=100, reg_covar=1e-4, random_state=seed
+        )
+        try:
+            bics[k] = gmm.fit(z).bic(z)
+        except ValueError:  # still ill-defined: this count cannot describe the sample
+            continue
+    return min(bics, key=bics.get) if bics else 1
 
 
 def blob_score(n_blobs: int, sil: float, target: int, correlation: float = 0.0) -> float:

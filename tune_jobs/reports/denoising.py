@@ -60,7 +60,12 @@ def collect(sweep: SweepData) -> pd.DataFrame:
         row.update({leaf(k): v for k, v in t.point.items()})
         row.update({k: m.get(k, float("nan")) for k in FINAL})
         diag = sweep.history(t.run_id, "perf/diag_fraction") if SCORE in m else []
-        row["epochs"] = _last_step(sweep, t.run_id)
+        scores = sweep.history(t.run_id, SCORE)
+        clusters = dict(sweep.history(t.run_id, "blob/n_clusters")) if scores else {}
+        row["epochs"] = scores[-1][0] if scores else 0
+        peak_epoch, peak = max(scores, key=lambda sv: sv[1]) if scores else (0, float("nan"))
+        row["peak_score"], row["peak_epoch"] = peak, peak_epoch
+        row["had_3_blobs_at"] = ",".join(str(e) for e, n in sorted(clusters.items()) if n == 3)
         row["diag_fraction_mean"] = float(np.mean([v for _, v in diag])) if diag else float("nan")
         row["diag_fraction_max"] = float(np.max([v for _, v in diag])) if diag else float("nan")
         row["overhead_fraction"] = m.get("perf/overhead_fraction", float("nan"))
@@ -69,11 +74,6 @@ def collect(sweep: SweepData) -> pd.DataFrame:
     if not df.empty:
         df = df.sort_values([SCORE, "blob/silhouette"], ascending=False, na_position="last").reset_index(drop=True)
     return df
-
-
-def _last_step(sweep: SweepData, run_id: str) -> int:
-    hist = sweep.history(run_id, SCORE)
-    return hist[-1][0] if hist else 0
 
 
 def describe_point(row: pd.Series, keys: list[str]) -> str:
@@ -197,6 +197,13 @@ def findings(df: pd.DataFrame, keys: list[str]) -> list[str]:
         f"{len(three)} of {len(done)} trials ended with exactly 3 DBSCAN blobs "
         f"(the rest: {_counts(done[done['blob/n_clusters'] != 3]['blob/n_clusters'])})."
     ]
+    transient = done[(done["blob/n_clusters"] != 3) & (done["had_3_blobs_at"] != "")]
+    if not transient.empty:
+        lines.append(
+            f"{len(transient)} more trial(s) had 3 blobs at some epoch but not at their last "
+            f"({', '.join(f'epochs {e}' for e in transient.had_3_blobs_at.head(5))}): "
+            "there the structure is transient, and fewer epochs would keep it."
+        )
     best = done.iloc[0]
     lines.append(
         f"Best regime: {describe_point(best, keys) or best.run} -> blob score {best[SCORE]:.3f} "
@@ -262,7 +269,7 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
     (out / "summary.json").write_text(
         json.dumps({"sweep": sweep.sweep_id, "searched": keys, "findings": notes, "trials": records}, indent=1)
     )
-    columns = ["run", *keys, *FINAL, "epochs", "status"]
+    columns = ["run", *keys, *FINAL, "peak_score", "peak_epoch", "had_3_blobs_at", "epochs", "status"]
     md = [f"# {title}", "", *[f"- {line}" for line in notes], ""]
     if (out / "best_regimes.png").exists():
         md += ["![best regimes](best_regimes.png)", ""]
