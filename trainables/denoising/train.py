@@ -3,7 +3,7 @@
 One report per epoch: the losses, the closed-form baselines, the blob diagnostics of the
 weight pairs and what they cost. The weight-pair sample of the latest epoch is kept in
 artifacts/weight_pairs.npz (the report redraws it); the scatter PNG is drawn at the last
-epoch and at earlier epochs while the measured overhead stays within its budget.
+epoch and at earlier epochs while the plotting time stays within its budget.
 """
 
 from __future__ import annotations
