@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -179,6 +180,7 @@ def landscape_figure(df: pd.DataFrame, keys: list[str], title: str) -> Any | Non
         sc = ax.scatter(values, done[SCORE], c=done["epochs"], cmap="plasma", s=22, edgecolors="k", lw=0.3)
         if (values > 0).all() and values.max() / values.min() > 10:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
         ax.set_xlabel(key)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("final blob score")
@@ -218,7 +220,7 @@ def findings(df: pd.DataFrame, keys: list[str]) -> list[str]:
             if pd.api.types.is_numeric_dtype(done[key]) and done[key].nunique() > 1:
                 lines.append(
                     f"3-blob trials have {key} in [{_fmt(float(three[key].min()))}, {_fmt(float(three[key].max()))}] "
-                    f"(searched [{_fmt(float(done[key].min()))}, {_fmt(float(done[key].max()))}])."
+                    f"(all trials sampled [{_fmt(float(done[key].min()))}, {_fmt(float(done[key].max()))}])."
                 )
     if done["diag_fraction_mean"].notna().any():
         lines.append(
