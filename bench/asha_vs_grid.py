@@ -107,16 +107,18 @@ def main() -> None:
     space = " x ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in SPACE.items())
     print(f"ASHA vs the full grid: the same {grid['trials']} points ({space}),")
     print(f"{'quick' if args.quick else 'local'} profile, {max_epochs} epochs per trial, metric {SCORE} (max)")
-    print(f"{'':28}{'full grid (FIFO)':>22}{'ASHA (' + settings + ')':>44}")
+    print(f"ASHA settings (from search_spaces/denoising_search.yaml): {settings}")
+    print(f"{'':30}{'full grid (FIFO)':>18}{'ASHA':>12}")
     rows = [
         ("trials", grid["trials"], sha["trials"]),
         ("trial-epochs run", spent_grid, spent_asha),
         ("wall time, whole command (s)", f"{wall_grid:.0f}", f"{wall_asha:.0f}"),
         ("best blob score", f"{grid['best_score']:.4f}", f"{sha['best_score']:.4f}"),
-        ("best point", grid["best"], sha["best"]),
     ]
     for name, a, b in rows:
-        print(f"{name:28}{a!s:>22}{b!s:>44}")
+        print(f"{name:30}{a!s:>18}{b!s:>12}")
+    print(f"best point, grid: {grid['best']}")
+    print(f"best point, ASHA: {sha['best']}")
     print("per point (epochs run, final blob score): grid | ASHA")
     for point in sorted(grid["finals"], key=lambda k: -grid["finals"][k]):
         print(
