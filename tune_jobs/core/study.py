@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Study name -> module whose STUDY attribute declares it; used by `tune_jobs/report.py`.
-STUDY_MODULES = {"phase1": "tune_jobs.phase1", "autoencoder": "tune_jobs.autoencoder"}
+STUDY_MODULES = {
+    "phase1": "tune_jobs.phase1",
+    "autoencoder": "tune_jobs.autoencoder",
+    "denoising": "tune_jobs.denoising",
+}
 
 
 @dataclass(frozen=True)

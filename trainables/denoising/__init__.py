@@ -1,0 +1,11 @@
+"""Sparse denoising, the 3-blob hunt (study C, shared/DESIGN.md).
+
+Read in order: config.py (what can be set), data.py (two-hot signals plus noise), model.py
+(Linear -> tanh^3 -> Linear and the lambda_on loss), diagnostics.py (the blob metrics of the
+weight pairs), plots.py (the scatter), train.py (the loop), profiler.py (batch sizes).
+"""
+
+from trainables.denoising.config import PROFILES, Config
+from trainables.denoising.train import METRICS, estimate, train
+
+__all__ = ["METRICS", "PROFILES", "Config", "estimate", "train"]
