@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from trainables.common import LocalContext
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,3 +42,20 @@ def workdir(tmp_path: Path) -> Path:
     d = tmp_path / "work"
     d.mkdir()
     return d
+
+
+class Interrupt(Exception):
+    """Raised by StopAfterCheckpoint: the trial dies as a killed worker would."""
+
+
+class StopAfterCheckpoint(LocalContext):
+    """Dies right after the n-th checkpoint has been written (to test resume)."""
+
+    def __init__(self, path, after):
+        super().__init__(path)
+        self.after = after
+
+    def report(self, metrics, state=None):
+        super().report(metrics, state)
+        if self.checkpoints == self.after:
+            raise Interrupt

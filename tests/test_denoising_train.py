@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import Interrupt, StopAfterCheckpoint
 
 from trainables.common import LocalContext
 from trainables.denoising import METRICS, PROFILES, Config, train
@@ -19,21 +20,6 @@ TINY = {
     "diagnostics.silhouette_sample": 200,
     "diagnostics.gmm_sample": 200,
 }
-
-
-class Interrupt(Exception):
-    pass
-
-
-class StopAfterCheckpoint(LocalContext):
-    def __init__(self, path, after):
-        super().__init__(path)
-        self.after = after
-
-    def report(self, metrics, state=None):
-        super().report(metrics, state)
-        if self.checkpoints == self.after:
-            raise Interrupt
 
 
 def science(history):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import Interrupt, StopAfterCheckpoint
 
 from trainables.common import LocalContext
 from trainables.icl_mixture import PROFILES, Config, train
@@ -19,23 +20,6 @@ TINY = {
     "trainer.warmup_steps": 5,
     "data.n_components": 2,
 }
-
-
-class Interrupt(Exception):
-    pass
-
-
-class StopAfterCheckpoint(LocalContext):
-    """Dies (like a killed worker) right after the n-th checkpoint has been written."""
-
-    def __init__(self, path, after):
-        super().__init__(path)
-        self.after = after
-
-    def report(self, metrics, state=None):
-        super().report(metrics, state)
-        if self.checkpoints == self.after:
-            raise Interrupt
 
 
 def test_reports_every_eval_and_the_baselines(tmp_path):

@@ -38,6 +38,13 @@ class TrialContext(Protocol):
         """The state of the last checkpoint when this trial is being resumed, else None."""
 
 
+def pick_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else the CPU; `cpu` and `cuda` are taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def artifact_dir(trial_dir: Path) -> Path:
     path = trial_dir / ARTIFACTS
     path.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainables.common import LocalContext
+from trainables.common import LocalContext, pick_device
 from trainables.denoising.config import Config
-from trainables.denoising.train import _device, train
+from trainables.denoising.train import train
 
 TOLERANCE = 0.10  # batch sizes within 10% of the best throughput count as equally fast
 
@@ -42,7 +42,7 @@ def with_batch(cfg: Config, batch_size: int, epochs: int) -> Config:
 
 
 def memory_kind(cfg: Config) -> str:
-    return "GPU memory allocated" if _device(cfg.trainer.device).type == "cuda" else "CPU peak RSS growth"
+    return "GPU memory allocated" if pick_device(cfg.trainer.device).type == "cuda" else "CPU peak RSS growth"
 
 
 def profile_one(cfg: Config, batch_size: int, epochs: int, threads: int = 1) -> BatchProfile:
@@ -52,7 +52,7 @@ def profile_one(cfg: Config, batch_size: int, epochs: int, threads: int = 1) -> 
     torch.set_num_threads(threads)
     run = with_batch(cfg, batch_size, epochs)
     row = BatchProfile(batch_size=batch_size, steps_per_epoch=run.steps_per_epoch)
-    device = _device(run.trainer.device)
+    device = pick_device(run.trainer.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -109,7 +109,7 @@ def recommend(rows: Sequence[BatchProfile], tolerance: float = TOLERANCE) -> tup
 
 def markdown(rows: Sequence[BatchProfile], cfg: Config, *, epochs: int, threads: int, title: str = "") -> str:
     pick, reason = recommend(rows)
-    device = _device(cfg.trainer.device)
+    device = pick_device(cfg.trainer.device)
     lines = [
         f"# Batch-size profile{': ' + title if title else ''}",
         "",

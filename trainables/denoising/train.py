@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.common import TrialContext
+from trainables.common import TrialContext, pick_device
 from trainables.denoising.config import Config
 from trainables.denoising.data import sample_batch
 from trainables.denoising.diagnostics import BlobReport, diagnose
@@ -46,12 +46,6 @@ METRICS = (
 PAIRS_FILE = "weight_pairs.npz"  # the latest epoch's sampled pairs and blob labels
 SCATTER_DIR = "weight_pairs"  # weight_pairs/epoch_NNN.png
 FIRST_PLOT_GUESS_S = 0.15  # a scatter PNG's cost before one is timed (measured: ~0.15 s, 3000 pairs)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _sync(device: torch.device) -> None:
@@ -162,7 +156,7 @@ def _scatter(ctx: TrialContext, report: BlobReport, epoch: int, cfg: Config) -> 
 
 
 def train(cfg: Config, ctx: TrialContext) -> None:
-    device = _device(cfg.trainer.device)
+    device = pick_device(cfg.trainer.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
     opt = build_optimizer(model, cfg)

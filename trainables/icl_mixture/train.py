@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from trainables.common import TrialContext
+from trainables.common import TrialContext, pick_device
 from trainables.icl_mixture.baselines import all_baselines
 from trainables.icl_mixture.config import Config
 from trainables.icl_mixture.data import Prompts, sample_prompts
@@ -23,12 +23,6 @@ METRICS = (
     "baseline/lstsq_nmse",
     "baseline/oracle_nmse",
 )
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_model(cfg: Config) -> ICLTransformer:
@@ -82,7 +76,7 @@ def active_dims(cfg: Config, step: int) -> int:
 
 
 def train(cfg: Config, ctx: TrialContext) -> None:
-    device = _device(cfg.trainer.device)
+    device = pick_device(cfg.trainer.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.trainer.lr)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from trainables.common import TrialContext
+from trainables.common import TrialContext, pick_device
 from trainables.particle_ae.config import Config
 from trainables.particle_ae.data import EventSplit, Stats, resolve_path
 from trainables.particle_ae.model import ParticleAutoencoder, losses
@@ -42,12 +42,6 @@ METRICS = (
     "vq/dead_resets",
     "time/epoch_s",
 )
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_model(cfg: Config) -> ParticleAutoencoder:
@@ -211,7 +205,7 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
 
 
 def train(cfg: Config, ctx: TrialContext) -> None:
-    device = _device(cfg.trainer.device)
+    device = pick_device(cfg.trainer.device)
     torch.manual_seed(cfg.seed)
     path = resolve_path(cfg.data)
     train_split, val_split = EventSplit(path, "train", cfg.data), EventSplit(path, "val", cfg.data)
