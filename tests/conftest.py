@@ -33,6 +33,17 @@ def run_job(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Comp
     )
 
 
+def sweep_runs(workdir: Path, experiment: str):
+    """The MLflow client, parent runs and trial runs of `experiment` in workdir's store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    trials = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+    return client, parents, trials
+
+
 def files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*"))
 

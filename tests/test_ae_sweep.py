@@ -4,8 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from conftest import run_job
-from mlflow import MlflowClient
+from conftest import run_job, sweep_runs
 
 TINY = ["data.n_train=300", "data.n_val=100", "model.hidden=16", "trainer.epochs=2", "trainer.batch_size=64"]
 
@@ -15,11 +14,7 @@ def test_three_run_comparison_logs_trial_files_and_the_report(workdir, tmp_path)
     args = ["autoencoder.py", "--experiment", "compare_latent_spaces", "--quick", cache, *TINY]
     out = run_job(args, workdir, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("compare_latent_spaces")
-    runs = client.search_runs([exp.experiment_id], max_results=100)
-    (parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
-    trials = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+    client, (parent,), trials = sweep_runs(workdir, "compare_latent_spaces")
     assert sorted(r.data.params["model.latent_space"] for r in trials) == ["linear", "none", "vq"]
     for r in trials:
         assert r.info.status == "FINISHED"

@@ -3,8 +3,7 @@
 import json
 
 import optuna
-from conftest import run_job
-from mlflow import MlflowClient
+from conftest import run_job, sweep_runs
 
 SEARCH = """\
 # python tune_jobs/denoising.py --experiment {path}
@@ -28,11 +27,7 @@ def test_optuna_asha_sweep_logs_trials_scatter_report_and_monitor(workdir, tmp_p
     out = run_job(["denoising.py", "--quick", "--experiment", str(path)], workdir, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("tiny_hunt")
-    runs = client.search_runs([exp.experiment_id], max_results=100)
-    (parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
-    trials = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+    client, (parent,), trials = sweep_runs(workdir, "tiny_hunt")
     assert len(trials) == 6 and all(r.info.status == "FINISHED" for r in trials)
     lengths = []
     for r in trials:

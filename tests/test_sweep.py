@@ -10,19 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, job_env, run_job
+from conftest import ROOT, job_env, run_job, sweep_runs
 from mlflow import MlflowClient
 
 TINY = ["trainer.steps=60", "trainer.eval_every=10", "trainer.checkpoint_every=20", "trainer.eval_prompts=64"]
-
-
-def sweep_runs(workdir: Path):
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("phase1")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
-    trials = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
-    return client, parents, trials
 
 
 def steps_of(client, run, key="val/nmse"):
@@ -32,7 +23,7 @@ def steps_of(client, run, key="val/nmse"):
 def test_two_trial_sweep_logs_parent_and_nested_runs_and_builds_the_report(workdir):
     out = run_job(["phase1.py", "--quick", "space.n_components=[1,2]", *TINY], workdir, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    client, parents, trials = sweep_runs(workdir)
+    client, parents, trials = sweep_runs(workdir, "phase1")
     assert len(parents) == 1 and len(trials) == 2, out.stdout[-2000:]
     parent = parents[0]
     assert sorted(r.info.run_name for r in trials) == ["phase1/n_components=1", "phase1/n_components=2"]
@@ -124,7 +115,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_reruns_or_duplicat
     out = run_job(["phase1.py", "--resume"], workdir, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
-    client, parents, trials = sweep_runs(workdir)
+    client, parents, trials = sweep_runs(workdir, "phase1")
     assert len(parents) == 1
     assert len(trials) == 4, [r.info.run_name for r in trials]  # no second run for any trial
     after = _state(sweep_dir)
