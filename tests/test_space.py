@@ -138,3 +138,33 @@ def test_metric_must_be_reported_by_the_study(tmp_path):
     exp = load_experiment(write(tmp_path, GOOD.replace("val/nmse", "val/mse")))
     with pytest.raises(ConfigError, match="metric 'val/mse' is not reported by study phase1; it reports"):
         compose(load_study("phase1"), exp)
+
+
+CONFIGS = """\
+study: phase1
+metric: val/nmse
+space:
+  model:
+    grid:
+      - {n_layer: 2}
+      - {n_layer: 4, n_embd: 128}
+  seed: {grid: [0, 1]}
+"""
+
+
+def test_a_grid_of_configurations_sets_several_keys_per_point(tmp_path):
+    (tmp_path / "exp.yaml").write_text(CONFIGS)
+    exp = load_experiment(tmp_path / "exp.yaml")
+    p = plan(compose(load_study("phase1"), exp))
+    assert [t.point for t in p.trials] == [
+        {"model.n_layer": 2, "seed": 0},
+        {"model.n_layer": 2, "seed": 1},
+        {"model.n_layer": 4, "model.n_embd": 128, "seed": 0},
+        {"model.n_layer": 4, "model.n_embd": 128, "seed": 1},
+    ]
+    assert p.trials[2].cfg.model.n_embd == 128 and p.trials[0].cfg.model.n_layer == 2
+    with pytest.raises(ConfigError, match=r"model.n_embd is set by the 'model' configurations searched by exp.yaml"):
+        compose(load_study("phase1"), exp, overrides=["model.n_embd=64"])
+    compose(load_study("phase1"), exp, overrides=["model.n_head=2"])  # a key no configuration sets is free
+    with pytest.raises(ConfigError, match=r"model.n_layer: must be >= 1, got 0"):
+        plan(compose(load_study("phase1"), exp, overrides=["space.model=[{n_layer: 0}]"]))

@@ -45,6 +45,16 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def user_path(text: str) -> Path:
+    """A path from the config; a relative one is taken from where the sweep was started
+    (Ray Tune runs each trial inside its own folder and leaves the start folder in
+    TUNE_ORIG_WORKING_DIR)."""
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path
+    return Path(os.environ.get("TUNE_ORIG_WORKING_DIR") or os.getcwd()) / path
+
+
 def artifact_dir(trial_dir: Path) -> Path:
     path = trial_dir / ARTIFACTS
     path.mkdir(parents=True, exist_ok=True)

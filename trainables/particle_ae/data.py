@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainables.common import user_path
 from trainables.particle_ae.config import DataConfig
 
 N_TYPES = 8  # ids 0..7; 0 is a pad
@@ -123,16 +124,6 @@ def write_synthetic(path: Path, *, n_train: int, n_val: int, n_tokens: int, seed
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def user_path(text: str) -> Path:
-    """A path from the config; a relative one is taken from where the sweep was started
-    (Ray Tune runs each trial inside its own folder and leaves the start folder in
-    TUNE_ORIG_WORKING_DIR)."""
-    path = Path(text).expanduser()
-    if path.is_absolute():
-        return path
-    return Path(os.environ.get("TUNE_ORIG_WORKING_DIR") or os.getcwd()) / path
 
 
 def synthetic_path(cfg: DataConfig) -> Path:

@@ -309,7 +309,7 @@ def estimate(cfg: Config) -> dict[str, float]:
     if cfg.data.path:
         import h5py
 
-        from trainables.particle_ae.data import user_path
+        from trainables.common import user_path
 
         with h5py.File(user_path(cfg.data.path), "r") as f:
             events = f["X_train"].shape[0]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tune_jobs.core.config import build_config, parse_value, to_flat
+from tune_jobs.core.config import build_config, flatten_mapping, parse_value, to_flat
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.space import Dimension, Experiment, parse_dimension
 from tune_jobs.core.study import Study
@@ -144,6 +144,13 @@ def compose(
         base.update(study.profiles.get("quick", {}))
         base.update(experiment.profiles.get("quick", {}))
     searched = {d.key for d in experiment.space}
+    grouped = {  # keys set together by a grid of configurations (mapping values)
+        k: d.key
+        for d in experiment.space
+        for v in d.values
+        if isinstance(v, dict)
+        for k in flatten_mapping(v, f"{d.key}.")
+    }
     for key, value in parsed:
         if key == "profile":
             continue
@@ -156,6 +163,11 @@ def compose(
         elif key in searched:
             leaf = key.rsplit(".", 1)[-1]
             raise ConfigError(f"{key} is searched by {experiment.path.name}; set its values with space.{leaf}=[...]")
+        elif key in grouped:
+            raise ConfigError(
+                f"{key} is set by the {grouped[key]!r} configurations searched by {experiment.path.name}; "
+                f"change them with space.{grouped[key]}=[{{...}}, ...]"
+            )
         else:
             base[key] = value
     composed = Composed(
@@ -177,8 +189,19 @@ def trial_label(point: dict[str, Any]) -> str:
 
 
 def _grid_points(space: Sequence[Dimension]) -> list[dict[str, Any]]:
-    keys = [d.key for d in space]
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(d.values for d in space))]
+    """The grid's points in order. A grid value that is a mapping sets several keys together:
+    `lora: {grid: [{enabled: false}, {r: 4, alpha: 8}]}` gives points {lora.enabled: false} and
+    {lora.r: 4, lora.alpha: 8} (a list of named configurations, not a product)."""
+    points = []
+    for combo in itertools.product(*(d.values for d in space)):
+        point: dict[str, Any] = {}
+        for dim, value in zip(space, combo, strict=True):
+            if isinstance(value, dict):
+                point.update(flatten_mapping(value, f"{dim.key}."))
+            else:
+                point[dim.key] = value
+        points.append(point)
+    return points
 
 
 def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | None = None) -> Plan:
