@@ -11,6 +11,7 @@ STUDY_MODULES = {
     "phase1": "tune_jobs.phase1",
     "autoencoder": "tune_jobs.autoencoder",
     "denoising": "tune_jobs.denoising",
+    "phase1a_lora": "tune_jobs.phase1a_lora",
 }
 
 

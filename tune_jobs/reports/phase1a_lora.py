@@ -1,0 +1,236 @@
+"""Report of the Phase 1a + LoRA sweep (study D): does LoRA with minimal supervision improve
+F1 over pure reconstruction, and by how much?
+
+Built from MLflow alone: one row per configuration (its best validation F1 over the epochs it
+ran, with EM, first-token accuracy, the collapse diagnostics and the text baseline), the best
+LoRA configuration, its gain over the no-LoRA baseline in F1 points classified by the seed's
+bands (<2, 2-5, 5-10, >10), and an F1/EM bar chart. Files: sweep_summary.txt (the seed's),
+summary.md, summary.csv, summary.json, f1_by_config.png/.pdf.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from tune_jobs.core.reporting import SweepData, save_figure
+
+BANDS = (  # (upper bound in F1 points, verdict, the seed's next step)
+    (
+        2.0,
+        "no meaningful gain (< 2 F1 points)",
+        "the Phase 1a limit is not about LLM adaptation; focus on post-processing (Phase 0) and VQ-VAE (Phase 1)",
+    ),
+    (
+        5.0,
+        "marginal improvement (2-5 F1 points)",
+        "document as a minor optimisation; continue with VQ-VAE (Phase 1) as planned",
+    ),
+    (
+        10.0,
+        "significant improvement (5-10 F1 points)",
+        "add the best LoRA config to the Phase 0 pipeline and use it as the new baseline",
+    ),
+    (
+        float("inf"),
+        "strong improvement (> 10 F1 points)",
+        "add the best LoRA config to the Phase 0 pipeline and use it as the new baseline",
+    ),
+)
+
+
+def band(gain_points: float) -> tuple[str, str]:
+    """The seed's band of a gain in F1 points (a loss counts as no gain)."""
+    for upper, verdict, step in BANDS:
+        if gain_points < upper:
+            return verdict, step
+    raise AssertionError("unreachable")
+
+
+def config_name(params: dict[str, str]) -> str:
+    if params.get("lora.enabled") == "False":
+        return "baseline (no LoRA)"
+    of = params.get("lora.of_layers", "32")
+    layers = params["lora.layers"]
+    layers = "all" if layers == of else layers
+    return f"r={params['lora.r']} a={float(params['lora.alpha']):g} L={layers}"
+
+
+def _best_of(sweep: SweepData, run_id: str, key: str) -> tuple[float, int]:
+    hist = sweep.history(run_id, key)
+    if not hist:
+        return float("nan"), 0
+    step, value = max(hist, key=lambda sv: sv[1])
+    return value, len(hist)
+
+
+def collect(sweep: SweepData) -> pd.DataFrame:
+    rows = []
+    for t in sweep.trials:
+        m, p = t.metrics, t.params
+        f1, evals = _best_of(sweep, t.run_id, "val/f1")
+        em_hist = dict(sweep.history(t.run_id, "val/em"))
+        f1_hist = sweep.history(t.run_id, "val/f1")
+        best_step = max(f1_hist, key=lambda sv: sv[1])[0] if f1_hist else None
+        rows.append(
+            {
+                "config": config_name(p),
+                "lora": p.get("lora.enabled") == "True",
+                "r": int(p["lora.r"]) if p.get("lora.enabled") == "True" else None,
+                "alpha": float(p["lora.alpha"]) if p.get("lora.enabled") == "True" else None,
+                "layers": p["lora.layers"] if p.get("lora.enabled") == "True" else None,
+                "lora_layers_used": m.get("lora/layers", float("nan")),
+                "f1": f1,
+                "em": em_hist.get(best_step, float("nan")) if best_step is not None else float("nan"),
+                "final_f1": m.get("val/f1", float("nan")),
+                "first_token_acc": m.get("val/first_token_acc", float("nan")),
+                "diversity": m.get("val/diversity", float("nan")),
+                "repetition": m.get("val/repetition", float("nan")),
+                "collapsed": bool(m.get("val/collapsed", 0.0)),
+                "recon_cosine": m.get("val/recon_cosine", float("nan")),
+                "text_f1": m.get("baseline/text_f1", float("nan")),
+                "trainable_params": m.get("lora/trainable_params", float("nan")),
+                "epochs": evals,
+                "status": t.status,
+                "run": t.name,
+            }
+        )
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df = df.sort_values("f1", ascending=False, na_position="last").reset_index(drop=True)
+    return df
+
+
+def findings(df: pd.DataFrame) -> dict[str, Any]:
+    """The seed's question answered on the numbers: baseline, best LoRA, gain, band."""
+    base = df[~df["lora"]]
+    lora = df[df["lora"] & df["f1"].notna()]
+    out: dict[str, Any] = {"lines": []}
+    lines = out["lines"]
+    if base.empty or base["f1"].isna().all():
+        lines.append("The no-LoRA baseline reported no F1; no gain can be computed.")
+    if lora.empty:
+        lines.append("No LoRA configuration reported F1.")
+    if lines:
+        return out
+    b, best = base.iloc[0], lora.iloc[0]
+    gain = 100 * (best["f1"] - b["f1"])
+    verdict, step = band(gain)
+    out.update(baseline_f1=b["f1"], best_config=best["config"], best_f1=best["f1"], gain_points=gain, band=verdict)
+    text = b["text_f1"]
+    lines += [
+        f"Baseline (no LoRA, pure reconstruction + first-token CE): F1 {100 * b['f1']:.1f}%, EM {100 * b['em']:.1f}%"
+        f" (the same LLM reading the text itself: F1 {100 * text:.1f}%).",
+        f"Best LoRA: {best['config']} with F1 {100 * best['f1']:.1f}% (EM {100 * best['em']:.1f}%), "
+        f"a gain of {gain:+.1f} F1 points: {verdict}.",
+        f"Next step (the seed's plan): {step}.",
+    ]
+    flagged = df[df["collapsed"]]
+    if len(flagged):
+        lines.append(f"Collapse flag (diversity < 0.1 or repetition > 0.5) on: {', '.join(flagged['config'])}.")
+    else:
+        lines.append(
+            "No configuration collapsed (no 'the the the': diversity >= 0.1 and repetition <= 0.5 everywhere)."
+        )
+    stopped = df[df["epochs"] < df["epochs"].max()]
+    if len(stopped):
+        lines.append(
+            f"ASHA stopped {len(stopped)} of {len(df)} configurations early ({', '.join(stopped['config'])}); "
+            "their F1 is the best of the epochs they ran."
+        )
+    return out
+
+
+def bar_figure(df: pd.DataFrame, title: str, baseline_f1: float | None) -> Any:
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    x = range(len(df))
+    colours = ["tab:gray" if not lora else "tab:blue" for lora in df["lora"]]
+    ax.bar([i - 0.2 for i in x], 100 * df["f1"], width=0.4, color=colours, label="F1")
+    ax.bar([i + 0.2 for i in x], 100 * df["em"], width=0.4, color=colours, alpha=0.45, label="EM")
+    for i, (f1, flag, epochs) in enumerate(zip(df["f1"], df["collapsed"], df["epochs"], strict=True)):
+        note = (
+            f"{100 * f1:.1f}"
+            + (" collapsed" if flag else "")
+            + (f"\n{epochs} ep" if epochs < df["epochs"].max() else "")
+        )
+        ax.text(i - 0.2, 100 * f1 + 1, note, ha="center", va="bottom", fontsize=7)
+    if baseline_f1 is not None:
+        ax.axhline(100 * baseline_f1, color="tab:gray", ls="--", lw=1, label="no-LoRA baseline F1")
+        for lo, hi, shade in ((2, 5, 0.06), (5, 10, 0.10), (10, 100, 0.14)):
+            ax.axhspan(100 * baseline_f1 + lo, min(100, 100 * baseline_f1 + hi), color="tab:green", alpha=shade, lw=0)
+    text = df["text_f1"].dropna()
+    if len(text):
+        ax.axhline(100 * text.iloc[0], color="black", ls=":", lw=1, label="LLM on the text itself")
+    ax.set_xticks(list(x), df["config"], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("validation score (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(
+        f"{title}\nbest F1 per config (dark: F1, light: EM; green bands: +2/+5/+10 points over the baseline)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    cols = [
+        "config",
+        "f1",
+        "em",
+        "first_token_acc",
+        "diversity",
+        "repetition",
+        "collapsed",
+        "recon_cosine",
+        "epochs",
+        "status",
+    ]
+    head = "| " + " | ".join(cols) + " |"
+    rule = "|" + "|".join("---" for _ in cols) + "|"
+    body = []
+    for _, r in df[cols].iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if c in ("f1", "em", "first_token_acc"):
+                cells.append(f"{100 * v:.1f}%" if v == v else "n/a")
+            elif isinstance(v, float):
+                cells.append(f"{v:.3f}" if v == v else "n/a")
+            else:
+                cells.append(str(v))
+        body.append("| " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *body])
+
+
+def build(sweep: SweepData, out: Path) -> list[Path]:
+    df = collect(sweep)
+    title = f"{sweep.experiment} (sweep {sweep.sweep_id})"
+    files = [out / "summary.csv"]
+    df.to_csv(files[0], index=False)
+    if df.empty or df["f1"].isna().all():
+        (out / "summary.md").write_text(f"# {title}\n\nNo trial reported results.\n")
+        (out / "sweep_summary.txt").write_text(f"{title}\nNo trial reported results.\n")
+        return files + [out / "summary.md", out / "sweep_summary.txt"]
+    found = findings(df)
+    files += save_figure(bar_figure(df, title, found.get("baseline_f1")), out, "f1_by_config")
+    table = _markdown(df)
+    md = [f"# {title}", "", *[f"- {line}" for line in found["lines"]], "", "![F1 by config](f1_by_config.png)", ""]
+    md += ["## F1 / EM per configuration (best epoch), best first", "", table, ""]
+    (out / "summary.md").write_text("\n".join(md))
+    txt = [f"Phase 1a + LoRA sweep {sweep.sweep_id} ({sweep.experiment})", ""]
+    txt += [
+        f"{r['config']:<22} F1 {100 * r['f1']:5.1f}%  EM {100 * r['em']:5.1f}%  epochs {r['epochs']}"
+        + ("  COLLAPSED" if r["collapsed"] else "")
+        for _, r in df.iterrows()
+    ]
+    txt += ["", *found["lines"], ""]
+    (out / "sweep_summary.txt").write_text("\n".join(txt))
+    summary = {k: v for k, v in found.items() if k != "lines"} | {"findings": found["lines"], "sweep": sweep.sweep_id}
+    summary["trials"] = json.loads(df.to_json(orient="records"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return files + [out / "summary.md", out / "sweep_summary.txt", out / "summary.json"]
