@@ -52,7 +52,8 @@ def test_the_full_profile_loads_a_saved_model_with_from_pretrained_and_trains_in
     assert row["lora/layers"] == 2  # the seed's layers=32 of 32 -> all of this model's 2
     assert 0 <= row["val/f1"] <= 1 and row["perf/tokens_per_s"] > 0 and row["perf/peak_mem_mb"] > 0
     state = ctx.restored_state()
-    assert state["lora"] and all(v.dtype == torch.bfloat16 for v in state["lora"].values())
+    # the LLM runs in bf16; peft keeps the LoRA matrices themselves in float32
+    assert state["lora"] and all(v.dtype == torch.float32 for v in state["lora"].values())
 
 
 def test_the_tiny_llama_is_built_once_and_keyed_by_its_recipe(tmp_path):

@@ -90,9 +90,9 @@ def test_the_no_lora_baseline_trains_no_llm_weight_and_lora_trains_only_lora(tmp
     state = ctx.restored_state()
     names = set(state["lora"])
     assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
-    # the seed's 16 of 32 layers -> the first half of the quick tiny Llama's 8 layers, q/k/v/o each
-    assert {int(re.search(r"layers\.(\d+)\.", n).group(1)) for n in names} == {0, 1, 2, 3}
+    # the seed's 16 of 32 layers -> the first half of the quick tiny Llama's 4 layers, q/k/v/o each
+    assert {int(re.search(r"layers\.(\d+)\.", n).group(1)) for n in names} == {0, 1}
     assert {re.search(r"self_attn\.(\w+)\.lora", n).group(1) for n in names} == set(LORA_MODULES)
-    assert ctx.history[-1]["lora/layers"] == 4
+    assert ctx.history[-1]["lora/layers"] == 2
     files = {p.name for p in ctx.artifact_dir.iterdir()}
     assert {"diagnostics.jsonl", "predictions.jsonl"} <= files

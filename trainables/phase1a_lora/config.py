@@ -39,9 +39,9 @@ class DataConfig:
 class TinyLlamaConfig:
     hidden_size: int = param(64, "width of the tiny Llama", ge=8)
     intermediate_size: int = param(128, "MLP width of the tiny Llama", ge=8)
-    layers: int = param(8, "decoder layers of the tiny Llama", ge=1)
+    layers: int = param(4, "decoder layers of the tiny Llama", ge=1)
     heads: int = param(4, "attention heads of the tiny Llama", ge=1)
-    pretrain_steps: int = param(1500, "pretraining steps on synthetic QA text before any trial", ge=1)
+    pretrain_steps: int = param(4000, "pretraining steps on synthetic QA text before any trial", ge=1)
     pretrain_batch: int = param(32, "pretraining batch size", ge=1)
     pretrain_lr: float = param(3e-3, "pretraining peak learning rate (warmup, cosine decay)", gt=0)
     pretrain_samples: int = param(20000, "synthetic questions the tiny Llama is pretrained on", ge=100)

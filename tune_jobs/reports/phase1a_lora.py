@@ -146,33 +146,48 @@ def findings(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def bar_figure(df: pd.DataFrame, title: str, baseline_f1: float | None) -> Any:
+    """F1 and EM per config: the baseline first, then the LoRA configs best first; lines at the
+    baseline and at the seed's +2/+5/+10 point bands; collapsed configs hatched in red."""
+    from matplotlib.patches import Patch
+
+    df = pd.concat([df[~df["lora"]], df[df["lora"]]]).reset_index(drop=True)
+    full = df["epochs"].max()
     fig, ax = plt.subplots(figsize=(10, 4.8))
-    x = range(len(df))
-    colours = ["tab:gray" if not lora else "tab:blue" for lora in df["lora"]]
-    ax.bar([i - 0.2 for i in x], 100 * df["f1"], width=0.4, color=colours, label="F1")
-    ax.bar([i + 0.2 for i in x], 100 * df["em"], width=0.4, color=colours, alpha=0.45, label="EM")
-    for i, (f1, flag, epochs) in enumerate(zip(df["f1"], df["collapsed"], df["epochs"], strict=True)):
-        note = (
-            f"{100 * f1:.1f}"
-            + (" collapsed" if flag else "")
-            + (f"\n{epochs} ep" if epochs < df["epochs"].max() else "")
-        )
-        ax.text(i - 0.2, 100 * f1 + 1, note, ha="center", va="bottom", fontsize=7)
+    for i, r in df.iterrows():
+        colour = "tab:gray" if not r["lora"] else "tab:blue"
+        alpha = 1.0 if r["epochs"] == full else 0.5
+        hatch, edge = ("///", "tab:red") if r["collapsed"] else (None, colour)
+        f1, em = 100 * r["f1"], 100 * r["em"]
+        ax.bar(i - 0.2, f1, width=0.4, color=colour, alpha=alpha, hatch=hatch, edgecolor=edge)
+        ax.bar(i + 0.2, em, width=0.4, color=colour, alpha=0.35 * alpha, hatch=hatch, edgecolor=edge)
+        ax.text(i - 0.2, f1 + 0.8, f"{f1:.1f}", ha="center", va="bottom", fontsize=7)
+    top = max(5.0, float(100 * df[["f1", "em", "text_f1"]].max().max()))
     if baseline_f1 is not None:
-        ax.axhline(100 * baseline_f1, color="tab:gray", ls="--", lw=1, label="no-LoRA baseline F1")
-        for lo, hi, shade in ((2, 5, 0.06), (5, 10, 0.10), (10, 100, 0.14)):
-            ax.axhspan(100 * baseline_f1 + lo, min(100, 100 * baseline_f1 + hi), color="tab:green", alpha=shade, lw=0)
+        b = 100 * baseline_f1
+        ax.axhline(b, color="tab:gray", ls="--", lw=1)
+        for step in (2, 5, 10):
+            ax.axhline(b + step, color="tab:green", ls=":", lw=0.8)
+            ax.text(len(df) - 0.45, b + step, f"+{step}", color="tab:green", fontsize=7, va="center")
+        top = max(top, b + 10)
     text = df["text_f1"].dropna()
     if len(text):
-        ax.axhline(100 * text.iloc[0], color="black", ls=":", lw=1, label="LLM on the text itself")
-    ax.set_xticks(list(x), df["config"], rotation=35, ha="right", fontsize=8)
+        ax.axhline(100 * text.iloc[0], color="black", ls="-.", lw=1)
+    handles = [
+        Patch(color="tab:gray", label="no-LoRA baseline (F1, EM light)"),
+        Patch(color="tab:blue", label="LoRA (F1, EM light)"),
+        Patch(facecolor="white", edgecolor="tab:red", hatch="///", label="collapsed"),
+        plt.Line2D([], [], color="tab:gray", ls="--", label="baseline F1"),
+        plt.Line2D([], [], color="tab:green", ls=":", label="seed's bands: +2 / +5 / +10 points"),
+        plt.Line2D([], [], color="black", ls="-.", label="LLM reading the text itself"),
+    ]
+    if (df["epochs"] < full).any():
+        handles.append(Patch(color="tab:blue", alpha=0.5, label="stopped early by ASHA"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_xticks(range(len(df)), df["config"], rotation=35, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(df) - 0.1)
     ax.set_ylabel("validation score (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title(
-        f"{title}\nbest F1 per config (dark: F1, light: EM; green bands: +2/+5/+10 points over the baseline)",
-        fontsize=9,
-    )
-    ax.legend(fontsize=7, loc="upper right")
+    ax.set_ylim(0, min(105.0, top * 1.15 + 2))
+    ax.set_title(f"{title}: best validation F1 / EM per configuration", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return fig
 

@@ -1,0 +1,46 @@
+"""The report's verdict: the best LoRA gain over the no-LoRA baseline in the seed's bands."""
+
+import pandas as pd
+import pytest
+
+from tune_jobs.reports.phase1a_lora import band, config_name, findings
+
+
+@pytest.mark.parametrize(
+    "gain,word",
+    [
+        (-3.0, "no meaningful"),
+        (1.99, "no meaningful"),
+        (2.0, "marginal"),
+        (4.9, "marginal"),
+        (5.0, "significant"),
+        (9.99, "significant"),
+        (10.0, "strong"),
+        (25.0, "strong"),
+    ],
+)
+def test_the_seeds_bands(gain, word):
+    assert band(gain)[0].startswith(word)
+
+
+def test_config_names():
+    assert config_name({"lora.enabled": "False"}) == "baseline (no LoRA)"
+    params = {"lora.enabled": "True", "lora.r": "8", "lora.alpha": "16.0", "lora.layers": "32", "lora.of_layers": "32"}
+    assert config_name(params) == "r=8 a=16 L=all"
+    assert config_name(params | {"lora.layers": "12"}) == "r=8 a=16 L=12"
+
+
+def test_findings_name_the_best_config_its_gain_and_collapses():
+    row = dict(em=0.2, text_f1=0.9, collapsed=False, epochs=3)
+    df = pd.DataFrame(
+        [
+            dict(config="r=8 a=16 L=12", lora=True, f1=0.31, **row),
+            dict(config="baseline (no LoRA)", lora=False, f1=0.24, **row),
+            dict(config="r=4 a=8 L=8", lora=True, f1=0.05, **(row | {"collapsed": True, "epochs": 1})),
+        ]
+    )
+    out = findings(df)
+    assert out["best_config"] == "r=8 a=16 L=12" and out["gain_points"] == pytest.approx(7.0)
+    assert out["band"].startswith("significant")
+    text = " ".join(out["lines"])
+    assert "Collapse flag" in text and "r=4 a=8 L=8" in text and "ASHA stopped 1 of 3" in text
