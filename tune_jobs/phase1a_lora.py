@@ -5,7 +5,7 @@ python tune_jobs/phase1a_lora.py                          # 11 configs, tiny Lla
 python tune_jobs/phase1a_lora.py data.samples=300 trainer.epochs=1   # the seed's smoke size
 SAMPLES=300 EPOCHS=1 python tune_jobs/phase1a_lora.py     # the same: SAMPLES/EPOCHS become those overrides
 python tune_jobs/phase1a_lora.py --quick                  # 1-2 minute smoke version
-python tune_jobs/phase1a_lora.py profile=full data.path=/data/train-v1.1.json --address auto   # Llama-3.1-8B, GPUs
+python tune_jobs/phase1a_lora.py profile=full resources.gpu=1 --address auto   # Llama-3.1-8B, SQuAD from the hub
 python tune_jobs/report.py phase1a_lora                   # rebuild the report from MLflow
 """
 
@@ -30,6 +30,9 @@ STUDY = Study(
         "lora": f"r={cfg.lora.r} alpha={cfg.lora.alpha:g} layers={cfg.lora.layers}/{cfg.lora.of_layers or 'model'}"
         if cfg.lora.enabled
         else "off (baseline)",
+        "tiny layers": f"{cfg.lora_depth(cfg.model.tiny.layers) if cfg.lora.enabled else 0}/{cfg.model.tiny.layers}"
+        if cfg.model.source == "tiny"
+        else "-",
         "d_z": cfg.compression.d_z,
         "ce1": cfg.loss.first_token_ce_weight,
         "k_ce": cfg.loss.k_ce_weight,
