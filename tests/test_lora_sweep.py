@@ -29,3 +29,17 @@ def test_quick_sweep_logs_eleven_configs_their_artifacts_and_the_report(workdir)
     assert "baseline (no LoRA)" in text and "Best LoRA:" in text
     assert "| config | f1 | em |" in (report / "summary.md").read_text()
     assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_a_two_config_slice_runs_for_real_and_reports_the_gain(workdir):
+    out = run_job(["phase1a_lora.py", "--quick", "--stop-at", "2"], workdir, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    client, (parent,), trials = sweep_runs(workdir, "phase1a_lora")
+    assert sorted(r.data.params["lora.enabled"] for r in trials) == ["False", "True"]
+    report = workdir / "results" / "phase1a_lora" / f"phase1a_lora-{parent.data.tags['sweep.id']}"
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["best_config"] == "r=4 a=8 L=8" and summary["band"]
+    (diag,) = (workdir / "results" / "ray").glob("*/r=4*/artifacts/diagnostics.jsonl")
+    lines = [json.loads(line) for line in diag.read_text().splitlines()]
+    assert [r["step"] for r in lines if not r.get("eval")] == list(range(1, 5))  # 128 questions / batch 32
+    assert lines[-1]["eval"] and "text_f1" in lines[-1]
