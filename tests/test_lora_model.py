@@ -96,3 +96,24 @@ def test_the_no_lora_baseline_trains_no_llm_weight_and_lora_trains_only_lora(tmp
     assert ctx.history[-1]["lora/layers"] == 2
     files = {p.name for p in ctx.artifact_dir.iterdir()}
     assert {"diagnostics.jsonl", "predictions.jsonl"} <= files
+
+
+def test_resume_gives_the_same_numbers_as_never_stopping(tmp_path):
+    from conftest import Interrupt, StopAfterCheckpoint
+
+    cfg = quick_cfg(tmp_path, **{"trainer.epochs": 2, "lora.r": 4, "lora.alpha": 8, "lora.layers": 8})
+    whole = LocalContext(tmp_path / "whole")
+    train(cfg, whole)
+    broken = StopAfterCheckpoint(tmp_path / "broken", after=1)
+    with pytest.raises(Interrupt):
+        train(cfg, broken)
+    resumed = LocalContext(tmp_path / "broken")
+    train(cfg, resumed)
+    drop = ("perf/epoch_s", "perf/tokens_per_s", "perf/peak_mem_mb")
+
+    def clean(rows):
+        return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+    assert clean(broken.history + resumed.history) == clean(whole.history)
+    a = (whole.artifact_dir / "predictions.jsonl").read_text()
+    assert a == (resumed.artifact_dir / "predictions.jsonl").read_text()
