@@ -77,3 +77,13 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DataFileError, match="not valid JSON"):
         read_squad(tmp_path / "bad.json")
+
+
+def test_a_long_prompt_keeps_its_bos_and_its_question():
+    from trainables.phase1a_lora.base_model import build_tokenizer, encode_prompts
+
+    examples = synthetic_examples(20, seed=2)
+    tok = build_tokenizer([e.prompt + " " + e.answers[0] for e in examples])
+    (ids,) = encode_prompts(tok, examples[:1], 12)
+    assert len(ids) == 12 and ids[0] == tok.bos_token_id
+    assert tok.decode(ids[1:]).endswith(tok.decode(tok(examples[0].question, add_special_tokens=False)["input_ids"]))

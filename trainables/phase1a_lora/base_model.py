@@ -76,8 +76,16 @@ def load_llm(path: str, dtype: str, device: torch.device) -> tuple[Any, Any]:
 
 # -- prompts in, answers out --------------------------------------------------------------------
 def encode_prompts(tok: Any, examples: Sequence[QAExample], max_tokens: int) -> list[torch.Tensor]:
-    """Token ids of each prompt (with the tokenizer's BOS), cut from the left to max_tokens."""
-    return [torch.tensor(tok(e.prompt)["input_ids"][-max_tokens:]) for e in examples]
+    """Token ids of each prompt (with the tokenizer's BOS); a longer prompt loses the start of
+    its context (BOS kept), so the question at its end survives."""
+    out = []
+    for e in examples:
+        ids = tok(e.prompt)["input_ids"]
+        if len(ids) > max_tokens:
+            keep_bos = ids[0] == tok.bos_token_id
+            ids = ids[:1] + ids[len(ids) - max_tokens + 1 :] if keep_bos else ids[-max_tokens:]
+        out.append(torch.tensor(ids))
+    return out
 
 
 def encode_answers(tok: Any, examples: Sequence[QAExample], max_tokens: int) -> list[torch.Tensor]:
