@@ -2,7 +2,8 @@
 
 `train(cfg, ctx)` never imports Ray; here `ctx.report` becomes `tune.report` (with a
 `tune.Checkpoint` holding the state file when a state is given) and `ctx.restored_state`
-reads `tune.get_checkpoint()`.
+reads `tune.get_checkpoint()`. Every result also carries the Ray node the trial runs on
+(`node_id`, beside Tune's own `node_ip` and `hostname`): nodes on one machine share an IP.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from trainables.common.context import STATE_FILE, artifact_dir, load_state, save
 from tune_jobs.core.config import build_config
 
 POINT_KEY = "point"  # grid trials carry their searched values as {"point": {dotted: value}}
+NODE_KEY = "node_id"  # the Ray node id, in every result
 
 
 def trial_point(trial_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -27,22 +29,25 @@ def trial_point(trial_config: Mapping[str, Any]) -> dict[str, Any]:
 
 class RayContext:
     def __init__(self) -> None:
+        import ray
         from ray import tune
 
         self._tune = tune
         self.trial_dir = Path(tune.get_context().get_trial_dir())
+        self._node = {NODE_KEY: ray.get_runtime_context().get_node_id()}
 
     @property
     def artifact_dir(self) -> Path:
         return artifact_dir(self.trial_dir)
 
     def report(self, metrics: Mapping[str, float], state: Mapping[str, Any] | None = None) -> None:
+        result = {**metrics, **self._node}
         if state is None:
-            self._tune.report(dict(metrics))
+            self._tune.report(result)
             return
         with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
             save_state(state, Path(tmp) / STATE_FILE)
-            self._tune.report(dict(metrics), checkpoint=self._tune.Checkpoint.from_directory(tmp))
+            self._tune.report(result, checkpoint=self._tune.Checkpoint.from_directory(tmp))
 
     def restored_state(self) -> dict[str, Any] | None:
         checkpoint = self._tune.get_checkpoint()

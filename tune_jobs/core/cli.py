@@ -12,7 +12,7 @@ from tune_jobs.core.config import describe_fields
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import experiment_file, tracking_uri
 from tune_jobs.core.plan import Plan, compose, plan, trial_label
-from tune_jobs.core.space import load_experiment
+from tune_jobs.core.space import load_experiment, ray_resources
 from tune_jobs.core.study import Study
 
 
@@ -21,7 +21,7 @@ def parser(study: Study) -> argparse.ArgumentParser:
         prog=f"python tune_jobs/{study.name}.py",
         description=f"Run the {study.name} study as one Ray Tune sweep, every trial logged to MLflow.",
         epilog="Overrides: dotted key=value, e.g. trainer.steps=500 space.n_components=[1,2] "
-        "resources.cpu=2 sweep.num_samples=20 profile=full. --help-config lists the keys.",
+        "resources.cpu=2 resources.gpu=0.25 resources.custom.worker_slot=1 sweep.num_samples=20 profile=full. --help-config lists the keys.",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument(
@@ -67,7 +67,7 @@ def print_plan(p: Plan) -> None:
     c = p.composed
     exp = c.experiment
     sched = ", ".join(f"{k}={v}" for k, v in exp.scheduler.items())
-    res = ", ".join(f"{k}={v}" for k, v in exp.resources.items())
+    res = ", ".join(f"{k}={v}" for k, v in ray_resources(exp.resources).items())
     print(f"study {c.study.name}, experiment {exp.name} ({exp.path})")
     print(
         f"search {exp.search}, scheduler {sched}, metric {exp.metric} ({exp.mode}), profile {c.profile}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from tune_jobs.core.config import build_config, parse_value, to_flat
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.space import Dimension, Experiment, parse_dimension
+from tune_jobs.core.space import Dimension, Experiment, parse_dimension, set_resource
 from tune_jobs.core.study import Study
 
 SWEEP_KEYS = {"num_samples": 1, "max_concurrent": 0, "max_failures": 0}
@@ -100,14 +100,7 @@ def _sweep_setting(exp: Experiment, key: str, value: Any) -> Experiment:
 
 
 def _resource(exp: Experiment, key: str, value: Any) -> Experiment:
-    name = key.split(".", 1)[1]
-    if name not in ("cpu", "gpu"):
-        raise ConfigError(f"{key}: unknown resource; use resources.cpu or resources.gpu")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{key}: expected a number >= 0, got {value!r}")
-    if name == "cpu" and value == 0:
-        raise ConfigError(f"{key}: a trial needs some CPU; use e.g. resources.cpu=1")
-    return replace(exp, resources={**exp.resources, name: value})
+    return replace(exp, resources=set_resource(exp.resources, key.split(".", 1)[1], value))
 
 
 def compose(

@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from typing import Any
 from tune_jobs.core.adapter import POINT_KEY, make_trainable
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import artifact_location, git_commit, safe_name
-from tune_jobs.core.plan import Plan
-from tune_jobs.core.space import Experiment
+from tune_jobs.core.plan import Composed, Plan
+from tune_jobs.core.space import Experiment, ray_resources
 
 log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
@@ -105,6 +106,32 @@ def _scheduler(experiment: Experiment) -> Any:
     return ASHAScheduler(**settings)
 
 
+def check_fits(per_trial: Mapping[str, float], cluster: Mapping[str, float]) -> None:
+    """ConfigError when one trial asks for more than a local Ray has (it would wait forever)."""
+    names = {"cpu": "CPU", "gpu": "GPU"}
+    for key, amount in per_trial.items():
+        have = cluster.get(names.get(key, key), 0)
+        if amount > have:
+            setting = f"resources.{key}" if key in names else f"resources.custom.{key}"
+            fix = (
+                "set resources.gpu=0 to train on CPU, or join a GPU cluster with --address"
+                if key == "gpu"
+                else f"lower {setting}, or join a cluster that has it with --address"
+            )
+            raise ConfigError(f"{setting}={amount} per trial, but this machine's Ray has {have:g}; {fix}")
+
+
+def trainable_for(composed: Composed) -> Any:
+    """The study's trainable as Tune runs it: the adapter, asking Ray for one trial's resources."""
+    from ray import tune
+
+    study, resources = composed.study, composed.experiment.resources
+    threads = max(1, int(resources.get("cpu", 1)))
+    return tune.with_resources(
+        make_trainable(study.name, study.train, study.config, composed.base, threads), ray_resources(resources)
+    )
+
+
 def _trial_dirname(trial: Any) -> str:
     from tune_jobs.core.adapter import trial_point
     from tune_jobs.core.plan import trial_label
@@ -125,6 +152,25 @@ def run_sweep(
     study, experiment = composed.study, composed.experiment
     ray_dir = (results_dir / "ray").resolve()
     points = [t.point for t in plan.trials]
+    per_trial = ray_resources(experiment.resources)
+
+    # Save Tune's experiment state after every controller step, not every >= 10 s: a driver
+    # killed right after a trial finished must not run that trial again on --resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            # A Ray started here never grows: a trial asking for more than it has would wait
+            # forever. Checked before anything is written.
+            check_fits(per_trial, ray.cluster_resources())
 
     if resume_dir is None:
         sweep_id = new_sweep_id()
@@ -151,27 +197,11 @@ def run_sweep(
         sweep_id = description["sweep_id"]
         tracking_uri = description["tracking_uri"]  # the runs live where the sweep started them
 
-    # Save Tune's experiment state after every controller step, not every >= 10 s: a driver
-    # killed right after a trial finished must not run that trial again on --resume.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-    import ray
     from ray import tune
 
     from tune_jobs.core.tracking import MlflowTracker
 
-    threads = max(1, int(experiment.resources.get("cpu", 1)))
-    trainable = tune.with_resources(
-        make_trainable(study.name, study.train, study.config, composed.base, threads),
-        {"cpu": experiment.resources.get("cpu", 1), "gpu": experiment.resources.get("gpu", 0)},
-    )
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            configure_logging=True,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
+    trainable = trainable_for(composed)
 
     if resume_dir is not None and (sweep_dir / "tuner.pkl").exists():
         tuner = tune.Tuner.restore(

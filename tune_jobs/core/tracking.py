@@ -10,6 +10,8 @@ file records how far the journal has been sent. So:
 - a resumed trial replays from its last checkpoint, and the steps already journalled are
   skipped, so no step appears twice in a run's history.
 The trial-to-run map is saved with the experiment, so `--resume` continues the same runs.
+Each trial run is tagged with where it ran (`ray.node_id`, `ray.node_ip`, `ray.hostname`),
+updated if a restarted trial lands on another node.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import yaml
 from ray.tune import Callback
 
 from trainables.common.context import ARTIFACTS
-from tune_jobs.core.adapter import trial_point
+from tune_jobs.core.adapter import NODE_KEY, trial_point
 from tune_jobs.core.config import to_nested
 from tune_jobs.core.plan import trial_label
 
@@ -38,6 +40,7 @@ STATE_FILE = "mlflow_runs.json"
 JOURNAL_FILE = "mlflow_journal.jsonl"
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
+NODE_TAGS = {"ray.node_id": NODE_KEY, "ray.node_ip": "node_ip", "ray.hostname": "hostname"}
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -155,6 +158,7 @@ class MlflowTracker(Callback):
             self._client.update_run(self._state["parent_run_id"], status="RUNNING")
         # The last step journalled per trial: a resumed trial's replayed steps are skipped.
         self._last_step: dict[str, int] = {}
+        self._nodes: dict[str, dict[str, str]] = {}  # the node tags last set per trial
         if self._journal.exists():
             for line in self._journal.read_bytes().splitlines():
                 try:
@@ -230,6 +234,7 @@ class MlflowTracker(Callback):
         if step <= self._last_step.get(trial.trial_id, -1):
             return  # journalled already (a resumed trial replays from its last checkpoint)
         self._last_step[trial.trial_id] = step
+        self._tag_node(trial, run_id, result)
         metrics = {
             key: float(result[key])
             for key in self.metrics
@@ -239,6 +244,16 @@ class MlflowTracker(Callback):
         with open(self._journal, "a") as f:
             f.write(json.dumps(row) + "\n")
         self.flush()
+
+    def _tag_node(self, trial: Any, run_id: str, result: Mapping[str, Any]) -> None:
+        node = {tag: str(result[key]) for tag, key in NODE_TAGS.items() if result.get(key) is not None}
+        if node and self._nodes.get(trial.trial_id) != node:
+            self._nodes[trial.trial_id] = node
+            try:
+                for tag, value in node.items():
+                    self._client.set_tag(run_id, tag, value)
+            except Exception as exc:  # a tag is not worth stopping the sweep for
+                log.warning("could not tag %s with its node: %s", trial, exc)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.flush()
