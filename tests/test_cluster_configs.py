@@ -88,7 +88,7 @@ def test_aws_gpu_workers_are_spot_and_the_head_runs_no_trials():
 @pytest.mark.parametrize("path", CLUSTER_YAMLS, ids=[p.stem for p in CLUSTER_YAMLS])
 def test_nodes_install_the_project_pinned_and_the_head_serves_mlflow_from_shared_storage(path):
     cmds = commands(load(path))
-    assert any("pip install" in c and "requirements.txt -e" in c for c in cmds)
+    assert any("pip install" in c and "cluster/requirements.txt -e" in c for c in cmds)
     (server,) = [c for c in load(path)["head_start_ray_commands"] if "mlflow_server" in c]
     assert "--backend-store-uri sqlite:////shared/" in server and "--artifacts-destination /shared/" in server
 
@@ -105,3 +105,10 @@ def test_sbatch_script_without_a_job_says_how_to_use_it(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("usage: sbatch cluster/slurm/ray_sweep.sbatch tune_jobs/<study>.py")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cluster_requirements_add_rays_dashboard_at_the_pinned_version():
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line)
+    lines = (ROOT / "cluster" / "requirements.txt").read_text().splitlines()
+    assert "-r ../requirements.txt" in lines
+    assert f"ray[default]=={pins['ray[tune]']}" in lines
