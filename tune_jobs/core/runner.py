@@ -12,11 +12,11 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune_jobs.core.adapter import POINT_KEY, make_trainable
+from tune_jobs.core.adapter import DIVERGED_KEY, POINT_KEY, STOP_REASON_KEY, make_trainable
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import artifact_location, git_commit, safe_name
 from tune_jobs.core.plan import Plan
@@ -30,12 +30,14 @@ SWEEP_FILE = "sweep.json"
 class SweepResult:
     sweep_id: str
     sweep_dir: Path
-    parent_run_id: str
+    parent_run_id: str | None
     tracking_uri: str
     trials: int
     errored: int
     report_dir: Path | None
     best: str = ""
+    diverged: list[str] = field(default_factory=list)  # "trial: reason" per diverged trial
+    pending: str = ""  # what MLflow could not be sent (the server was down), '' when none
 
 
 def new_sweep_id() -> str:
@@ -157,11 +159,11 @@ def run_sweep(
     import ray
     from ray import tune
 
-    from tune_jobs.core.tracking import MlflowTracker
+    from tune_jobs.core.tracking import Mirror, MlflowTracker
 
     threads = max(1, int(experiment.resources.get("cpu", 1)))
     trainable = tune.with_resources(
-        make_trainable(study.name, study.train, study.config, composed.base, threads),
+        make_trainable(study.name, study.train, study.config, composed.base, threads, watch=(experiment.metric,)),
         {"cpu": experiment.resources.get("cpu", 1), "gpu": experiment.resources.get("gpu", 0)},
     )
     if not ray.is_initialized():
@@ -227,21 +229,29 @@ def run_sweep(
             ),
         )
     grid = tuner.fit()
-    state = json.loads((sweep_dir / "mlflow_runs.json").read_text())
+    mirror = Mirror(sweep_dir)
     errored = sum(1 for r in grid if r.error is not None)
+    diverged = [
+        f"{mirror.state['trials'].get(r.metrics.get('trial_id'), {}).get('name', r.path)}: {r.metrics[STOP_REASON_KEY]}"
+        for r in grid
+        if r.metrics and r.metrics.get(DIVERGED_KEY)
+    ]
 
     report_dir, best = None, ""
-    if study.report is not None:
+    pending = mirror.pending()
+    if study.report is not None and not pending:
         from tune_jobs.core.reporting import build_report
 
-        report_dir, best = build_report(study, tracking_uri, state["parent_run_id"], results_dir)
+        report_dir, best = build_report(study, tracking_uri, mirror.parent_run_id, results_dir)
     return SweepResult(
         sweep_id=sweep_id,
         sweep_dir=sweep_dir,
-        parent_run_id=state["parent_run_id"],
+        parent_run_id=mirror.parent_run_id,
         tracking_uri=tracking_uri,
         trials=len(grid),
         errored=errored,
         report_dir=report_dir,
         best=best,
+        diverged=diverged,
+        pending=pending,
     )
