@@ -70,3 +70,12 @@ class StopAfterCheckpoint(LocalContext):
         super().report(metrics, state)
         if self.checkpoints == self.after:
             raise Interrupt
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for servers a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

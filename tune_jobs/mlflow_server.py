@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.errors import ConfigError, one_line
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
         )
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(f"MLflow server: sweeps log with --mlflow-uri {url(args.host, args.port)}", flush=True)
     os.execv(cmd[0], cmd)  # the server replaces this process: signals and exit codes are its own

@@ -7,17 +7,26 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from tune_jobs.core.config import describe_fields
-from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import experiment_file, tracking_uri
 from tune_jobs.core.plan import Plan, compose, plan, trial_label
 from tune_jobs.core.space import load_experiment, ray_resources
 from tune_jobs.core.study import Study
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming it and the fix (exit 2), like every error."""
+
+    def error(self, message: str) -> NoReturn:
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(2, f"error: {text}; see {self.prog} --help\n")
+
+
 def parser(study: Study) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=f"python tune_jobs/{study.name}.py",
         description=f"Run the {study.name} study as one Ray Tune sweep, every trial logged to MLflow.",
         epilog="Overrides: dotted key=value, e.g. trainer.steps=500 space.n_components=[1,2] "
@@ -150,12 +159,21 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
 
         result = run_sweep(p, results_dir=results_dir, tracking_uri=uri, address=args.address, resume_dir=resume_dir)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
-    print(f"\nsweep {result.sweep_id}: {result.trials} trials, {result.errored} failed; {result.best}")
+    diverged = f", {len(result.diverged)} diverged" if result.diverged else ""
+    print(f"\nsweep {result.sweep_id}: {result.trials} trials, {result.errored} failed{diverged}; {result.best}")
+    for line in result.diverged:
+        print(f"  diverged:    {line}")
     print(f"  ray results: {result.sweep_dir}")
     if result.report_dir:
         print(f"  report:      {result.report_dir}")
+    if result.pending:
+        print(
+            f"  MLflow:      {result.tracking_uri} was unreachable and still lacks {result.pending}; nothing is lost:"
+            f"\n               python tune_jobs/report.py --replay {result.sweep_dir}   (sends it, then builds the report)"
+        )
+        return 1 if result.errored else 0
     print(f"  MLflow:      {result.tracking_uri} (parent run {result.parent_run_id})")
     if result.tracking_uri.startswith("sqlite:"):
         print(

@@ -7,6 +7,7 @@ Ray starts or any file is written.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -126,12 +127,13 @@ def compose(
         if key == "profile":
             profile = str(value)
     profile = profile or "local"
-    if profile not in study.profiles or profile == "quick":
-        allowed = [p for p in study.profiles if p != "quick"]
+    profiles = {"local": {}, **study.profiles}  # a study without profiles runs its defaults as "local"
+    if profile not in profiles or profile == "quick":
+        allowed = [p for p in profiles if p != "quick"]
         raise ConfigError(f"profile {profile!r} is not defined for {study.name}; use one of {', '.join(allowed)}")
 
     base: dict[str, Any] = dict(experiment.fixed)
-    base.update(study.profiles[profile])
+    base.update(profiles[profile])
     base.update(experiment.profiles.get(profile, {}))
     if quick:
         base.update(study.profiles.get("quick", {}))
@@ -169,7 +171,17 @@ def trial_label(point: dict[str, Any]) -> str:
     return ",".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in point.items()) or "default"
 
 
+MAX_GRID = 10_000  # a grid larger than this is a typo far more often than a plan
+
+
 def _grid_points(space: Sequence[Dimension]) -> list[dict[str, Any]]:
+    size = math.prod(len(d.values) for d in space)
+    if size > MAX_GRID:
+        sizes = " x ".join(f"{d.key}: {len(d.values)}" for d in space)
+        raise ConfigError(
+            f"the grid has {size} trials ({sizes}); more than {MAX_GRID} is not run: "
+            "shorten the lists or use search: optuna with num_samples"
+        )
     keys = [d.key for d in space]
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(d.values for d in space))]
 

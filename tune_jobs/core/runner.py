@@ -13,11 +13,11 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune_jobs.core.adapter import POINT_KEY, make_trainable
+from tune_jobs.core.adapter import DIVERGED_KEY, POINT_KEY, STOP_REASON_KEY, make_trainable
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import artifact_location, git_commit, safe_name
 from tune_jobs.core.plan import Composed, Plan
@@ -31,12 +31,14 @@ SWEEP_FILE = "sweep.json"
 class SweepResult:
     sweep_id: str
     sweep_dir: Path
-    parent_run_id: str
+    parent_run_id: str | None
     tracking_uri: str
     trials: int
     errored: int
     report_dir: Path | None
     best: str = ""
+    diverged: list[str] = field(default_factory=list)  # "trial: reason" per diverged trial
+    pending: str = ""  # what MLflow could not be sent (the server was down), '' when none
 
 
 def new_sweep_id() -> str:
@@ -128,7 +130,10 @@ def trainable_for(composed: Composed) -> Any:
     study, resources = composed.study, composed.experiment.resources
     threads = max(1, int(resources.get("cpu", 1)))
     return tune.with_resources(
-        make_trainable(study.name, study.train, study.config, composed.base, threads), ray_resources(resources)
+        make_trainable(
+            study.name, study.train, study.config, composed.base, threads, watch=(composed.experiment.metric,)
+        ),
+        ray_resources(resources),
     )
 
 
@@ -199,7 +204,7 @@ def run_sweep(
 
     from ray import tune
 
-    from tune_jobs.core.tracking import MlflowTracker
+    from tune_jobs.core.tracking import Mirror, MlflowTracker
 
     trainable = trainable_for(composed)
 
@@ -257,21 +262,29 @@ def run_sweep(
             ),
         )
     grid = tuner.fit()
-    state = json.loads((sweep_dir / "mlflow_runs.json").read_text())
+    mirror = Mirror(sweep_dir)
     errored = sum(1 for r in grid if r.error is not None)
+    diverged = [
+        f"{mirror.state['trials'].get(r.metrics.get('trial_id'), {}).get('name', r.path)}: {r.metrics[STOP_REASON_KEY]}"
+        for r in grid
+        if r.metrics and r.metrics.get(DIVERGED_KEY)
+    ]
 
     report_dir, best = None, ""
-    if study.report is not None:
+    pending = mirror.pending()
+    if study.report is not None and not pending:
         from tune_jobs.core.reporting import build_report
 
-        report_dir, best = build_report(study, tracking_uri, state["parent_run_id"], results_dir)
+        report_dir, best = build_report(study, tracking_uri, mirror.parent_run_id, results_dir)
     return SweepResult(
         sweep_id=sweep_id,
         sweep_dir=sweep_dir,
-        parent_run_id=state["parent_run_id"],
+        parent_run_id=mirror.parent_run_id,
         tracking_uri=tracking_uri,
         trials=len(grid),
         errored=errored,
         report_dir=report_dir,
         best=best,
+        diverged=diverged,
+        pending=pending,
     )
