@@ -5,16 +5,13 @@ and no duplicate step. (The grid case is in test_sweep.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env, run_job, sweep_runs
+from conftest import run_job, start_job, sweep_runs, sweep_state
 
 SAMPLES = 6
 EXPERIMENT = f"""\
@@ -42,13 +39,6 @@ ARGS = [
 ]
 
 
-def state(sweep_dir: Path) -> dict:
-    try:
-        return json.loads((sweep_dir / "mlflow_runs.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {"trials": {}}
-
-
 def optuna_trials(sweep_dir: Path) -> list:
     import optuna
 
@@ -61,21 +51,14 @@ def optuna_trials(sweep_dir: Path) -> list:
 def test_optuna_asha_driver_killed_then_resumed_keeps_the_study_and_one_run_per_trial(workdir, tmp_path):
     path = tmp_path / "lr_asha.yaml"
     path.write_text(EXPERIMENT)
-    driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "tune_jobs" / "phase1.py"), "--experiment", str(path), *ARGS],
-        cwd=workdir,
-        env=job_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = start_job(["phase1.py", "--experiment", str(path), *ARGS], workdir)
     try:
         deadline, sweep_dir = time.monotonic() + 500, None
         while time.monotonic() < deadline and driver.poll() is None:
             found = list((workdir / "results" / "ray").glob("lr_asha-*")) if (workdir / "results").exists() else []
             if found:
                 sweep_dir = found[0]
-                trials = state(sweep_dir)["trials"].values()
+                trials = sweep_state(sweep_dir)["trials"].values()
                 if sum("status" in t for t in trials) >= 2 and any("status" not in t for t in trials):
                     break
             time.sleep(0.3)
@@ -86,7 +69,7 @@ def test_optuna_asha_driver_killed_then_resumed_keeps_the_study_and_one_run_per_
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    before = state(sweep_dir)
+    before = sweep_state(sweep_dir)
     finished_before = {tid for tid, t in before["trials"].items() if "status" in t}
     rows_before = {p.parent.name: p.read_text() for p in sweep_dir.glob("*/result.json")}
     done_in_optuna = {t.number: (t.params, t.value) for t in optuna_trials(sweep_dir) if t.state.name == "COMPLETE"}

@@ -5,14 +5,12 @@ really stopped."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, job_env, run_job
+from conftest import free_port, run_job, start_job, sweep_state
 from mlflow import MlflowClient
 
 from tune_jobs import mlflow_server
@@ -60,15 +58,7 @@ def server(tmp_path):
 
 
 def start_sweep(workdir: Path, uri: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "tune_jobs" / "phase1.py"), *ARGS, "--mlflow-uri", uri],
-        cwd=workdir,
-        env=job_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return start_job(["phase1.py", *ARGS, "--mlflow-uri", uri], workdir, output=True)
 
 
 def wait_for(condition, what: str, driver: subprocess.Popen, timeout: float = 300) -> None:
@@ -87,11 +77,7 @@ def sweep_dir(workdir: Path) -> Path | None:
 
 
 def state(workdir: Path) -> dict:
-    d = sweep_dir(workdir)
-    try:
-        return json.loads((d / "mlflow_runs.json").read_text()) if d else {}
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    return sweep_state(sweep_dir(workdir))
 
 
 def journal_lines(workdir: Path) -> int:

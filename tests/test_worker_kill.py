@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env, run_job, sweep_runs
+from conftest import run_job, start_job, sweep_runs
 
 ARGS = [
     "--quick",
@@ -67,15 +65,7 @@ def test_worker_killed_mid_trial_restores_and_ends_bit_for_bit_equal(tmp_path):
     out = run_job(["phase1.py", *ARGS], plain, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
-    driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "tune_jobs" / "phase1.py"), *ARGS],
-        cwd=killed,
-        env=job_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    driver = start_job(["phase1.py", *ARGS], killed, output=True)
     try:
         deadline, victims = time.monotonic() + 400, []
         while time.monotonic() < deadline and driver.poll() is None:
