@@ -179,4 +179,6 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         print(
             f"  browse:      mlflow ui --backend-store-uri {result.tracking_uri} --port 5000   (then open http://127.0.0.1:5000)"
         )
+    elif result.tracking_uri.startswith(("http:", "https:")):
+        print(f"  browse:      {result.tracking_uri}  (through an SSH tunnel if the server is on a cluster's head)")
     return 1 if result.errored else 0
