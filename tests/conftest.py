@@ -70,3 +70,38 @@ class StopAfterCheckpoint(LocalContext):
         super().report(metrics, state)
         if self.checkpoints == self.after:
             raise Interrupt
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for servers a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_job(args: list[str], cwd: Path, output: bool = False) -> subprocess.Popen:
+    """`python tune_jobs/<script> ARGS` in the background, in its own process group (so a
+    test can kill the driver as a crash would). With `output`, stdout+stderr are readable."""
+    script, *rest = args
+    pipe = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tune_jobs" / script), *rest],
+        cwd=cwd,
+        env=job_env(),
+        stdout=pipe,
+        stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def sweep_state(sweep_dir: Path | None) -> dict:
+    """A sweep's mlflow_runs.json as it is now (empty while it does not exist yet)."""
+    import json
+
+    try:
+        return json.loads((sweep_dir / "mlflow_runs.json").read_text()) if sweep_dir else {"trials": {}}
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"trials": {}}

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, job_env, run_job, sweep_runs
+from conftest import run_job, start_job, sweep_runs, sweep_state
 from mlflow import MlflowClient
 
 TINY = ["trainer.steps=60", "trainer.eval_every=10", "trainer.checkpoint_every=20", "trainer.eval_prompts=64"]
@@ -57,13 +55,6 @@ def test_two_trial_sweep_logs_parent_and_nested_runs_and_builds_the_report(workd
     assert (report / "summary.json").exists()
 
 
-def _state(sweep_dir: Path) -> dict:
-    try:
-        return json.loads((sweep_dir / "mlflow_runs.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {"trials": {}}
-
-
 def _result_rows(sweep_dir: Path) -> dict[str, int]:
     return {p.parent.name: len(p.read_text().splitlines()) for p in sweep_dir.glob("*/result.json")}
 
@@ -77,14 +68,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_reruns_or_duplicat
         "trainer.checkpoint_every=40",
         "trainer.eval_prompts=64",
     ]
-    driver = subprocess.Popen(
-        [sys.executable, str(ROOT / "tune_jobs" / "phase1.py"), *args],
-        cwd=workdir,
-        env=job_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    driver = start_job(["phase1.py", *args], workdir)
     try:
         deadline = time.monotonic() + 400
         sweep_dir = None
@@ -94,7 +78,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_reruns_or_duplicat
             )
             if dirs:
                 sweep_dir = dirs[0]
-                trials = _state(sweep_dir)["trials"].values()
+                trials = sweep_state(sweep_dir)["trials"].values()
                 finished = [t for t in trials if t.get("status") == "FINISHED"]
                 running = [t for t in trials if "status" not in t]
                 if finished and running:
@@ -104,7 +88,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_reruns_or_duplicat
         time.sleep(0.5)  # let Tune record the finished trial (it saves its state every step)
         os.kill(driver.pid, signal.SIGKILL)  # the driver dies as in a crash or preemption
         driver.wait()
-        before = _state(sweep_dir)
+        before = sweep_state(sweep_dir)
         done_before = {tid for tid, t in before["trials"].items() if t.get("status") == "FINISHED"}
         rows_before = _result_rows(sweep_dir)
     finally:
@@ -118,7 +102,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_reruns_or_duplicat
     client, parents, trials = sweep_runs(workdir, "phase1")
     assert len(parents) == 1
     assert len(trials) == 4, [r.info.run_name for r in trials]  # no second run for any trial
-    after = _state(sweep_dir)
+    after = sweep_state(sweep_dir)
     for tid, entry in before["trials"].items():
         assert after["trials"][tid]["run_id"] == entry["run_id"]
     expected = list(range(0, 400, 20)) + [399]

@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
-from tune_jobs.core.tracking import JOURNAL_FILE, STATE_FILE, replay, send_journal
+from tune_jobs.core.tracking import JOURNAL_FILE, STATE_FILE, Mirror, client_for, replay, send_journal
 
 
 def row(run, step, value):
@@ -32,14 +34,60 @@ def test_journal_is_sent_once_and_a_torn_last_line_waits(tmp_path):
     assert [m.step for m in client.get_metric_history(run, "val/nmse")] == [0, 1, 2, 3]
 
 
-def test_replay_sends_what_the_sweep_could_not_and_records_it(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
-    run = client.create_run(client.create_experiment("e")).info.run_id
-    (tmp_path / JOURNAL_FILE).write_text("\n".join(row(run, s, float(s)) for s in range(5)) + "\n")
-    (tmp_path / STATE_FILE).write_text(json.dumps({"journal_offset": 0, "trials": {}}))
-    assert replay(client, tmp_path) > 0
-    assert len(client.get_metric_history(run, "val/nmse")) == 5
-    assert json.loads((tmp_path / STATE_FILE).read_text())["journal_offset"] == len(
-        (tmp_path / JOURNAL_FILE).read_bytes()
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mirror_keeps_everything_while_mlflow_is_down_and_sends_it_once_later(tmp_path):
+    sweep = tmp_path / "sweep"
+    mirror = Mirror.create(
+        sweep,
+        experiment_name="e",
+        artifact_location=None,
+        tags={"sweep.id": "s1", "sweep.study": "phase1"},
+        base={"seed": 0, "trainer.lr": 0.001},
+        run_prefix="e",
     )
-    assert replay(client, tmp_path) == 0
+    mirror.add_trial("t1", {"data.n_components": 1})
+    mirror.add_trial("t2", {"data.n_components": 2})
+    with open(mirror.journal, "w") as f:
+        for step in range(4):
+            for trial in ("t1", "t2"):
+                f.write(
+                    json.dumps({"trial": trial, "step": step, "ts": 1000 + step, "metrics": {"val/nmse": 1.0}}) + "\n"
+                )
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / "run.log").write_text("done\n")
+    mirror.end_trial("t1", "FINISHED", {"sweep.status": "finished"}, [(str(artifacts), None)])
+    mirror.end_sweep({"sweep.trials": "2"})
+
+    # Nothing listens on this port: the sync fails, and the files still hold everything.
+    down = client_for(f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(MlflowException, match="Max retries exceeded"):
+        mirror.sync(down)
+    assert Mirror(sweep).pending() == mirror.pending() != ""
+    assert Mirror(sweep).state["journal_offset"] == 0
+
+    store = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    assert replay(store, sweep) == ""
+    state = json.loads((sweep / STATE_FILE).read_text())
+    runs = {t: state["trials"][t]["run_id"] for t in ("t1", "t2")}
+    for trial, run_id in runs.items():
+        assert [m.step for m in store.get_metric_history(run_id, "val/nmse")] == [0, 1, 2, 3]
+        run = store.get_run(run_id)
+        assert run.data.params["data.n_components"] == trial[1]
+        assert run.data.tags["mlflow.parentRunId"] == state["parent_run_id"]
+    assert store.get_run(runs["t1"]).info.status == "FINISHED"
+    assert {a.path for a in store.list_artifacts(runs["t1"])} == {"cfg.yaml", "run.log"}
+    assert store.get_run(runs["t2"]).info.status == "RUNNING"  # it never ended
+    assert store.get_run(state["parent_run_id"]).info.status == "FINISHED"
+
+    # A second replay sends nothing twice and creates no run twice.
+    assert replay(store, sweep) == ""
+    assert len(store.search_runs([state["experiment_id"]])) == 3
+    assert len(store.get_metric_history(runs["t2"], "val/nmse")) == 4

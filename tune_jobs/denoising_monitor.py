@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import tracking_uri
 
 ENDED = ("FINISHED", "FAILED", "KILLED")
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = MlflowClient(uri)
         parent_id = find_parent(client, args.sweep).info.run_id
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     out = Path(args.out)
     while True:

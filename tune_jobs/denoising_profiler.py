@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tune_jobs.core.config import build_config
-from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import experiment_file
 from tune_jobs.core.plan import compose
 from tune_jobs.core.space import load_experiment
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for size in args.batch_sizes:  # each run's config must be valid before any runs
             build_config(STUDY.config, composed.base, {"trainer.batch_size": size})
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     from trainables.denoising import profiler
 

@@ -2,13 +2,20 @@
 
 `train(cfg, ctx)` never imports Ray; here `ctx.report` becomes `tune.report` (with a
 `tune.Checkpoint` holding the state file when a state is given) and `ctx.restored_state`
-reads `tune.get_checkpoint()`.
+reads `tune.get_checkpoint()`. Every result also carries the Ray node the trial runs on
+(`node_id`, beside Tune's own `node_ip` and `hostname`): nodes on one machine share an IP.
+
+A trial that diverges is stopped here: one whose sweep metric or any reported `*loss` is
+NaN or infinite, or whose `train` raises FloatingPointError (the trainables' own check of
+the loss). Its last result carries `sweep/diverged` and the reason; the trial ends, not as
+an error, so `max_failures` does not rerun a run that would diverge again; the sweep goes on.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,21 @@ from trainables.common.context import STATE_FILE, artifact_dir, load_state, save
 from tune_jobs.core.config import build_config
 
 POINT_KEY = "point"  # grid trials carry their searched values as {"point": {dotted: value}}
+NODE_KEY = "node_id"  # the Ray node id, in every result
+DIVERGED_KEY = "sweep/diverged"
+STOP_REASON_KEY = "sweep/stop_reason"
+
+
+class Diverged(Exception):
+    """A watched metric became NaN or infinite; the trial stops, the sweep goes on."""
+
+
+def diverged_metric(metrics: Mapping[str, Any], watch: Sequence[str]) -> str | None:
+    """The first watched metric (or any `*loss`) that is NaN or infinite, else None."""
+    for key, value in metrics.items():
+        if (key in watch or key.endswith("loss")) and isinstance(value, float) and not math.isfinite(value):
+            return key
+    return None
 
 
 def trial_point(trial_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -26,23 +48,42 @@ def trial_point(trial_config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class RayContext:
-    def __init__(self) -> None:
+    def __init__(self, watch: Sequence[str] = ()) -> None:
+        import ray
         from ray import tune
 
         self._tune = tune
+        self.watch = tuple(watch)
+        self._last_step = -1
         self.trial_dir = Path(tune.get_context().get_trial_dir())
+        self._node = {NODE_KEY: ray.get_runtime_context().get_node_id()}
 
     @property
     def artifact_dir(self) -> Path:
         return artifact_dir(self.trial_dir)
 
     def report(self, metrics: Mapping[str, float], state: Mapping[str, Any] | None = None) -> None:
+        bad = diverged_metric(metrics, self.watch)
+        if bad is not None:
+            where = f" at step {metrics['step']}" if "step" in metrics else ""
+            self.stop_diverged(f"{bad} became {metrics[bad]}{where}", metrics)
+        self._last_step = int(metrics.get("step", self._last_step + 1))
+        result = {**metrics, **self._node}
         if state is None:
-            self._tune.report(dict(metrics))
+            self._tune.report(result)
             return
         with tempfile.TemporaryDirectory(prefix="ckpt-") as tmp:
             save_state(state, Path(tmp) / STATE_FILE)
-            self._tune.report(dict(metrics), checkpoint=self._tune.Checkpoint.from_directory(tmp))
+            self._tune.report(result, checkpoint=self._tune.Checkpoint.from_directory(tmp))
+
+    def stop_diverged(self, reason: str, metrics: Mapping[str, Any] | None = None) -> None:
+        """Report the trial's last result, marked diverged with `reason`, and stop it."""
+        reason = f"{reason}; trial stopped, its last good checkpoint is kept"
+        last = dict(metrics) if metrics else {"step": self._last_step + 1}
+        for key in self.watch:
+            last.setdefault(key, float("nan"))  # Tune needs the sweep metric in every result
+        self._tune.report({**last, **self._node, DIVERGED_KEY: 1, STOP_REASON_KEY: reason})
+        raise Diverged(reason)
 
     def restored_state(self) -> dict[str, Any] | None:
         checkpoint = self._tune.get_checkpoint()
@@ -53,7 +94,12 @@ class RayContext:
 
 
 def make_trainable(
-    name: str, train: Callable[[Any, Any], None], config_cls: type, base: Mapping[str, Any], threads: int
+    name: str,
+    train: Callable[[Any, Any], None],
+    config_cls: type,
+    base: Mapping[str, Any],
+    threads: int,
+    watch: Sequence[str] = (),
 ) -> Callable[[dict[str, Any]], None]:
     """A Tune function trainable running `train` on the trial's composed config."""
     base = dict(base)
@@ -63,7 +109,14 @@ def make_trainable(
 
         torch.set_num_threads(max(1, threads))
         cfg = build_config(config_cls, base, trial_point(trial_config))
-        train(cfg, RayContext())
+        ctx = RayContext(watch)
+        try:
+            try:
+                train(cfg, ctx)
+            except FloatingPointError as exc:  # a trainable's own divergence check
+                ctx.stop_diverged(str(exc).split(";")[0])
+        except Diverged:
+            return  # the reason is in the trial's last result
 
     trainable.__name__ = trainable.__qualname__ = name
     return trainable

@@ -7,21 +7,30 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from tune_jobs.core.config import describe_fields
-from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import experiment_file, tracking_uri
 from tune_jobs.core.plan import Plan, compose, plan, trial_label
-from tune_jobs.core.space import load_experiment
+from tune_jobs.core.space import load_experiment, ray_resources
 from tune_jobs.core.study import Study
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming it and the fix (exit 2), like every error."""
+
+    def error(self, message: str) -> NoReturn:
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(2, f"error: {text}; see {self.prog} --help\n")
+
+
 def parser(study: Study) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=f"python tune_jobs/{study.name}.py",
         description=f"Run the {study.name} study as one Ray Tune sweep, every trial logged to MLflow.",
         epilog="Overrides: dotted key=value, e.g. trainer.steps=500 space.n_components=[1,2] "
-        "resources.cpu=2 sweep.num_samples=20 profile=full. --help-config lists the keys.",
+        "resources.cpu=2 resources.gpu=0.25 resources.custom.worker_slot=1 sweep.num_samples=20 profile=full. --help-config lists the keys.",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument(
@@ -67,7 +76,7 @@ def print_plan(p: Plan) -> None:
     c = p.composed
     exp = c.experiment
     sched = ", ".join(f"{k}={v}" for k, v in exp.scheduler.items())
-    res = ", ".join(f"{k}={v}" for k, v in exp.resources.items())
+    res = ", ".join(f"{k}={v}" for k, v in ray_resources(exp.resources).items())
     print(f"study {c.study.name}, experiment {exp.name} ({exp.path})")
     print(
         f"search {exp.search}, scheduler {sched}, metric {exp.metric} ({exp.mode}), profile {c.profile}"
@@ -150,15 +159,26 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
 
         result = run_sweep(p, results_dir=results_dir, tracking_uri=uri, address=args.address, resume_dir=resume_dir)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
-    print(f"\nsweep {result.sweep_id}: {result.trials} trials, {result.errored} failed; {result.best}")
+    diverged = f", {len(result.diverged)} diverged" if result.diverged else ""
+    print(f"\nsweep {result.sweep_id}: {result.trials} trials, {result.errored} failed{diverged}; {result.best}")
+    for line in result.diverged:
+        print(f"  diverged:    {line}")
     print(f"  ray results: {result.sweep_dir}")
     if result.report_dir:
         print(f"  report:      {result.report_dir}")
+    if result.pending:
+        print(
+            f"  MLflow:      {result.tracking_uri} was unreachable and still lacks {result.pending}; nothing is lost:"
+            f"\n               python tune_jobs/report.py --replay {result.sweep_dir}   (sends it, then builds the report)"
+        )
+        return 1 if result.errored else 0
     print(f"  MLflow:      {result.tracking_uri} (parent run {result.parent_run_id})")
     if result.tracking_uri.startswith("sqlite:"):
         print(
             f"  browse:      mlflow ui --backend-store-uri {result.tracking_uri} --port 5000   (then open http://127.0.0.1:5000)"
         )
+    elif result.tracking_uri.startswith(("http:", "https:")):
+        print(f"  browse:      {result.tracking_uri}  (through an SSH tunnel if the server is on a cluster's head)")
     return 1 if result.errored else 0

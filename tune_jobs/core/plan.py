@@ -7,6 +7,7 @@ Ray starts or any file is written.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -14,7 +15,7 @@ from typing import Any
 
 from tune_jobs.core.config import build_config, flatten_mapping, parse_value, to_flat
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.space import Dimension, Experiment, parse_dimension
+from tune_jobs.core.space import Dimension, Experiment, parse_dimension, set_resource
 from tune_jobs.core.study import Study
 
 SWEEP_KEYS = {"num_samples": 1, "max_concurrent": 0, "max_failures": 0}
@@ -100,14 +101,7 @@ def _sweep_setting(exp: Experiment, key: str, value: Any) -> Experiment:
 
 
 def _resource(exp: Experiment, key: str, value: Any) -> Experiment:
-    name = key.split(".", 1)[1]
-    if name not in ("cpu", "gpu"):
-        raise ConfigError(f"{key}: unknown resource; use resources.cpu or resources.gpu")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{key}: expected a number >= 0, got {value!r}")
-    if name == "cpu" and value == 0:
-        raise ConfigError(f"{key}: a trial needs some CPU; use e.g. resources.cpu=1")
-    return replace(exp, resources={**exp.resources, name: value})
+    return replace(exp, resources=set_resource(exp.resources, key.split(".", 1)[1], value))
 
 
 def compose(
@@ -133,12 +127,13 @@ def compose(
         if key == "profile":
             profile = str(value)
     profile = profile or "local"
-    if profile not in study.profiles or profile == "quick":
-        allowed = [p for p in study.profiles if p != "quick"]
+    profiles = {"local": {}, **study.profiles}  # a study without profiles runs its defaults as "local"
+    if profile not in profiles or profile == "quick":
+        allowed = [p for p in profiles if p != "quick"]
         raise ConfigError(f"profile {profile!r} is not defined for {study.name}; use one of {', '.join(allowed)}")
 
     base: dict[str, Any] = dict(experiment.fixed)
-    base.update(study.profiles[profile])
+    base.update(profiles[profile])
     base.update(experiment.profiles.get(profile, {}))
     if quick:
         base.update(study.profiles.get("quick", {}))
@@ -188,10 +183,20 @@ def trial_label(point: dict[str, Any]) -> str:
     return ",".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in point.items()) or "default"
 
 
+MAX_GRID = 10_000  # a grid larger than this is a typo far more often than a plan
+
+
 def _grid_points(space: Sequence[Dimension]) -> list[dict[str, Any]]:
     """The grid's points in order. A grid value that is a mapping sets several keys together:
     `lora: {grid: [{enabled: false}, {r: 4, alpha: 8}]}` gives points {lora.enabled: false} and
     {lora.r: 4, lora.alpha: 8} (a list of named configurations, not a product)."""
+    size = math.prod(len(d.values) for d in space)
+    if size > MAX_GRID:
+        sizes = " x ".join(f"{d.key}: {len(d.values)}" for d in space)
+        raise ConfigError(
+            f"the grid has {size} trials ({sizes}); more than {MAX_GRID} is not run: "
+            "shorten the lists or use search: optuna with num_samples"
+        )
     points = []
     for combo in itertools.product(*(d.values for d in space)):
         point: dict[str, Any] = {}

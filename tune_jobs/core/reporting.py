@@ -123,6 +123,7 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
     out_dir = Path(results_dir) / safe_name(study.name) / safe_name(f"{sweep.experiment}-{sweep.sweep_id}")
     out_dir.mkdir(parents=True, exist_ok=True)
     study.report(sweep, out_dir)
+    stopped = write_trial_status(sweep, out_dir)
     best = sweep.best()
     summary = "no trial reported the sweep metric"
     if best is not None:
@@ -136,5 +137,31 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
             (f"sweep.best_{metric}", f"{best.metrics[metric]:.6g}"),
         ):
             client.set_tag(parent.info.run_id, key, value)
+    if stopped:
+        summary += f"; {len(stopped)} trial(s) did not finish: {', '.join(stopped)} (see trial_status.md)"
     client.log_artifacts(parent.info.run_id, str(out_dir), "report")
     return out_dir, summary
+
+
+def write_trial_status(sweep: SweepData, out_dir: Path) -> list[str]:
+    """trial_status.md: every trial's outcome, with the reason of those that did not finish.
+
+    Returns 'name (status)' of the trials that diverged, failed or never ended."""
+    rows, stopped = [], []
+    for t in sweep.trials:
+        outcome = t.tags.get("sweep.status") or ("finished" if t.status == "FINISHED" else t.status.lower())
+        reason = t.tags.get("sweep.error", "")
+        rows.append(f"| {t.name} | {outcome} | {t.status} | {reason.replace('|', '/')} |")
+        if outcome != "finished":
+            stopped.append(f"{t.name} ({outcome})")
+    lines = [
+        f"# Trials of sweep {sweep.sweep_id}",
+        "",
+        f"{len(sweep.trials)} trials, {len(sweep.trials) - len(stopped)} finished.",
+        "",
+        "| trial | outcome | MLflow status | reason |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+    (out_dir / "trial_status.md").write_text("\n".join(lines) + "\n")
+    return stopped

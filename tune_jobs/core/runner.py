@@ -12,15 +12,16 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tune_jobs.core.adapter import POINT_KEY, make_trainable
+from tune_jobs.core.adapter import DIVERGED_KEY, POINT_KEY, STOP_REASON_KEY, make_trainable
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import artifact_location, git_commit, safe_name
-from tune_jobs.core.plan import Plan
-from tune_jobs.core.space import Experiment
+from tune_jobs.core.plan import Composed, Plan
+from tune_jobs.core.space import Experiment, ray_resources
 
 log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
@@ -30,12 +31,14 @@ SWEEP_FILE = "sweep.json"
 class SweepResult:
     sweep_id: str
     sweep_dir: Path
-    parent_run_id: str
+    parent_run_id: str | None
     tracking_uri: str
     trials: int
     errored: int
     report_dir: Path | None
     best: str = ""
+    diverged: list[str] = field(default_factory=list)  # "trial: reason" per diverged trial
+    pending: str = ""  # what MLflow could not be sent (the server was down), '' when none
 
 
 def new_sweep_id() -> str:
@@ -105,6 +108,35 @@ def _scheduler(experiment: Experiment) -> Any:
     return ASHAScheduler(**settings)
 
 
+def check_fits(per_trial: Mapping[str, float], cluster: Mapping[str, float]) -> None:
+    """ConfigError when one trial asks for more than a local Ray has (it would wait forever)."""
+    names = {"cpu": "CPU", "gpu": "GPU"}
+    for key, amount in per_trial.items():
+        have = cluster.get(names.get(key, key), 0)
+        if amount > have:
+            setting = f"resources.{key}" if key in names else f"resources.custom.{key}"
+            fix = (
+                "set resources.gpu=0 to train on CPU, or join a GPU cluster with --address"
+                if key == "gpu"
+                else f"lower {setting}, or join a cluster that has it with --address"
+            )
+            raise ConfigError(f"{setting}={amount} per trial, but this machine's Ray has {have:g}; {fix}")
+
+
+def trainable_for(composed: Composed) -> Any:
+    """The study's trainable as Tune runs it: the adapter, asking Ray for one trial's resources."""
+    from ray import tune
+
+    study, resources = composed.study, composed.experiment.resources
+    threads = max(1, int(resources.get("cpu", 1)))
+    return tune.with_resources(
+        make_trainable(
+            study.name, study.train, study.config, composed.base, threads, watch=(composed.experiment.metric,)
+        ),
+        ray_resources(resources),
+    )
+
+
 def _trial_dirname(trial: Any) -> str:
     from tune_jobs.core.adapter import trial_point
     from tune_jobs.core.plan import trial_label
@@ -125,6 +157,25 @@ def run_sweep(
     study, experiment = composed.study, composed.experiment
     ray_dir = (results_dir / "ray").resolve()
     points = [t.point for t in plan.trials]
+    per_trial = ray_resources(experiment.resources)
+
+    # Save Tune's experiment state after every controller step, not every >= 10 s: a driver
+    # killed right after a trial finished must not run that trial again on --resume.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            # A Ray started here never grows: a trial asking for more than it has would wait
+            # forever. Checked before anything is written.
+            check_fits(per_trial, ray.cluster_resources())
 
     if resume_dir is None:
         sweep_id = new_sweep_id()
@@ -151,27 +202,11 @@ def run_sweep(
         sweep_id = description["sweep_id"]
         tracking_uri = description["tracking_uri"]  # the runs live where the sweep started them
 
-    # Save Tune's experiment state after every controller step, not every >= 10 s: a driver
-    # killed right after a trial finished must not run that trial again on --resume.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-    import ray
     from ray import tune
 
-    from tune_jobs.core.tracking import MlflowTracker
+    from tune_jobs.core.tracking import Mirror, MlflowTracker
 
-    threads = max(1, int(experiment.resources.get("cpu", 1)))
-    trainable = tune.with_resources(
-        make_trainable(study.name, study.train, study.config, composed.base, threads),
-        {"cpu": experiment.resources.get("cpu", 1), "gpu": experiment.resources.get("gpu", 0)},
-    )
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            configure_logging=True,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
+    trainable = trainable_for(composed)
 
     if resume_dir is not None and (sweep_dir / "tuner.pkl").exists():
         tuner = tune.Tuner.restore(
@@ -227,21 +262,29 @@ def run_sweep(
             ),
         )
     grid = tuner.fit()
-    state = json.loads((sweep_dir / "mlflow_runs.json").read_text())
+    mirror = Mirror(sweep_dir)
     errored = sum(1 for r in grid if r.error is not None)
+    diverged = [
+        f"{mirror.state['trials'].get(r.metrics.get('trial_id'), {}).get('name', r.path)}: {r.metrics[STOP_REASON_KEY]}"
+        for r in grid
+        if r.metrics and r.metrics.get(DIVERGED_KEY)
+    ]
 
     report_dir, best = None, ""
-    if study.report is not None:
+    pending = mirror.pending()
+    if study.report is not None and not pending:
         from tune_jobs.core.reporting import build_report
 
-        report_dir, best = build_report(study, tracking_uri, state["parent_run_id"], results_dir)
+        report_dir, best = build_report(study, tracking_uri, mirror.parent_run_id, results_dir)
     return SweepResult(
         sweep_id=sweep_id,
         sweep_dir=sweep_dir,
-        parent_run_id=state["parent_run_id"],
+        parent_run_id=mirror.parent_run_id,
         tracking_uri=tracking_uri,
         trials=len(grid),
         errored=errored,
         report_dir=report_dir,
         best=best,
+        diverged=diverged,
+        pending=pending,
     )

@@ -7,18 +7,24 @@
     search: grid            # grid | optuna | random
     num_samples: 1          # trials to sample (optuna, random)
     scheduler: {kind: fifo} # or {kind: asha, max_t: 20, grace_period: 2, reduction_factor: 3}
-    resources: {cpu: 1, gpu: 0}
+    resources: {cpu: 1, gpu: 0}        # per trial; gpu 0.25 shares a GPU between 4 trials
     fixed: {trainer.steps: 5001}       # settings of every trial
     space:                             # what varies: one value kind per key
       data.n_components: {grid: [1, 2, 4]}
 
 Value kinds: grid / choice (lists), uniform / loguniform [lo, hi], randint [lo, hi] (hi
 inclusive), quniform [lo, hi, q]. Every error names the file, the key and the fix.
+
+Resources per trial: `cpu` (> 0), `gpu` (>= 0; a fraction below 1 shares one GPU, above 1 a
+whole number) and `custom`, Ray custom resources the nodes were started with
+(`ray start --resources='{"worker_slot": 1}'`): `custom: {worker_slot: 1}` runs a trial only
+where a unit is free, e.g. one trial per node.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +38,9 @@ from tune_jobs.core.errors import ConfigError
 SEARCH_KINDS = ("grid", "optuna", "random")
 SCHEDULERS = {"fifo": (), "asha": ("time_attr", "max_t", "grace_period", "reduction_factor")}
 VALUE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
+DEFAULT_RESOURCES: Mapping[str, Any] = {"cpu": 1, "gpu": 0, "custom": {}}
+# Names Ray keeps for itself; a custom resource must not take them.
+RAY_RESERVED = ("CPU", "GPU", "memory", "object_store_memory")
 TOP_KEYS = (
     "study",
     "description",
@@ -72,7 +81,7 @@ class Experiment:
     num_samples: int = 1
     max_concurrent: int = 0
     scheduler: Mapping[str, Any] = field(default_factory=lambda: {"kind": "fifo"})
-    resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    resources: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
     max_failures: int = 2
     seed: int = 0
     description: str = ""
@@ -96,6 +105,59 @@ class Experiment:
 
     def with_dimension(self, dim: Dimension) -> Experiment:
         return replace(self, space=tuple(dim if d.key == dim.key else d for d in self.space))
+
+
+def _amount(key: str, value: Any, *, needed: bool) -> float:
+    """One resource amount as Ray takes it: >= 0 (> 0 when `needed`), a fraction only below 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{key}: expected a number >= 0, got {value!r}")
+    if needed and value == 0:
+        raise ConfigError(f"{key}: must be > 0, got {value!r}; e.g. {key}=1")
+    if value > 1 and not float(value).is_integer():
+        raise ConfigError(
+            f"{key}: {value!r} is a fraction above 1; Ray shares a unit only below 1: use e.g. 0.25, 0.5, 1 or 2"
+        )
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _custom(key: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a mapping of Ray custom resources like {{worker_slot: 1}}, got {value!r}")
+    out = {}
+    for name, amount in value.items():
+        name = str(name)
+        if name in RAY_RESERVED or name.lower() in ("cpu", "gpu") or not re.fullmatch(r"[A-Za-z_][\w.-]*", name):
+            raise ConfigError(
+                f"{key}.{name}: not a custom resource name; use a name your nodes were started with "
+                "(ray start --resources='{\"worker_slot\": 1}'), and resources.cpu/gpu for CPUs and GPUs"
+            )
+        out[name] = _amount(f"{key}.{name}", amount, needed=True)
+    return out
+
+
+def set_resource(resources: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """`resources` with `key` (cpu, gpu, custom or custom.NAME) set to `value`, checked.
+
+    Errors start with `resources.<key>:` and say what Ray accepts.
+    """
+    res = {**resources, "custom": dict(resources.get("custom", {}))}
+    where = f"resources.{key}"
+    if key in ("cpu", "gpu"):
+        res[key] = _amount(where, value, needed=key == "cpu")
+    elif key == "custom":
+        res["custom"] = _custom(where, value if value is not None else {})
+    elif key.startswith("custom."):
+        res["custom"].update(_custom("resources.custom", {key.split(".", 1)[1]: value}))
+    else:
+        close = difflib.get_close_matches(key, ("cpu", "gpu", "custom"), n=1)
+        hint = f"did you mean resources.{close[0]}?" if close else "use cpu, gpu or custom: {name: amount}"
+        raise ConfigError(f"{where}: unknown resource; {hint}")
+    return res
+
+
+def ray_resources(resources: Mapping[str, Any]) -> dict[str, float]:
+    """What one trial asks Ray for (`tune.with_resources`): cpu, gpu and the custom resources."""
+    return {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0), **resources.get("custom", {})}
 
 
 def _fail(path: Path, key: str, message: str) -> ConfigError:
@@ -215,13 +277,12 @@ def load_experiment(path: Path) -> Experiment:
     resources = data.get("resources", {})
     if not isinstance(resources, Mapping):
         raise _fail(path, "resources", f"expected {{cpu: 1, gpu: 0}}, got {resources!r}")
-    res = {"cpu": 1, "gpu": 0}
-    for key, value in resources.items():
-        if key not in res:
-            raise _fail(path, f"resources.{key}", "unknown resource; use cpu and gpu")
-        if _number(path, f"resources.{key}", value) < 0:
-            raise _fail(path, f"resources.{key}", f"must be >= 0, got {value!r}")
-        res[key] = value
+    res = dict(DEFAULT_RESOURCES)
+    try:
+        for key, value in resources.items():
+            res = set_resource(res, str(key), value)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     for section in ("fixed", "profiles", "space"):
         if not isinstance(data.get(section, {}), Mapping):
             raise _fail(path, section, f"expected a mapping, got {data[section]!r}")

@@ -1,0 +1,114 @@
+"""The cluster files: every `ray up` YAML passes Ray's own config checks and opens nothing to the world.
+
+Ray's checks are the ones `ray up` runs before it calls a cloud (prepare_config, then the
+JSON-schema validate_config); nothing here talks to AWS or SSH.
+"""
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_YAMLS = sorted((ROOT / "cluster").glob("*.yaml"))
+SBATCH = ROOT / "cluster" / "slurm" / "ray_sweep.sbatch"
+WORLD = ("0.0.0.0/0", "::/0")
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def strings(node):
+    """Every string in a YAML tree, keys included."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield str(k)
+            yield from strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from strings(v)
+    elif isinstance(node, str):
+        yield node
+
+
+def commands(config: dict) -> list[str]:
+    keys = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands")
+    keys += ("head_start_ray_commands", "worker_start_ray_commands")
+    return [c for k in keys for c in config.get(k, [])]
+
+
+def test_there_is_a_cloud_and_an_onprem_cluster():
+    assert {p.stem for p in CLUSTER_YAMLS} >= {"aws", "onprem"}
+    assert {load(p)["provider"]["type"] for p in CLUSTER_YAMLS} >= {"aws", "local"}
+
+
+@pytest.mark.parametrize("path", CLUSTER_YAMLS, ids=[p.stem for p in CLUSTER_YAMLS])
+def test_ray_accepts_the_cluster_yaml(path):
+    assert path.read_text().startswith(f"# ray up cluster/{path.name}")  # the command that uses it
+    prepared = prepare_config(copy.deepcopy(load(path)))
+    validate_config(prepared)  # raises on any schema error
+    assert prepared["head_node_type"] in prepared["available_node_types"]
+
+
+@pytest.mark.parametrize("path", CLUSTER_YAMLS, ids=[p.stem for p in CLUSTER_YAMLS])
+def test_no_port_is_opened_to_the_world(path):
+    config = load(path)
+    found = [s for s in strings(config) if any(w in s for w in WORLD)]
+    assert not found, f"{path.name} opens something to the world: {found}"
+    for cmd in commands(config):
+        assert "0.0.0.0" not in cmd and "--dashboard-host" not in cmd, cmd
+        if "mlflow_server" in cmd:
+            assert "--host $HEAD" in cmd and "HEAD=$(hostname -I" in cmd  # the private address
+
+
+def test_aws_nodes_bring_their_own_security_group():
+    # Without SecurityGroupIds, Ray creates a group whose SSH rule is open to the world
+    # (ray/autoscaler/_private/aws/config.py, _create_default_ssh_inbound_rules, ray 2.60),
+    # whatever provider.security_group says.
+    config = load(ROOT / "cluster" / "aws.yaml")
+    assert "security_group" not in config["provider"]
+    for name, node_type in config["available_node_types"].items():
+        assert node_type["node_config"].get("SecurityGroupIds"), f"{name} would get Ray's default security group"
+
+
+def test_aws_gpu_workers_are_spot_and_the_head_runs_no_trials():
+    config = load(ROOT / "cluster" / "aws.yaml")
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0} and "InstanceMarketOptions" not in head["node_config"]
+    workers = [t for n, t in types.items() if n != config["head_node_type"]]
+    assert workers and all(t["resources"].get("GPU", 0) >= 1 for t in workers)
+    assert all(t["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot" for t in workers)
+
+
+@pytest.mark.parametrize("path", CLUSTER_YAMLS, ids=[p.stem for p in CLUSTER_YAMLS])
+def test_nodes_install_the_project_pinned_and_the_head_serves_mlflow_from_shared_storage(path):
+    cmds = commands(load(path))
+    assert any("pip install" in c and "cluster/requirements.txt -e" in c for c in cmds)
+    (server,) = [c for c in load(path)["head_start_ray_commands"] if "mlflow_server" in c]
+    assert "--backend-store-uri sqlite:////shared/" in server and "--artifacts-destination /shared/" in server
+
+
+def test_sbatch_script_is_bash_and_never_stops_other_rays():
+    assert subprocess.run(["bash", "-n", str(SBATCH)]).returncode == 0
+    code = [line.split("#", 1)[0] for line in SBATCH.read_text().splitlines() if not line.lstrip().startswith("#")]
+    assert not any("ray stop" in line for line in code)
+    assert any("--address" in line for line in code)
+
+
+def test_sbatch_script_without_a_job_says_how_to_use_it(tmp_path):
+    out = subprocess.run(["bash", str(SBATCH)], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.startswith("usage: sbatch cluster/slurm/ray_sweep.sbatch tune_jobs/<study>.py")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cluster_requirements_add_rays_dashboard_at_the_pinned_version():
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line)
+    lines = (ROOT / "cluster" / "requirements.txt").read_text().splitlines()
+    assert "-r ../requirements.txt" in lines
+    assert f"ray[default]=={pins['ray[tune]']}" in lines

@@ -1,0 +1,103 @@
+"""The driver of an Optuna + ASHA sweep is SIGKILLed mid-sweep; `--resume` finishes it. No
+finished trial runs again, the Optuna study keeps its history (the same trials with the same
+values, then the rest), and every trial has exactly one MLflow run whose history has no gap
+and no duplicate step. (The grid case is in test_sweep.py.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_job, start_job, sweep_runs, sweep_state
+
+SAMPLES = 6
+EXPERIMENT = f"""\
+# python tune_jobs/phase1.py --experiment lr_asha.yaml
+study: phase1
+metric: val/nmse
+mode: min
+search: optuna
+num_samples: {SAMPLES}
+max_concurrent: 2
+seed: 5
+scheduler: {{kind: asha, max_t: 16, grace_period: 4, reduction_factor: 2}}
+fixed:
+  data.n_components: 2
+space:
+  trainer.lr: {{loguniform: [0.0001, 0.01]}}
+  model.n_layer: {{choice: [1, 2]}}
+"""
+ARGS = [
+    "--quick",
+    "trainer.steps=300",
+    "trainer.eval_every=20",
+    "trainer.checkpoint_every=40",
+    "trainer.eval_prompts=64",
+]
+
+
+def optuna_trials(sweep_dir: Path) -> list:
+    import optuna
+
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{sweep_dir / 'optuna.db'}")
+    study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    return study.get_trials(deepcopy=False)
+
+
+@pytest.mark.slow
+def test_optuna_asha_driver_killed_then_resumed_keeps_the_study_and_one_run_per_trial(workdir, tmp_path):
+    path = tmp_path / "lr_asha.yaml"
+    path.write_text(EXPERIMENT)
+    driver = start_job(["phase1.py", "--experiment", str(path), *ARGS], workdir)
+    try:
+        deadline, sweep_dir = time.monotonic() + 500, None
+        while time.monotonic() < deadline and driver.poll() is None:
+            found = list((workdir / "results" / "ray").glob("lr_asha-*")) if (workdir / "results").exists() else []
+            if found:
+                sweep_dir = found[0]
+                trials = sweep_state(sweep_dir)["trials"].values()
+                if sum("status" in t for t in trials) >= 2 and any("status" not in t for t in trials):
+                    break
+            time.sleep(0.3)
+        assert driver.poll() is None, "the sweep ended before it could be interrupted"
+        time.sleep(0.5)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    before = sweep_state(sweep_dir)
+    finished_before = {tid for tid, t in before["trials"].items() if "status" in t}
+    rows_before = {p.parent.name: p.read_text() for p in sweep_dir.glob("*/result.json")}
+    done_in_optuna = {t.number: (t.params, t.value) for t in optuna_trials(sweep_dir) if t.state.name == "COMPLETE"}
+    assert done_in_optuna, "no Optuna trial had completed before the kill"
+    time.sleep(2)
+
+    out = run_job(["phase1.py", "--experiment", str(path), "--resume"], workdir, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    # The Optuna study kept its history: the same completed trials, then the rest.
+    after = optuna_trials(sweep_dir)
+    for number, (params, value) in done_in_optuna.items():
+        assert (after[number].params, after[number].value) == (params, value)
+    assert sum(t.state.name == "COMPLETE" for t in after) == SAMPLES
+
+    # No finished trial ran again.
+    for name, text in rows_before.items():
+        if any(name.endswith(tid) for tid in finished_before):
+            assert (sweep_dir / name / "result.json").read_text() == text, f"{name} ran again"
+
+    # One MLflow run per trial, each history without gap or duplicate; ASHA cut some short.
+    client, parents, trials = sweep_runs(workdir, "lr_asha")
+    assert len(parents) == 1 and len(trials) == SAMPLES
+    lengths = []
+    for r in trials:
+        assert r.info.status == "FINISHED", r.info.run_name
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val/nmse")]
+        evals = list(range(0, 300, 20)) + [299]
+        assert sorted(steps) == evals[: len(steps)], (r.info.run_name, steps)
+        lengths.append(len(steps))
+    assert min(lengths) < max(lengths) == 16

@@ -1,0 +1,168 @@
+"""Start an MLflow tracking server for sweeps to share: SQLite or PostgreSQL, served artifacts.
+
+python -m tune_jobs.mlflow_server                                   # sqlite:///mlflow.db, 127.0.0.1:5000
+python -m tune_jobs.mlflow_server --backend-store-uri sqlite:////shared/mlflow/mlflow.db \\
+       --artifacts-destination /shared/mlflow/artifacts --host 10.0.0.12 --port 5000
+python -m tune_jobs.mlflow_server --backend-store-uri postgresql://mlflow@db.internal/mlflow
+
+It binds 127.0.0.1 unless --host says otherwise: reach it from your laptop through an SSH
+tunnel (`ssh -L 5000:127.0.0.1:5000 head-node`). Sweeps log to it with
+`--mlflow-uri http://HOST:PORT`; artifacts go through the server to --artifacts-destination,
+so workers and laptops need no access to the artifact folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from tune_jobs.core.errors import ConfigError, one_line
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+BACKENDS = ("sqlite", "postgresql", "mysql")
+
+
+def _backend(uri: str) -> str:
+    """Check a backend store URI; a relative SQLite path is made absolute."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    if scheme not in BACKENDS:
+        raise ConfigError(
+            f"--backend-store-uri {uri!r} is not a database URI; use sqlite:///path/mlflow.db "
+            "or postgresql://user@host/db"
+        )
+    if scheme == "sqlite":
+        if not uri.startswith("sqlite:///"):
+            raise ConfigError(f"--backend-store-uri {uri!r}: write a SQLite file as sqlite:///path/mlflow.db")
+        path = Path(uri[len("sqlite:///") :]).expanduser().resolve()
+        if not path.parent.is_dir():
+            raise ConfigError(f"--backend-store-uri: folder {path.parent} does not exist; create it first")
+        return f"sqlite:///{path}"
+    if scheme == "postgresql":
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise ConfigError("a PostgreSQL backend needs the psycopg2 driver: pip install psycopg2-binary") from None
+    return uri
+
+
+def server_command(
+    *,
+    backend_store_uri: str = "sqlite:///mlflow.db",
+    artifacts_destination: str = "mlartifacts",
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    workers: int = 2,
+) -> list[str]:
+    """The `mlflow server` command line for these settings, checked."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port {port} is not a TCP port; use 1..65535 (5000 is MLflow's usual)")
+    if workers < 1:
+        raise ConfigError(f"--workers {workers} must be at least 1")
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError(f"--host {host!r} is not an address; use 127.0.0.1 or the node's private IP")
+    backend = _backend(backend_store_uri)
+    if "://" not in artifacts_destination:  # a local folder (s3://, gs:// ... pass through)
+        artifacts_destination = str(Path(artifacts_destination).expanduser().resolve())
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    if mlflow is None:
+        raise ConfigError("the mlflow command is not installed here; pip install -r requirements.txt")
+    return [
+        mlflow,
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        artifacts_destination,
+        "--serve-artifacts",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+
+
+def url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
+    """The tracking URI clients use (a server bound to every interface is reached locally)."""
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def wait_until_up(tracking_uri: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Block until the server answers its health check; raise if it does not in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the MLflow server exited with code {proc.returncode} before it came up")
+        try:
+            with urllib.request.urlopen(f"{tracking_uri}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the MLflow server at {tracking_uri} did not answer within {timeout:.0f} s")
+
+
+def start(*, log_file: str | os.PathLike | None = None, timeout: float = 60.0, **settings) -> subprocess.Popen:
+    """Start the server in the background and wait until it answers. Stop it with .terminate()."""
+    cmd = server_command(**settings)
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_up(url(settings.get("host", DEFAULT_HOST), settings.get("port", DEFAULT_PORT)), timeout, proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Stop a server started with start(), workers included."""
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tune_jobs.mlflow_server", description=__doc__.splitlines()[0])
+    p.add_argument("--backend-store-uri", default="sqlite:///mlflow.db", help="sqlite:///path.db or postgresql://...")
+    p.add_argument("--artifacts-destination", default="mlartifacts", help="folder (or s3://...) for artifacts")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 5000)")
+    p.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
+    args = p.parse_args(argv)
+    try:
+        cmd = server_command(
+            backend_store_uri=args.backend_store_uri,
+            artifacts_destination=args.artifacts_destination,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+        )
+    except ConfigError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(f"MLflow server: sweeps log with --mlflow-uri {url(args.host, args.port)}", flush=True)
+    os.execv(cmd[0], cmd)  # the server replaces this process: signals and exit codes are its own
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
