@@ -77,3 +77,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workdir, tmp_path, args
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert message.replace("{tmp}", str(tmp_path)) in lines[0], lines[0]
     assert files_under(workdir) == [], "nothing is written on bad input"
+
+
+def test_literal_layer_counts_are_checked_per_configuration_not_on_the_shared_defaults(workdir):
+    # With lora.of_layers=0 the counts are literal; the default lora.layers (32) is never run
+    # here, since every configuration sets its own, so only the configurations are checked.
+    ok = run_job(
+        ["phase1a_lora.py", "--dry-run", "space.lora=[{r: 4, alpha: 8, layers: 3}]", "lora.of_layers=0"], workdir
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "1 trials" in ok.stdout and "layers=3/model" in ok.stdout
+    bad = run_job(
+        ["phase1a_lora.py", "--dry-run", "space.lora=[{r: 4, alpha: 8, layers: 9}]", "lora.of_layers=0"], workdir
+    )
+    assert bad.returncode == 2
+    assert (
+        bad.stderr.strip()
+        == "error: space (r=4,alpha=8,layers=9): lora.layers=9 is beyond the tiny Llama's 4 layers; use 1..4"
+    )
+    assert files_under(workdir) == []

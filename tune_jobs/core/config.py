@@ -174,8 +174,11 @@ def _instantiate(cls: type, flat: Mapping[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def build_config(cls: type, *layers: Mapping[str, Any], where: str = "") -> Any:
-    """Apply each layer of dotted settings over the defaults of `cls`, check, and return it."""
+def build_config(cls: type, *layers: Mapping[str, Any], where: str = "", cross_check: bool = True) -> Any:
+    """Apply each layer of dotted settings over the defaults of `cls`, check, and return it.
+
+    Types and bounds are always checked; `cross_check=False` skips the config's own `check()`
+    (rules across fields), for a shared base that is only ever run with a point on top."""
     table = field_table(cls)
     values: dict[str, Any] = {}
     for layer in layers:
@@ -187,7 +190,7 @@ def build_config(cls: type, *layers: Mapping[str, Any], where: str = "") -> Any:
             check_bounds(f"{where}{key}", value, f.metadata)
             values[key] = value
     cfg = _instantiate(cls, values)
-    check = getattr(cfg, "check", None)
+    check = getattr(cfg, "check", None) if cross_check else None
     if check is not None:
         try:
             check()

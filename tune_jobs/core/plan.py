@@ -33,7 +33,7 @@ class Composed:
     @property
     def base_flat(self) -> dict[str, Any]:
         """Every setting of the shared config, defaults included (MLflow params, cfg.yaml)."""
-        return to_flat(build_config(self.study.config, self.base))
+        return to_flat(build_config(self.study.config, self.base, cross_check=False))
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,9 @@ def compose(
     composed = Composed(
         study=study, experiment=experiment, profile=profile, quick=quick, base=base, overrides=list(overrides)
     )
-    build_config(study.config, base)  # the settings every trial shares must be valid on their own
+    # The settings every trial shares must be valid on their own; when a grid of configurations
+    # sets keys together (grouped), the rules across fields are checked per trial in plan().
+    build_config(study.config, base, cross_check=not grouped)
     return composed
 
 
