@@ -53,7 +53,7 @@ NODE_TAGS = {"ray.node_id": NODE_KEY, "ray.node_ip": "node_ip", "ray.hostname": 
 CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 
 
@@ -367,6 +367,7 @@ class MlflowTracker(Callback):
         )
         self._next_flush = 0.0
         self._next_retry = 0.0
+        self._failures = 0  # failed syncs in a row: the back-off doubles with each
         self._failing_since: float | None = None
         # The last step journalled per trial: a resumed trial's replayed steps are skipped.
         self._last_step: dict[str, int] = {}
@@ -395,8 +396,12 @@ class MlflowTracker(Callback):
                     str(exc).splitlines()[0][:200],
                     self._mirror.dir,
                 )
-            self._next_retry = now + min(30.0, self.flush_seconds * 2)
+            # A server that hangs costs a sync up to (retries + 1) x the timeout, all of it on
+            # Tune's loop: doubling the wait bounds that share of the sweep's time.
+            self._failures += 1
+            self._next_retry = time.monotonic() + min(300.0, self.flush_seconds * 2**self._failures)
             return
+        self._failures = 0
         if self._failing_since is not None:
             log.warning(
                 "MLflow reachable again after %.0f s; everything kept meanwhile is sent", now - self._failing_since
