@@ -13,12 +13,12 @@ ends. Open the PNG in any viewer that reloads, or the MLflow UI for single runs.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from trainables.common import atomic_file
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import tracking_uri
 
@@ -38,11 +38,9 @@ def draw(client, parent_run_id: str, out: Path) -> str:
     parent = client.get_run(parent_run_id)
     sweep = SweepData(client, parent)
     fig = panel_figure(sweep, f"{sweep.experiment} (sweep {sweep.sweep_id}, {parent.info.status.lower()})")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_file(out, suffix=".png") as tmp:  # a viewer never shows a half-written PNG
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, out)
     running = sum(t.status == "RUNNING" for t in sweep.trials)
     scores = [(t.metrics[SCORE], t.name) for t in sweep.trials if SCORE in t.metrics]
     best = max(scores) if scores else None

@@ -1,6 +1,24 @@
 """Pieces every trainable shares: typed config fields and the trial context contract."""
 
 from trainables.common.config import param, section
-from trainables.common.context import LocalContext, TrialContext, load_state, pick_device, save_state, user_path
+from trainables.common.context import (
+    LocalContext,
+    TrialContext,
+    atomic_file,
+    load_state,
+    pick_device,
+    save_state,
+    user_path,
+)
 
-__all__ = ["LocalContext", "TrialContext", "load_state", "param", "pick_device", "save_state", "section", "user_path"]
+__all__ = [
+    "LocalContext",
+    "TrialContext",
+    "atomic_file",
+    "load_state",
+    "param",
+    "pick_device",
+    "save_state",
+    "section",
+    "user_path",
+]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,17 +62,25 @@ def artifact_dir(trial_dir: Path) -> Path:
     return path
 
 
-def save_state(state: Mapping[str, Any], path: Path) -> None:
-    """Write a checkpoint atomically: a crash mid-write never leaves a torn file behind."""
+@contextmanager
+def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside `path` to write to; it replaces `path` only when the block ends
+    without error, so a reader (or a crash) never sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
-        torch.save(dict(state), tmp)
+        yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_state(state: Mapping[str, Any], path: Path) -> None:
+    """Write a checkpoint atomically: a crash mid-write never leaves a torn file behind."""
+    with atomic_file(path) as tmp:
+        torch.save(dict(state), tmp)
 
 
 def load_state(path: Path) -> dict[str, Any]:

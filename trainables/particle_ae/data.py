@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.common import user_path
+from trainables.common import atomic_file, user_path
 from trainables.particle_ae.config import DataConfig
 
 N_TYPES = 8  # ids 0..7; 0 is a pad
@@ -103,27 +102,19 @@ def write_synthetic(path: Path, *, n_train: int, n_val: int, n_tokens: int, seed
     """Write the three splits atomically (a half-written file is never seen by a reader)."""
     import h5py
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["layout"] = "ids[T], MET, METphi, T x (E, pT, eta, phi)"
-            f.attrs["synthetic_version"] = SYNTH_VERSION
-            for split, n in (("train", n_train), ("val", n_val), ("test", n_val)):
-                xkey, ykey = SPLITS[split]
-                xs = f.create_dataset(
-                    xkey, (n, n_columns(n_tokens)), dtype="f4", chunks=(min(n, 4096), n_columns(n_tokens))
-                )
-                ys = f.create_dataset(ykey, (n,), dtype="i8")
-                for i in range(0, n, chunk):
-                    x, y = synthesize(min(chunk, n - i), n_tokens, rng)
-                    xs[i : i + len(x)], ys[i : i + len(y)] = x, y
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["layout"] = "ids[T], MET, METphi, T x (E, pT, eta, phi)"
+        f.attrs["synthetic_version"] = SYNTH_VERSION
+        for split, n in (("train", n_train), ("val", n_val), ("test", n_val)):
+            xkey, ykey = SPLITS[split]
+            xs = f.create_dataset(
+                xkey, (n, n_columns(n_tokens)), dtype="f4", chunks=(min(n, 4096), n_columns(n_tokens))
+            )
+            ys = f.create_dataset(ykey, (n,), dtype="i8")
+            for i in range(0, n, chunk):
+                x, y = synthesize(min(chunk, n - i), n_tokens, rng)
+                xs[i : i + len(x)], ys[i : i + len(y)] = x, y
 
 
 def synthetic_path(cfg: DataConfig) -> Path:

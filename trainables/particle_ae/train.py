@@ -14,13 +14,12 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
 
-from trainables.common import TrialContext, pick_device
+from trainables.common import TrialContext, atomic_file, pick_device
 from trainables.particle_ae.config import Config
 from trainables.particle_ae.data import EventSplit, Stats, resolve_path
 from trainables.particle_ae.model import ParticleAutoencoder, losses
@@ -137,18 +136,17 @@ def _log_epoch(line: str) -> int:
 
 
 def _save_best(path: Path, model: ParticleAutoencoder, stats: Stats, cfg: Config, epoch: int, val: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "normalisation": stats.state_dict(),
-            "config": dataclasses.asdict(cfg),
-            "epoch": epoch,
-            "val": {k: float(v) for k, v in val.items()},
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "normalisation": stats.state_dict(),
+                "config": dataclasses.asdict(cfg),
+                "epoch": epoch,
+                "val": {k: float(v) for k, v in val.items()},
+            },
+            tmp,
+        )
 
 
 def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 from ray.tune import Callback
 
-from trainables.common.context import ARTIFACTS
+from trainables.common.context import ARTIFACTS, atomic_file
 from tune_jobs.core.adapter import DIVERGED_KEY, NODE_KEY, STOP_REASON_KEY, trial_point
 from tune_jobs.core.config import to_nested
 from tune_jobs.core.plan import trial_label
@@ -59,10 +59,8 @@ CLIENT_DEFAULTS = {
 
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON write: the file is either the old one or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
 def now_ms() -> int:
