@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tune_jobs.core.errors import ConfigError, one_line
+from tune_jobs.core.paths import uri_scheme
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -33,7 +34,7 @@ BACKENDS = ("sqlite", "postgresql", "mysql")
 
 def _backend(uri: str) -> str:
     """Check a backend store URI; a relative SQLite path is made absolute."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    scheme = uri_scheme(uri)
     if scheme not in BACKENDS:
         raise ConfigError(
             f"--backend-store-uri {uri!r} is not a database URI; use sqlite:///path/mlflow.db "

@@ -77,9 +77,9 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     try:
         mirror.sync(client_for(uri))
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         print(
-            f"error: MLflow at {uri} is still unreachable ({reason}); nothing was lost, run this again when it is up",
+            f"error: MLflow at {uri} is still unreachable ({one_line(exc)[:200]}); nothing was lost, "
+            "run this again when it is up",
             file=sys.stderr,
         )
         return 1

@@ -21,8 +21,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line naming it and the fix (exit 2), like every error."""
 
     def error(self, message: str) -> NoReturn:
-        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-        self.exit(2, f"error: {text}; see {self.prog} --help\n")
+        self.exit(2, f"error: {one_line(message)}; see {self.prog} --help\n")
 
 
 def parser(study: Study) -> argparse.ArgumentParser:

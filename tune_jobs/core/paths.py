@@ -42,6 +42,11 @@ def git_commit() -> str:
         return "unknown"
 
 
+def uri_scheme(uri: str) -> str:
+    """`postgresql+psycopg2://...` -> `postgresql`; '' when there is none."""
+    return uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+
+
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
 
 
@@ -55,7 +60,7 @@ def tracking_uri(given: str | None) -> str:
     from tune_jobs.core.errors import ConfigError
 
     uri = given or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    scheme = uri.split(":", 1)[0].split("+", 1)[0] if ":" in uri else ""
+    scheme = uri_scheme(uri)
     if scheme not in TRACKING_SCHEMES:
         raise ConfigError(
             f"MLflow tracking URI {uri!r} is not understood; use sqlite:///path.db, "

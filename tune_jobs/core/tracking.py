@@ -38,6 +38,7 @@ from ray.tune import Callback
 from trainables.common.context import ARTIFACTS, atomic_file
 from tune_jobs.core.adapter import DIVERGED_KEY, NODE_KEY, STOP_REASON_KEY, trial_point
 from tune_jobs.core.config import to_nested
+from tune_jobs.core.errors import one_line
 from tune_jobs.core.plan import trial_label
 
 log = logging.getLogger(__name__)
@@ -391,7 +392,7 @@ class MlflowTracker(Callback):
                 log.warning(
                     "MLflow at %s unreachable (%s); results are kept in %s and sent when it is back",
                     self.tracking_uri,
-                    str(exc).splitlines()[0][:200],
+                    one_line(exc)[:200],
                     self._mirror.dir,
                 )
             # A server that hangs costs a sync up to (retries + 1) x the timeout, all of it on
