@@ -56,19 +56,19 @@ def workdir(tmp_path: Path) -> Path:
 
 
 class Interrupt(Exception):
-    """Raised by StopAfterCheckpoint: the trial dies as a killed worker would."""
+    """Raised by StopAfter: the trial dies as a killed worker would."""
 
 
-class StopAfterCheckpoint(LocalContext):
-    """Dies right after the n-th checkpoint has been written (to test resume)."""
+class StopAfter(LocalContext):
+    """Dies right after the n-th checkpoint (or the n-th report) has been written, to test resume."""
 
-    def __init__(self, path, after):
+    def __init__(self, path, *, checkpoints=None, reports=None):
         super().__init__(path)
-        self.after = after
+        self.after_checkpoints, self.after_reports = checkpoints, reports
 
     def report(self, metrics, state=None):
         super().report(metrics, state)
-        if self.checkpoints == self.after:
+        if self.checkpoints == self.after_checkpoints or len(self.history) == self.after_reports:
             raise Interrupt
 
 

@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from conftest import Interrupt, StopAfter
 
 from trainables.common import LocalContext
 from trainables.particle_ae import PROFILES, Config, train
@@ -64,29 +65,12 @@ def test_every_epoch_is_reported_and_the_trial_files_are_written(tmp_path, laten
     assert set(best["normalisation"]) == {"token_mean", "token_std", "globals_mean", "globals_std"}
 
 
-class Interrupt(Exception):
-    pass
-
-
-class StopAfterReports(LocalContext):
-    """Dies (like a killed worker) right after the n-th report."""
-
-    def __init__(self, path, after):
-        super().__init__(path)
-        self.after = after
-
-    def report(self, metrics, state=None):
-        super().report(metrics, state)
-        if len(self.history) == self.after:
-            raise Interrupt
-
-
 def test_resume_gives_the_same_numbers_and_files_as_never_stopping(tmp_path):
     cfg = tiny(tmp_path, **{"model.latent_space": "vq", "trainer.epochs": 4, "trainer.checkpoint_every": 2})
     straight = LocalContext(tmp_path / "straight")
     train(cfg, straight)
     with pytest.raises(Interrupt):  # dies after epoch 3; its last checkpoint is epoch 2's
-        train(cfg, StopAfterReports(tmp_path / "resumed", after=3))
+        train(cfg, StopAfter(tmp_path / "resumed", reports=3))
     resumed = LocalContext(tmp_path / "resumed")
     train(cfg, resumed)
     assert [m["step"] for m in resumed.history] == [3, 4]

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import Interrupt, StopAfterCheckpoint
+from conftest import Interrupt, StopAfter
 
 from trainables.common import LocalContext
 from trainables.denoising import METRICS, PROFILES, Config, train
@@ -54,7 +54,7 @@ def test_resume_from_a_checkpoint_gives_the_same_numbers_as_never_stopping(tmp_p
     straight = LocalContext(tmp_path / "straight")
     train(cfg, straight)
     with pytest.raises(Interrupt):
-        train(cfg, StopAfterCheckpoint(tmp_path / "resumed", after=1))
+        train(cfg, StopAfter(tmp_path / "resumed", checkpoints=1))
     resumed = LocalContext(tmp_path / "resumed")
     train(cfg, resumed)
     assert [m["step"] for m in resumed.history] == [2, 3]

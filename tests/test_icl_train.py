@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import Interrupt, StopAfterCheckpoint
+from conftest import Interrupt, StopAfter
 
 from trainables.common import LocalContext
 from trainables.icl_mixture import PROFILES, Config, train
@@ -37,7 +37,7 @@ def test_resume_from_a_checkpoint_gives_the_same_numbers_as_never_stopping(tmp_p
     straight = LocalContext(tmp_path / "straight")
     train(cfg, straight)
 
-    interrupted = StopAfterCheckpoint(tmp_path / "resumed", after=2)  # checkpoints at steps 0, 20
+    interrupted = StopAfter(tmp_path / "resumed", checkpoints=2)  # checkpoints at steps 0, 20
     with pytest.raises(Interrupt):
         train(cfg, interrupted)
     resumed = LocalContext(tmp_path / "resumed")
