@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from conftest import Interrupt, StopAfter
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainables.common import LocalContext
@@ -99,12 +100,10 @@ def test_the_no_lora_baseline_trains_no_llm_weight_and_lora_trains_only_lora(tmp
 
 
 def test_resume_gives_the_same_numbers_as_never_stopping(tmp_path):
-    from conftest import Interrupt, StopAfterCheckpoint
-
     cfg = quick_cfg(tmp_path, **{"trainer.epochs": 2, "lora.r": 4, "lora.alpha": 8, "lora.layers": 8})
     whole = LocalContext(tmp_path / "whole")
     train(cfg, whole)
-    broken = StopAfterCheckpoint(tmp_path / "broken", after=1)
+    broken = StopAfter(tmp_path / "broken", checkpoints=1)
     with pytest.raises(Interrupt):
         train(cfg, broken)
     resumed = LocalContext(tmp_path / "broken")
