@@ -21,9 +21,14 @@ def param(
     le: float | None = None,
     lt: float | None = None,
     choices: Sequence[Any] | None = None,
+    used_when: str | None = None,
 ) -> Any:
-    """A config field: its default, a one-line help text and the values it may take."""
-    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    """A config field: its default, a one-line help text and the values it may take.
+
+    `used_when` names the setting that switches this one on, as `KEY=VALUE` (`data.source=squad`,
+    `lora.enabled=true`, `data.path=` for empty) or `KEY>0`: setting this field while the switch
+    is off is an error naming the switch, since the run would silently ignore it."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "used_when": used_when}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

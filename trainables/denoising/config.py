@@ -49,25 +49,53 @@ class TrainerConfig:
 @dataclass
 class DiagnosticsConfig:
     enabled: bool = param(True, "compute the weight-pair diagnostics (blob/*) after every epoch")
-    sample_size: int = param(5000, "weight pairs (W1[j,i], W2[i,j]) sampled for the diagnostics", ge=50)
-    eps: float = param(0.5, "DBSCAN eps, in units of the sample's standard deviation along each axis", gt=0)
-    min_samples: int = param(5, "DBSCAN min_samples: points within eps that make a core point", ge=2)
+    sample_size: int = param(
+        5000, "weight pairs (W1[j,i], W2[i,j]) sampled for the diagnostics", ge=50, used_when="diagnostics.enabled=true"
+    )
+    eps: float = param(
+        0.5,
+        "DBSCAN eps, in units of the sample's standard deviation along each axis",
+        gt=0,
+        used_when="diagnostics.enabled=true",
+    )
+    min_samples: int = param(
+        5, "DBSCAN min_samples: points within eps that make a core point", ge=2, used_when="diagnostics.enabled=true"
+    )
     min_blob_fraction: float = param(
-        0.002, "a DBSCAN cluster holding less than this fraction of the sample is noise, not a blob", ge=0, lt=1
+        0.002,
+        "a DBSCAN cluster holding less than this fraction of the sample is noise, not a blob",
+        ge=0,
+        lt=1,
+        used_when="diagnostics.enabled=true",
     )
     silhouette_sample: int = param(
-        1000, "points for the silhouette, shared equally among the blobs (its cost grows as n^2)", ge=20
+        1000,
+        "points for the silhouette, shared equally among the blobs (its cost grows as n^2)",
+        ge=20,
+        used_when="diagnostics.enabled=true",
     )
-    gmm_sample: int = param(500, "points used to fit the Gaussian mixtures (1-5 components, picked by BIC)", ge=20)
-    target_blobs: int = param(3, "the blob count blob/score rewards", ge=1)
+    gmm_sample: int = param(
+        500,
+        "points used to fit the Gaussian mixtures (1-5 components, picked by BIC)",
+        ge=20,
+        used_when="diagnostics.enabled=true",
+    )
+    target_blobs: int = param(3, "the blob count blob/score rewards", ge=1, used_when="diagnostics.enabled=true")
     scatter: str = param(
         "budget",
         "weight-pair scatter PNGs in artifacts/weight_pairs/: at the last epoch and, with 'budget', at "
         "earlier epochs while the plotting time stays within overhead_budget of the training time; "
         "'every' epoch; or the 'last' only",
         choices=["budget", "every", "last"],
+        used_when="diagnostics.enabled=true",
     )
-    overhead_budget: float = param(0.05, "the share of training time the scatter plots may take ('budget')", gt=0, le=1)
+    overhead_budget: float = param(
+        0.05,
+        "the share of training time the scatter plots may take ('budget')",
+        gt=0,
+        le=1,
+        used_when="diagnostics.enabled=true",
+    )
 
 
 @dataclass

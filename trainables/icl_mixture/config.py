@@ -11,7 +11,12 @@ from trainables.common import param, section
 class DataConfig:
     n_dims: int = param(5, "dimension d of each x ~ N(0, I_d)", ge=1, le=64)
     n_components: int = param(1, "K: mixture components, one context block each", ge=1, le=64)
-    total_contexts: int = param(24, "context points over all blocks (block size round(total/K))", ge=1)
+    total_contexts: int = param(
+        24,
+        "context points over all blocks (block size round(total/K))",
+        ge=1,
+        used_when="data.contexts_per_component=0",
+    )
     contexts_per_component: int = param(0, "points per context block; 0 derives it as round(total_contexts / K)", ge=0)
     target_points: int = param(3, "labelled points of the target block before the query", ge=0)
     scale: float = param(0.1, "weights w_k ~ N(0, scale^2 I), applied once", gt=0)
@@ -54,7 +59,9 @@ class TrainerConfig:
         "adding one every curriculum_every steps up to n_dims; 0 turns it off",
         ge=0,
     )
-    curriculum_every: int = param(600, "steps between curriculum increments", ge=1)
+    curriculum_every: int = param(
+        600, "steps between curriculum increments", ge=1, used_when="trainer.curriculum_start_dims>0"
+    )
     eval_every: int = param(100, "steps between evaluations on the fixed validation prompts", ge=1)
     eval_prompts: int = param(1024, "validation prompts (the baselines use the same ones)", ge=16)
     checkpoint_every: int = param(500, "steps between checkpoints (a multiple of eval_every)", ge=1)

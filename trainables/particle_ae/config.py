@@ -16,11 +16,15 @@ class DataConfig:
         "HDF5 file in the thesis layout (X_train/X_val [N, 2 + 5 n_tokens], Y_train/y_val); "
         "empty: the project's synthetic file of that layout, written once under cache_dir",
     )
-    cache_dir: str = param("", "where the synthetic file is kept; empty: $XDG_CACHE_HOME or ~/.cache, /tune-sweeps")
+    cache_dir: str = param(
+        "", "where the synthetic file is kept; empty: $XDG_CACHE_HOME or ~/.cache, /tune-sweeps", used_when="data.path="
+    )
     n_tokens: int = param(18, "particle slots per event (the thesis files hold 18)", ge=1, le=256)
-    n_train: int = param(50000, "events of the synthetic train split", ge=16)
-    n_val: int = param(10000, "events of the synthetic validation split (and of the test split)", ge=16)
-    synth_seed: int = param(2024, "seed of the synthetic file (part of its cache name)", ge=0)
+    n_train: int = param(50000, "events of the synthetic train split", ge=16, used_when="data.path=")
+    n_val: int = param(
+        10000, "events of the synthetic validation split (and of the test split)", ge=16, used_when="data.path="
+    )
+    synth_seed: int = param(2024, "seed of the synthetic file (part of its cache name)", ge=0, used_when="data.path=")
     log_momenta: bool = param(True, "z-score log E, log pT and log(1 + MET) instead of GeV (they are lognormal-like)")
     chunk_events: int = param(16384, "events read from the file at a time when streaming", ge=1)
     in_memory_mb: int = param(512, "splits smaller than this are read once and kept in memory; 0 streams always", ge=0)
@@ -34,18 +38,30 @@ class ModelConfig:
     layers: int = param(2, "hidden layers of each MLP", ge=1, le=8)
     type_embedding: int = param(8, "size of the particle-type embedding fed to the encoder", ge=1)
     latent_dim: int = param(6, "per-token latent size (the encoder's output; the vq code size)", ge=1)
-    bottleneck_dim: int = param(3, "linear: size of the learned projection of the latent", ge=1)
+    bottleneck_dim: int = param(
+        3, "linear: size of the learned projection of the latent", ge=1, used_when="model.latent_space=linear"
+    )
 
 
 @dataclass
 class VQConfig:
-    codebook_size: int = param(128, "codes in the codebook", ge=2)
-    commitment: float = param(0.25, "weight of the commitment loss ||z_e - sg(z_q)||^2", ge=0)
-    decay: float = param(0.99, "EMA decay of code counts and sums", gt=0, lt=1)
-    init: str = param("kmeans", "codebook init from the first batch's latents", choices=["data", "kmeans"])
-    kmeans_iters: int = param(10, "Lloyd iterations of the k-means init", ge=1)
+    codebook_size: int = param(128, "codes in the codebook", ge=2, used_when="model.latent_space=vq")
+    commitment: float = param(
+        0.25, "weight of the commitment loss ||z_e - sg(z_q)||^2", ge=0, used_when="model.latent_space=vq"
+    )
+    decay: float = param(0.99, "EMA decay of code counts and sums", gt=0, lt=1, used_when="model.latent_space=vq")
+    init: str = param(
+        "kmeans",
+        "codebook init from the first batch's latents",
+        choices=["data", "kmeans"],
+        used_when="model.latent_space=vq",
+    )
+    kmeans_iters: int = param(10, "Lloyd iterations of the k-means init", ge=1, used_when="model.latent_space=vq")
     dead_threshold: float = param(
-        0.5, "reset a code to a random latent of the batch when its EMA count falls below this; 0 never", ge=0
+        0.5,
+        "reset a code to a random latent of the batch when its EMA count falls below this; 0 never",
+        ge=0,
+        used_when="model.latent_space=vq",
     )
 
 

@@ -22,11 +22,14 @@ class DataConfig:
         choices=["synthetic", "squad"],
     )
     path: str = param(
-        "", "SQuAD v1.1 JSON (train-v1.1.json) when data.source=squad, or hub:rajpurkar/squad (its train split)"
+        "",
+        "SQuAD v1.1 JSON (train-v1.1.json) when data.source=squad, or hub:rajpurkar/squad (its train split)",
+        used_when="data.source=squad",
     )
     val_path: str = param(
         "",
         "SQuAD v1.1 JSON for validation (dev-v1.1.json) or hub:NAME (its validation split); empty: held out from data.path",
+        used_when="data.source=squad",
     )
     samples: int = param(5000, "training questions (the seed's SAMPLES)", ge=1)
     val_samples: int = param(300, "validation questions scored with F1/EM after every epoch", ge=1)
@@ -37,20 +40,31 @@ class DataConfig:
 
 @dataclass
 class TinyLlamaConfig:
-    hidden_size: int = param(64, "width of the tiny Llama", ge=8)
-    intermediate_size: int = param(128, "MLP width of the tiny Llama", ge=8)
-    layers: int = param(4, "decoder layers of the tiny Llama", ge=1)
-    heads: int = param(4, "attention heads of the tiny Llama", ge=1)
-    pretrain_steps: int = param(4000, "pretraining steps on synthetic QA text before any trial", ge=1)
-    pretrain_batch: int = param(32, "pretraining batch size", ge=1)
-    pretrain_lr: float = param(3e-3, "pretraining peak learning rate (warmup, cosine decay)", gt=0)
-    pretrain_samples: int = param(20000, "synthetic questions the tiny Llama is pretrained on", ge=100)
-    pretrain_text_weight: float = param(
-        1.0, "weight of the language-modelling loss on the prompt text (the answer's weighs 1)", ge=0
+    hidden_size: int = param(64, "width of the tiny Llama", ge=8, used_when="model.source=tiny")
+    intermediate_size: int = param(128, "MLP width of the tiny Llama", ge=8, used_when="model.source=tiny")
+    layers: int = param(4, "decoder layers of the tiny Llama", ge=1, used_when="model.source=tiny")
+    heads: int = param(4, "attention heads of the tiny Llama", ge=1, used_when="model.source=tiny")
+    pretrain_steps: int = param(
+        4000, "pretraining steps on synthetic QA text before any trial", ge=1, used_when="model.source=tiny"
     )
-    seed: int = param(0, "seed of the tiny Llama and its pretraining data", ge=0)
+    pretrain_batch: int = param(32, "pretraining batch size", ge=1, used_when="model.source=tiny")
+    pretrain_lr: float = param(
+        3e-3, "pretraining peak learning rate (warmup, cosine decay)", gt=0, used_when="model.source=tiny"
+    )
+    pretrain_samples: int = param(
+        20000, "synthetic questions the tiny Llama is pretrained on", ge=100, used_when="model.source=tiny"
+    )
+    pretrain_text_weight: float = param(
+        1.0,
+        "weight of the language-modelling loss on the prompt text (the answer's weighs 1)",
+        ge=0,
+        used_when="model.source=tiny",
+    )
+    seed: int = param(0, "seed of the tiny Llama and its pretraining data", ge=0, used_when="model.source=tiny")
     cache_dir: str = param(
-        "", "where the pretrained tiny Llama is kept; empty: $XDG_CACHE_HOME or ~/.cache, /tune-sweeps"
+        "",
+        "where the pretrained tiny Llama is kept; empty: $XDG_CACHE_HOME or ~/.cache, /tune-sweeps",
+        used_when="model.source=tiny",
     )
 
 
@@ -61,7 +75,9 @@ class ModelConfig:
         "tiny: the project's pretrained tiny Llama (cached); pretrained: model.path with from_pretrained",
         choices=["tiny", "pretrained"],
     )
-    path: str = param("", "local folder or hub name of a causal LM (model.source=pretrained)")
+    path: str = param(
+        "", "local folder or hub name of a causal LM (model.source=pretrained)", used_when="model.source=pretrained"
+    )
     dtype: str = param("float32", "weights and activations of the LLM", choices=["float32", "bfloat16", "float16"])
     tiny: TinyLlamaConfig = section(TinyLlamaConfig, "the tiny Llama of the local profile")
 
@@ -78,16 +94,19 @@ class CompressionConfig:
 @dataclass
 class LoraConfig:
     enabled: bool = param(True, "LoRA on the LLM; false: the no-LoRA baseline (the LLM stays frozen)")
-    r: int = param(8, "LoRA rank", ge=1)
-    alpha: float = param(16.0, "LoRA alpha (scale alpha / r)", gt=0)
-    layers: int = param(32, "LoRA on the first `layers` decoder layers, counted on lora.of_layers", ge=1)
+    r: int = param(8, "LoRA rank", ge=1, used_when="lora.enabled=true")
+    alpha: float = param(16.0, "LoRA alpha (scale alpha / r)", gt=0, used_when="lora.enabled=true")
+    layers: int = param(
+        32, "LoRA on the first `layers` decoder layers, counted on lora.of_layers", ge=1, used_when="lora.enabled=true"
+    )
     of_layers: int = param(
         32,
         "the depth lora.layers is counted on (the seed's: Llama-3.1-8B's 32); a model of another depth gets "
         "the same share, rounded up; 0: lora.layers counts the model's own layers",
         ge=0,
+        used_when="lora.enabled=true",
     )
-    dropout: float = param(0.0, "LoRA dropout", ge=0, lt=1)
+    dropout: float = param(0.0, "LoRA dropout", ge=0, lt=1, used_when="lora.enabled=true")
 
 
 @dataclass
@@ -97,7 +116,7 @@ class LossConfig:
     k_ce_weight: float = param(0.0, "weight of the CE over the first k_tokens answer tokens", ge=0)
     k_tokens: int = param(4, "K: answer tokens under the K-token CE and the KD", ge=1)
     kd_weight: float = param(0.0, "weight of the KL to the same LLM fed the original embeddings", ge=0)
-    kd_temperature: float = param(1.0, "temperature of the KD", gt=0)
+    kd_temperature: float = param(1.0, "temperature of the KD", gt=0, used_when="loss.kd_weight>0")
 
 
 @dataclass
@@ -105,7 +124,7 @@ class TrainerConfig:
     epochs: int = param(3, "passes over the training questions (the seed's EPOCHS); one report per epoch", ge=1)
     batch_size: int = param(32, "questions per step", ge=1)
     lr: float = param(1e-3, "learning rate of the compressor/adapter", gt=0)
-    lora_lr: float = param(1e-3, "learning rate of the LoRA matrices", gt=0)
+    lora_lr: float = param(1e-3, "learning rate of the LoRA matrices", gt=0, used_when="lora.enabled=true")
     eval_batch: int = param(64, "questions per generation batch", ge=1)
     samples_shown: int = param(20, "validation predictions kept in predictions.jsonl", ge=0)
     device: str = param("auto", "cpu, cuda or auto (cuda when present)", choices=["auto", "cpu", "cuda"])

@@ -11,8 +11,10 @@ from typing import NoReturn
 
 from tune_jobs.core.config import describe_fields
 from tune_jobs.core.errors import ConfigError, one_line
+from tune_jobs.core.interrupts import EXIT_INTERRUPTED, Interrupted, describe_with
 from tune_jobs.core.paths import experiment_file, tracking_uri
 from tune_jobs.core.plan import Plan, compose, plan, trial_label
+from tune_jobs.core.preflight import check_fits, check_paths, local_resources
 from tune_jobs.core.space import load_experiment, ray_resources
 from tune_jobs.core.study import Study
 
@@ -135,6 +137,40 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
     return p, sweep_dir
 
 
+def _script(study: Study) -> str:
+    """The entry script as the user ran it (tune_jobs/<study>.py when run from Python)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    return argv0 if argv0.endswith(".py") and Path(argv0).name != "__main__.py" else f"tune_jobs/{study.name}.py"
+
+
+def interrupted_line(study: Study, args: argparse.Namespace, exc: BaseException) -> str:
+    """The one line printed after a Ctrl-C: what was stopped and the command that goes on."""
+    if not isinstance(exc, Interrupted) or exc.sweep_id is None:
+        return "interrupted before the sweep started; nothing was run"
+    if exc.stage == "report":
+        uri = "" if args.mlflow_uri is None else f" --mlflow-uri {args.mlflow_uri}"
+        return (
+            f"interrupted while building the report of sweep {exc.sweep_id} (its trials are all in MLflow); "
+            f"build it with: python tune_jobs/report.py {exc.sweep_id}{uri}"
+        )
+    done = f" with {exc.finished} of {exc.total} trials finished" if exc.total else ""
+    where = "" if args.results_dir == "results" else f" --results-dir {args.results_dir}"
+    return (
+        f"interrupted: sweep {exc.sweep_id} stopped{done}; "
+        f"finish it with: python {_script(study)} --resume {exc.sweep_id}{where}"
+    )
+
+
+def preflight(p: Plan, results_dir: Path, uri: str, address: str | None) -> None:
+    """What would otherwise fail only after Ray started: a local Ray too small for one trial,
+    a results folder or MLflow store that cannot be written."""
+    import os
+
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        check_fits(ray_resources(p.composed.experiment.resources), local_resources())
+    check_paths(results_dir, uri)
+
+
 def main(study: Study, argv: Sequence[str] | None = None) -> int:
     args = parser(study).parse_args(argv)
     if args.help_config:
@@ -153,13 +189,18 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             print_plan(p)
             return 0
+        preflight(p, results_dir, uri, args.address)
         print_plan(p)
         from tune_jobs.core.runner import run_sweep
 
+        describe_with(lambda exc: interrupted_line(study, args, exc))
         result = run_sweep(p, results_dir=results_dir, tracking_uri=uri, address=args.address, resume_dir=resume_dir)
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt) as exc:
+        print(f"\n{interrupted_line(study, args, exc)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     diverged = f", {len(result.diverged)} diverged" if result.diverged else ""
     print(f"\nsweep {result.sweep_id}: {result.trials} trials, {result.errored} failed{diverged}; {result.best}")
     for line in result.diverged:

@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import math
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from typing import Any
 
@@ -199,11 +199,57 @@ def build_config(cls: type, *layers: Mapping[str, Any], where: str = "", cross_c
     return cfg
 
 
+def _condition(text: str) -> tuple[str, str, str]:
+    """`data.source=squad` -> ('data.source', '=', 'squad'); `loss.kd_weight>0` -> (..., '>', '0')."""
+    for op in ("=", ">"):
+        if op in text:
+            key, _, value = text.partition(op)
+            return key.strip(), op, value.strip()
+    raise ValueError(f"used_when {text!r} is not KEY=VALUE or KEY>NUMBER")
+
+
+def switch_is_on(cls: type, flat: Mapping[str, Any], condition: str) -> bool:
+    """Whether `condition` (a field's `used_when`) holds for the settings `flat` (all keys)."""
+    key, op, text = _condition(condition)
+    tp, _ = field_table(cls)[key]
+    value = flat[key]
+    if op == ">":
+        return value > float(text)
+    return value == coerce(key, tp, text)
+
+
+def unused_settings(cls: type, flat: Mapping[str, Any], given: Iterable[str], searched: Iterable[str] = ()) -> None:
+    """ConfigError for the first of `given` keys set to a non-default value that the run would
+    ignore because its switch (`used_when`) is off. `flat` holds every setting; a switch in
+    `searched` is on for some trials, so what it switches is not unused."""
+    table, defaults, searched = field_table(cls), to_flat(cls()), set(searched)
+    for key in given:
+        condition = table[key][1].metadata.get("used_when") if key in table else None
+        if not condition or flat[key] == defaults[key]:
+            continue
+        switch = _condition(condition)[0]
+        if switch in searched or switch_is_on(cls, flat, condition):
+            continue
+        want = condition + "''" if condition.endswith("=") else condition
+        raise ConfigError(
+            f"{key}={flat[key]!r} would be ignored: it is used only when {want} "
+            f"(here {switch}={_shown(flat[switch])}); set {want} to use it, or drop {key}"
+        )
+
+
+def _shown(value: Any) -> str:
+    """A value as a user would type it on the command line."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "''" if value == "" else str(value)
+
+
 def describe_fields(cls: type) -> str:
     """The --help-config text: every key with its type, default and help."""
     lines = []
     defaults = to_flat(cls())
     for key, tp, f in iter_fields(cls):
         name = getattr(tp, "__name__", str(tp))
-        lines.append(f"  {key} ({name}, default {defaults[key]!r}): {f.metadata.get('help', '')}")
+        when = f" (used when {f.metadata['used_when']})" if f.metadata.get("used_when") else ""
+        lines.append(f"  {key} ({name}, default {defaults[key]!r}): {f.metadata.get('help', '')}{when}")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tune_jobs.core.config import build_config, flatten_mapping, parse_value, to_flat
+from tune_jobs.core.config import build_config, flatten_mapping, parse_value, switch_is_on, to_flat, unused_settings
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.space import Dimension, Experiment, parse_dimension, set_resource
 from tune_jobs.core.study import Study
@@ -170,8 +170,37 @@ def compose(
     )
     # The settings every trial shares must be valid on their own; when a grid of configurations
     # sets keys together (grouped), the rules across fields are checked per trial in plan().
-    build_config(study.config, base, cross_check=not grouped)
+    shared = build_config(study.config, base, cross_check=not grouped)
+    # What the user wrote (the YAML, the overrides) must be used; a study profile may set
+    # settings that a switch the user flipped then leaves unused.
+    given = [*experiment.fixed, *experiment.profiles.get(profile, {}), *(k for k, _ in parsed)]
+    if quick:
+        given += list(experiment.profiles.get("quick", {}))
+    searched_now = {d.key for d in experiment.space} | set(grouped)
+    unused_settings(study.config, to_flat(shared), dict.fromkeys(given), searched_now)
     return composed
+
+
+def _check_searched_used(cls: type, trials: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
+    """A searched key that no trial uses (its switch is off wherever it is set) is a mistake.
+
+    `trials` holds each trial's searched keys and its whole config as {dotted key: value}."""
+    from tune_jobs.core.config import field_table
+
+    table = field_table(cls)
+    used: dict[str, bool] = {}
+    for keys, flat in trials:
+        for key in keys:
+            condition = table[key][1].metadata.get("used_when") if key in table else None
+            if condition:
+                used[key] = used.get(key, False) or switch_is_on(cls, flat, condition)
+    for key, ok in used.items():
+        if not ok:
+            condition = table[key][1].metadata["used_when"]
+            raise ConfigError(
+                f"{key} is searched, but it is used only when {condition}, which no trial sets; "
+                f"add {condition} to fixed: (or the overrides), or drop it from the space"
+            )
 
 
 def _fmt(value: Any) -> str:
@@ -224,7 +253,10 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
                     build_config(cls, composed.base, {dim.key: value})
                 except ConfigError as exc:
                     raise ConfigError(f"space.{dim.key} value {value!r}: {exc}") from None
-        validate(composed.study, build_config(cls, composed.base))
+        shared = build_config(cls, composed.base)
+        validate(composed.study, shared)
+        if not any(d.key in _switches(cls) for d in exp.space):
+            _check_searched_used(cls, [([d.key for d in exp.space], to_flat(shared))])
         return Plan(composed=composed, trials=[])
 
     points = _grid_points(exp.space)
@@ -244,7 +276,15 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
             raise ConfigError(f"space ({trial_label(point)}): {exc}") from None
         validate(composed.study, cfg)
         trials.append(PlannedTrial(number=number, point=point, cfg=cfg))
+    _check_searched_used(cls, [(list(t.point), to_flat(t.cfg)) for t in trials])
     return Plan(composed=composed, trials=trials)
+
+
+def _switches(cls: type) -> set[str]:
+    """Keys that switch other settings on (named in some field's `used_when`)."""
+    from tune_jobs.core.config import _condition, iter_fields
+
+    return {_condition(f.metadata["used_when"])[0] for _, _, f in iter_fields(cls) if f.metadata.get("used_when")}
 
 
 def validate(study: Study, cfg: Any) -> None:

@@ -8,6 +8,7 @@ sweep's report can be rebuilt at any time: `python tune_jobs/report.py <sweep-id
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,9 +122,21 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
     parent = find_parent(client, parent_ref)
     sweep = SweepData(client, parent)
     out_dir = Path(results_dir) / safe_name(study.name) / safe_name(f"{sweep.experiment}-{sweep.sweep_id}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    study.report(sweep, out_dir)
-    stopped = write_trial_status(sweep, out_dir)
+    # Built aside and swapped in whole: an interrupted build never leaves half a report.
+    building = out_dir.with_name(f".{out_dir.name}.building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    study.report(sweep, building)
+    stopped = write_trial_status(sweep, building)
+    partial = parent.info.status != "FINISHED"
+    if partial:
+        (building / "PARTIAL.md").write_text(
+            f"# Partial report\n\nSweep {sweep.sweep_id} is {parent.info.status.lower()} "
+            f"({parent.data.tags.get('sweep.status', 'not finished')}): {len(stopped)} of {len(sweep.trials)} "
+            "trials did not finish, so this report compares unfinished trials. Finish the sweep with "
+            "--resume, then rebuild the report.\n"
+        )
+    _swap_in(building, out_dir)
     best = sweep.best()
     summary = "no trial reported the sweep metric"
     if best is not None:
@@ -139,8 +152,20 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
             client.set_tag(parent.info.run_id, key, value)
     if stopped:
         summary += f"; {len(stopped)} trial(s) did not finish: {', '.join(stopped)} (see trial_status.md)"
+    if partial:
+        summary = f"PARTIAL: the sweep is {parent.info.status.lower()}, not finished (see PARTIAL.md); " + summary
     client.log_artifacts(parent.info.run_id, str(out_dir), "report")
     return out_dir, summary
+
+
+def _swap_in(new: Path, out_dir: Path) -> None:
+    """Replace the folder `out_dir` by `new` (the old one is removed only once `new` is in)."""
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    new.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_trial_status(sweep: SweepData, out_dir: Path) -> list[str]:

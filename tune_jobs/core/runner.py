@@ -12,15 +12,16 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tune_jobs.core import interrupts
 from tune_jobs.core.adapter import DIVERGED_KEY, POINT_KEY, STOP_REASON_KEY, make_trainable
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import artifact_location, git_commit, safe_name
 from tune_jobs.core.plan import Composed, Plan
+from tune_jobs.core.preflight import check_fits
 from tune_jobs.core.space import Experiment, ray_resources
 
 log = logging.getLogger(__name__)
@@ -108,21 +109,6 @@ def _scheduler(experiment: Experiment) -> Any:
     return ASHAScheduler(**settings)
 
 
-def check_fits(per_trial: Mapping[str, float], cluster: Mapping[str, float]) -> None:
-    """ConfigError when one trial asks for more than a local Ray has (it would wait forever)."""
-    names = {"cpu": "CPU", "gpu": "GPU"}
-    for key, amount in per_trial.items():
-        have = cluster.get(names.get(key, key), 0)
-        if amount > have:
-            setting = f"resources.{key}" if key in names else f"resources.custom.{key}"
-            fix = (
-                "set resources.gpu=0 to train on CPU, or join a GPU cluster with --address"
-                if key == "gpu"
-                else f"lower {setting}, or join a cluster that has it with --address"
-            )
-            raise ConfigError(f"{setting}={amount} per trial, but this machine's Ray has {have:g}; {fix}")
-
-
 def trainable_for(composed: Composed) -> Any:
     """The study's trainable as Tune runs it: the adapter, asking Ray for one trial's resources."""
     from ray import tune
@@ -144,8 +130,19 @@ def _trial_dirname(trial: Any) -> str:
     return safe_name(f"{trial_label(trial_point(trial.config))}_{trial.trial_id}")[:100]
 
 
-def run_sweep(
+def run_sweep(plan: Plan, **kwargs: Any) -> SweepResult:
+    """Run a planned sweep (see `_run_sweep`); a Ctrl-C or SIGTERM becomes `Interrupted`,
+    naming the sweep and the stage it stopped in, after Tune saved what it could."""
+    progress = interrupts.progress = interrupts.Progress()
+    try:
+        return _run_sweep(plan, progress, **kwargs)
+    except KeyboardInterrupt:
+        raise interrupts.Interrupted(progress.sweep_id, progress.stage) from None
+
+
+def _run_sweep(
     plan: Plan,
+    progress: interrupts.Progress,
     *,
     results_dir: Path,
     tracking_uri: str,
@@ -159,6 +156,7 @@ def run_sweep(
     points = [t.point for t in plan.trials]
     per_trial = ray_resources(experiment.resources)
 
+    interrupts.install()  # Ctrl-C and SIGTERM from here on: see tune_jobs/core/interrupts.py
     # Save Tune's experiment state after every controller step, not every >= 10 s: a driver
     # killed right after a trial finished must not run that trial again on --resume.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
@@ -201,6 +199,7 @@ def run_sweep(
         description = json.loads((sweep_dir / SWEEP_FILE).read_text())
         sweep_id = description["sweep_id"]
         tracking_uri = description["tracking_uri"]  # the runs live where the sweep started them
+    progress.sweep_id, progress.stage = sweep_id, "sweep"
 
     from ray import tune
 
@@ -261,8 +260,10 @@ def run_sweep(
                 verbose=verbose,
             ),
         )
-    grid = tuner.fit()
+    with interrupts.tune_fit():
+        grid = tuner.fit()
     mirror = Mirror(sweep_dir)
+    finished = sum(1 for t in mirror.state["trials"].values() if t.get("status") in ("FINISHED", "FAILED"))
     errored = sum(1 for r in grid if r.error is not None)
     diverged = [
         f"{mirror.state['trials'].get(r.metrics.get('trial_id'), {}).get('name', r.path)}: {r.metrics[STOP_REASON_KEY]}"
@@ -270,11 +271,15 @@ def run_sweep(
         if r.metrics and r.metrics.get(DIVERGED_KEY)
     ]
 
+    if mirror.interrupted:  # no report: it would compare half-trained trials
+        raise interrupts.Interrupted(sweep_id, "sweep", finished, len(grid))
+
     report_dir, best = None, ""
     pending = mirror.pending()
     if study.report is not None and not pending:
         from tune_jobs.core.reporting import build_report
 
+        progress.stage = "report"
         report_dir, best = build_report(study, tracking_uri, mirror.parent_run_id, results_dir)
     return SweepResult(
         sweep_id=sweep_id,

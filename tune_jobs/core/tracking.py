@@ -185,9 +185,39 @@ class Mirror:
         entry["ended"] = False
         self.save()
 
-    def end_sweep(self, tags: Mapping[str, str]) -> None:
-        self.state.update(end={"tags": dict(tags), "end_ms": now_ms()}, ended=False)
+    def end_sweep(self, tags: Mapping[str, str], status: str = "FINISHED") -> None:
+        self.state.update(end={"tags": dict(tags), "end_ms": now_ms(), "status": status}, ended=False)
         self.save()
+
+    def interrupt(self, unfinished: Sequence[str], tags: Mapping[str, str]) -> None:
+        """The sweep was stopped (Ctrl-C) with `unfinished` trials: their runs and the parent's
+        are closed KILLED, tagged `sweep.status=interrupted`, until `--resume` reopens them."""
+        for trial_id in unfinished:
+            entry = self.state["trials"].get(trial_id)
+            if entry is not None and "status" not in entry:
+                entry.update(status="KILLED", end_tags={"sweep.status": "interrupted"}, artifacts=[], end_ms=now_ms())
+                entry.update(ended=False, interrupted=True)
+        self.end_sweep({**tags, "sweep.status": "interrupted"}, status="KILLED")
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.state.get("end")) and self.state["end"].get("status") == "KILLED"
+
+    def reopen(self) -> None:
+        """A resumed sweep: the runs an interrupt closed are RUNNING again (at the next sync)."""
+        st = self.state
+        changed = False
+        for entry in st["trials"].values():
+            if entry.pop("interrupted", False):
+                for key in ("status", "end_tags", "artifacts", "end_ms"):
+                    entry.pop(key, None)
+                entry.update(ended=False, reopen=True)
+                changed = True
+        if self.interrupted:
+            st.update(end=None, ended=False, reopen=True)
+            changed = True
+        if changed:
+            self.save()
 
     def pending(self) -> str:
         """What MLflow does not hold yet, in words ('' when it is up to date)."""
@@ -234,6 +264,11 @@ class Mirror:
             _log_dict(client, st["parent_run_id"], to_nested(st["base"]), "cfg.yaml")
             st["parent_cfg_logged"] = True
             self.save()
+        if st.get("reopen"):
+            client.set_tag(st["parent_run_id"], "sweep.status", "running")
+            client.update_run(st["parent_run_id"], status="RUNNING")
+            st["reopen"] = False
+            self.save()
         for trial_id, entry in st["trials"].items():
             if entry["run_id"] is None:
                 flat = {**st["base"], **entry["point"]}
@@ -263,6 +298,11 @@ class Mirror:
                 entry["params_logged"] = True
                 self.save()
         for entry in st["trials"].values():
+            if entry.get("reopen") and entry["params_logged"]:
+                client.set_tag(entry["run_id"], "sweep.status", "running")
+                client.update_run(entry["run_id"], status="RUNNING")
+                entry["reopen"] = False
+                self.save()
             if entry.get("node_tagged") is False and entry["params_logged"]:
                 for key, value in entry["node_tags"].items():
                     client.set_tag(entry["run_id"], key, value)
@@ -278,7 +318,9 @@ class Mirror:
         if st["end"] and not st["ended"]:
             for key, value in st["end"]["tags"].items():
                 client.set_tag(st["parent_run_id"], key, value)
-            client.set_terminated(st["parent_run_id"], status="FINISHED", end_time=st["end"]["end_ms"])
+            client.set_terminated(
+                st["parent_run_id"], status=st["end"].get("status", "FINISHED"), end_time=st["end"]["end_ms"]
+            )
             st["ended"] = True
             self.save()
 
@@ -364,6 +406,7 @@ class MlflowTracker(Callback):
             base=self.base,
             run_prefix=self.run_prefix,
         )
+        self._total = int(info.get("total_num_samples") or 0)  # the trials this sweep runs
         self._next_flush = 0.0
         self._next_retry = 0.0
         self._failures = 0  # failed syncs in a row: the back-off doubles with each
@@ -377,6 +420,7 @@ class MlflowTracker(Callback):
                 except json.JSONDecodeError:
                     continue  # a line torn by a crash; it was never sent either
                 self._last_step[row["trial"]] = max(row["step"], self._last_step.get(row["trial"], -1))
+        self._mirror.reopen()  # a sweep resumed after a Ctrl-C: its KILLED runs go on
         self.flush(force=True)  # what a killed driver recorded but did not send
 
     def flush(self, force: bool = False) -> None:
@@ -459,13 +503,20 @@ class MlflowTracker(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         failed = sum(1 for t in trials if t.status == "ERROR")
         diverged = sum(1 for t in trials if (t.last_result or {}).get(DIVERGED_KEY))
-        self._mirror.end_sweep(
-            {
-                "sweep.trials": str(len(trials)),
-                "sweep.failed_trials": str(failed),
-                "sweep.diverged_trials": str(diverged),
-            }
-        )
+        tags = {
+            "sweep.trials": str(len(trials)),
+            "sweep.failed_trials": str(failed),
+            "sweep.diverged_trials": str(diverged),
+        }
+        # Every trial that ran to its end (or failed) passed on_trial_complete/on_trial_error.
+        # Fewer of those than the sweep's trials means it was stopped from outside (Ctrl-C,
+        # SIGTERM); Tune's own statuses do not say so, it marks stopped trials TERMINATED.
+        ended = {tid for tid, entry in self._mirror.state["trials"].items() if "status" in entry}
+        unfinished = [t.trial_id for t in trials if t.trial_id not in ended]
+        if unfinished or len(ended) < self._total:
+            self._mirror.interrupt(unfinished, tags)
+        else:
+            self._mirror.end_sweep({**tags, "sweep.status": "finished"})
         self._next_retry = 0.0  # one more try, whatever the back-off
         self.flush(force=True)
         pending = self._mirror.pending()

@@ -1,0 +1,59 @@
+"""Folders a sweep cannot write and resources a local Ray lacks are found before Ray starts:
+one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import files_under, run_job
+
+from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.preflight import check_paths, local_gpus, writable_dir
+
+RAY_STARTED = ("Token authentication", "Started a local Ray instance", "ray.init", "Traceback")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--results-dir", "/proc/nope"],
+        ["--results-dir", "afile/sub"],
+        ["--mlflow-uri", "sqlite:////proc/nope/mlflow.db"],
+        ["--mlflow-uri", "sqlite:///afile/mlflow.db"],
+        ["resources.gpu=0.3"],
+        ["resources.cpu=64"],
+        ["resources.custom.worker_slot=1"],
+    ],
+)
+def test_a_sweep_that_cannot_run_here_says_so_before_ray_starts(workdir, args):
+    (workdir / "afile").write_text("not a folder")
+    done = run_job(["phase1.py", "--quick", *args], workdir, timeout=120)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert not any(word in done.stdout + done.stderr for word in RAY_STARTED)
+    assert files_under(workdir) == [workdir / "afile"]
+
+
+def test_a_writable_folder_is_made_and_a_failed_check_takes_back_what_it_made(tmp_path):
+    made = writable_dir(tmp_path / "a" / "b", "--results-dir", "fix")
+    assert made == tmp_path / "a" and (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        check_paths(tmp_path / "new" / "results", f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}")
+    with pytest.raises(ConfigError, match="cannot be written"):
+        check_paths(tmp_path / "new" / "results", "sqlite:////proc/nope/mlflow.db")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ConfigError, match="--results-dir"):
+        check_paths(Path("/proc/nope"), f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    assert not (tmp_path / "store").exists()
+
+
+def test_gpus_are_counted_as_ray_would_without_starting_it(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert local_gpus() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert local_gpus() == 0
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert local_gpus() == len([p for p in Path("/dev").glob("nvidia[0-9]*")])
