@@ -42,10 +42,16 @@ def _wait_for_running_trials(workdir: Path, driver, n: int = 2, timeout: float =
     raise AssertionError("no trial started in time")
 
 
+def _interrupted_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1, output[-3000:]
+    return lines[0]
+
+
 def _resume_command(output: str) -> list[str]:
-    """The command of the sweep's last line, as the user would paste it (python = this one)."""
-    line = output.strip().splitlines()[-1]
-    assert line.startswith("interrupted: sweep "), output[-3000:]
+    """The command the sweep printed, as the user would paste it (python = this one)."""
+    line = _interrupted_line(output)
+    assert line.startswith("interrupted: sweep "), line
     command = shlex.split(line.split("finish it with: ", 1)[1])
     assert command[0] == "python" and "--resume" in command
     return [sys.executable, *command[1:]]
@@ -83,7 +89,7 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_finishes_it(workdir):
     assert not any(word in output for word in NOISE), output[-3000:]
     sweep_dir = _sweep_dir(workdir)
     sweep_id = sweep_dir.name.removeprefix("phase1-")
-    assert f"--resume {sweep_id}" in output.strip().splitlines()[-1]
+    assert f"--resume {sweep_id}" in _interrupted_line(output)
     assert not (workdir / "results" / "phase1").exists(), "no report of half-trained trials"
 
     client, parents, trials = sweep_runs(workdir, "phase1")
