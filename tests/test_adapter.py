@@ -63,7 +63,7 @@ def test_none_loads_one_line_with_the_command_to_start_over(tmp_path):
         )
     assert str(caught.value) == (
         f"trial n_components=2 (abc_00000): no checkpoint of it loads ({trial}/checkpoint_000001/state.pt: empty "
-        f"(0 bytes); {trial}/checkpoint_000000/state.pt: empty (0 bytes)); to start it over from scratch: "
+        "(0 bytes); the older checkpoint_000000: empty (0 bytes)); to start it over from scratch: "
         "python tune_jobs/phase1.py --resume S --start-over abc_00000"
     )
 

@@ -159,7 +159,8 @@ def _check_file(path: Path) -> None:
             path, f"damaged: its zip structure is broken ({size} bytes, truncated or overwritten; {_first_line(exc)})"
         ) from None
     if bad is not None:
-        raise UnreadableCheckpoint(path, f"damaged: bytes overwritten (record {bad} fails its CRC-32 check)")
+        record = bad.split("/", 1)[-1]  # without the archive's own folder, named after a temporary file
+        raise UnreadableCheckpoint(path, f"damaged: bytes overwritten (record {record} fails its CRC-32 check)")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -222,7 +223,9 @@ def restore_newest(
 
 
 def _named(failed: list[UnreadableCheckpoint]) -> str:
-    return "; ".join(str(f) for f in failed)
+    """The first (newest) in full; the older ones by their folder, to keep the line short."""
+    older = [f"the older {Path(f.path).parent.name}: {f.why}" for f in failed[1:]]
+    return "; ".join([str(failed[0]), *older])
 
 
 def checkpoint_index(name: str) -> int | None:
