@@ -56,7 +56,8 @@ class TrialContext(Protocol):
         """Hand over one row of metrics (and a checkpoint when `state` is given)."""
 
     def restored_state(self) -> dict[str, Any] | None:
-        """The state of the last checkpoint when this trial is being resumed, else None."""
+        """The state of the newest checkpoint that loads when this trial is being resumed, else
+        None; NoLoadableCheckpoint (one line) when it has checkpoints and none of them loads."""
 
 
 def pick_device(name: str) -> torch.device:
