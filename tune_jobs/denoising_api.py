@@ -111,9 +111,7 @@ def quick_run(
     cfg = build_config(Config, flat)
     name = safe_name(experiment_name or time.strftime("quick-%Y%m%d-%H%M%S"))
     folder = Path(out_dir) / name
-    ctx = LocalContext(folder)
-    if ctx.checkpoint_path.exists():  # a new quick run, not a resume of an old one
-        ctx.checkpoint_path.unlink()
+    ctx = LocalContext(folder, resume=False)  # a new quick run, not a resume of an old one
     train(cfg, ctx)
     scatters = sorted((ctx.artifact_dir / "weight_pairs").glob("*.png"))
     return {

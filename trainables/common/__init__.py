@@ -3,7 +3,10 @@
 from trainables.common.config import param, section
 from trainables.common.context import (
     LocalContext,
+    NoLoadableCheckpoint,
+    RefusedCheckpoint,
     TrialContext,
+    UnreadableCheckpoint,
     atomic_file,
     load_state,
     pick_device,
@@ -13,7 +16,10 @@ from trainables.common.context import (
 
 __all__ = [
     "LocalContext",
+    "NoLoadableCheckpoint",
+    "RefusedCheckpoint",
     "TrialContext",
+    "UnreadableCheckpoint",
     "atomic_file",
     "load_state",
     "param",

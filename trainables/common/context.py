@@ -8,20 +8,40 @@ attached to the trial's MLflow run when the trial ends. Tune copies that folder 
 storage when the trial reports, so write them before the last `ctx.report`.
 The Ray adapter (tune_jobs.core.adapter) and `LocalContext` below both implement it, so the
 same function runs under Tune, in unit tests and in a notebook.
+
+A checkpoint that cannot be used (missing, empty, truncated, bytes overwritten, holding code,
+or not a state written by `save_state`) is never fatal while an older one loads: both contexts
+keep the last two, and `restored_state` returns the newest that loads, with one warning naming
+the damaged file. When none loads it raises `NoLoadableCheckpoint`: one line naming the files
+and how to start the trial over.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
+import re
+import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+log = logging.getLogger(__name__)
+
 STATE_FILE = "state.pt"
+# save_state marks what it writes, so a valid torch file that is something else (a model's
+# weights, a tensor, another tool's checkpoint) is refused at restore, not used as a state.
+STATE_MARK = "tune_sweeps_state"
+STATE_VERSION = 1
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")  # Tune's folder names: checkpoint_000003
+KEEP_CHECKPOINTS = 2  # as the sweeps keep (CheckpointConfig(num_to_keep=2)): one to fall back on
 ARTIFACTS = "artifacts"  # <trial dir>/artifacts/: attached to the trial's MLflow run at its end
 
 
@@ -36,7 +56,8 @@ class TrialContext(Protocol):
         """Hand over one row of metrics (and a checkpoint when `state` is given)."""
 
     def restored_state(self) -> dict[str, Any] | None:
-        """The state of the last checkpoint when this trial is being resumed, else None."""
+        """The state of the newest checkpoint that loads when this trial is being resumed, else
+        None; NoLoadableCheckpoint (one line) when it has checkpoints and none of them loads."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -77,39 +98,188 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
             os.unlink(tmp)
 
 
+class UnreadableCheckpoint(Exception):
+    """A checkpoint that cannot be used; `str()` is one line: the file, then what is wrong."""
+
+    def __init__(self, path: str | os.PathLike[str], why: str) -> None:
+        super().__init__(str(path), why)  # both in args: the error crosses processes (Ray) intact
+        self.path, self.why = str(path), why
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.why}"
+
+
+class RefusedCheckpoint(UnreadableCheckpoint, pickle.UnpicklingError):
+    """The weights-only loader refused the file: it holds code or objects other than tensors
+    and plain data, which a checkpoint never needs."""
+
+
+class NoLoadableCheckpoint(Exception):
+    """None of a trial's checkpoints loads; the message names them and how to start over."""
+
+
 def save_state(state: Mapping[str, Any], path: Path) -> None:
     """Write a checkpoint atomically: a crash mid-write never leaves a torn file behind."""
     with atomic_file(path) as tmp:
-        torch.save(dict(state), tmp)
+        torch.save({**state, STATE_MARK: STATE_VERSION}, tmp)
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Read a checkpoint; weights_only=True so a checkpoint file can never run code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a checkpoint written by `save_state`; weights_only=True so a checkpoint file can
+    never run code. Anything else raises UnreadableCheckpoint, one line saying what is wrong:
+    a missing or empty file, a truncated one, bytes overwritten (torch's zip records carry a
+    CRC-32, checked before loading: torch itself would load damaged tensor bytes silently),
+    a file holding code (RefusedCheckpoint), or a torch file that is not a state of ours."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RefusedCheckpoint(path, _refusal(exc)) from None
+    except Exception as exc:
+        raise UnreadableCheckpoint(path, f"damaged: torch cannot read it ({_torch_error(exc)})") from None
+    if not isinstance(obj, dict) or obj.get(STATE_MARK) != STATE_VERSION:
+        raise UnreadableCheckpoint(path, f"not a trial state written by save_state (it holds {_kind(obj)})")
+    return {k: v for k, v in obj.items() if k != STATE_MARK}
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        where = (
+            "missing from its checkpoint folder" if path.parent.is_dir() else "missing: its checkpoint folder is gone"
+        )
+        raise UnreadableCheckpoint(path, where)
+    size = path.stat().st_size
+    if size == 0:
+        raise UnreadableCheckpoint(path, "empty (0 bytes)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every record and checks its CRC-32
+    except Exception as exc:
+        raise UnreadableCheckpoint(
+            path, f"damaged: its zip structure is broken ({size} bytes, truncated or overwritten; {_first_line(exc)})"
+        ) from None
+    if bad is not None:
+        record = bad.split("/", 1)[-1]  # without the archive's own folder, named after a temporary file
+        raise UnreadableCheckpoint(path, f"damaged: bytes overwritten (record {record} fails its CRC-32 check)")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _torch_error(exc: BaseException) -> str:
+    """torch's reason in a few words, never its advice to load with weights_only=False."""
+    text = _first_line(exc)
+    return type(exc).__name__ if "weights_only" in text else f"{type(exc).__name__}: {text}"[:200]
+
+
+def _refusal(exc: pickle.UnpicklingError) -> str:
+    """Why the weights-only loader refused the file, without torch's advice to turn it off."""
+    found = re.search(r"WeightsUnpickler error: (.+?)(?: was not an allowed global|\. |\.?$)", str(exc), re.M)
+    what = found.group(1).strip() if found else "an object it may not build"
+    return f"refused: it holds code or objects beyond tensors and plain data ({what}), which a checkpoint may not"
+
+
+def _kind(obj: Any) -> str:
+    name = (
+        type(obj).__qualname__
+        if type(obj).__module__ == "builtins"
+        else f"{type(obj).__module__}.{type(obj).__qualname__}"
+    )
+    return f"{name} without save_state's mark" if isinstance(obj, dict) else name
+
+
+def restore_newest(
+    checkpoints: Iterable[tuple[str, Callable[[], dict[str, Any]]]],
+    *,
+    trial: str,
+    start_over: bool = False,
+    how_to_start_over: str = "",
+) -> dict[str, Any] | None:
+    """The state of the newest checkpoint that loads. `checkpoints` are (state file, loader),
+    newest first. Skipped ones are named in one warning; when none loads: with `start_over`
+    a warning and None (the trial starts from scratch), else NoLoadableCheckpoint, one line
+    naming the files and `how_to_start_over`. No checkpoints at all: None."""
+    failed: list[UnreadableCheckpoint] = []
+    for label, load in checkpoints:
+        try:
+            state = load()
+        except UnreadableCheckpoint as exc:
+            failed.append(exc if exc.path == label else UnreadableCheckpoint(label, exc.why))
+            continue
+        if failed:
+            log.warning(
+                "%s: skipped the unreadable checkpoint %s; continuing from the older %s", trial, _named(failed), label
+            )
+        return state
+    if not failed:
+        return None
+    if start_over:
+        log.warning("%s: no checkpoint loads (%s); starting it over from scratch, as asked", trial, _named(failed))
+        return None
+    message = f"{trial}: no checkpoint of it loads ({_named(failed)})"
+    raise NoLoadableCheckpoint(f"{message}; {how_to_start_over}" if how_to_start_over else message)
+
+
+def _named(failed: list[UnreadableCheckpoint]) -> str:
+    """The first (newest) in full; the older ones by their folder, to keep the line short."""
+    older = [f"the older {Path(f.path).parent.name}: {f.why}" for f in failed[1:]]
+    return "; ".join([str(failed[0]), *older])
+
+
+def checkpoint_index(name: str) -> int | None:
+    """3 for a checkpoint folder named checkpoint_000003, else None."""
+    found = CHECKPOINT_DIR.fullmatch(name)
+    return int(found.group(1)) if found else None
 
 
 class LocalContext:
-    """Runs a trainable in-process: metrics are kept in a list, checkpoints under trial_dir."""
+    """Runs a trainable in-process: metrics are kept in a list, the last two checkpoints in
+    numbered folders under trial_dir (checkpoint_000000, ...), as Tune keeps them.
 
-    def __init__(self, trial_dir: str | os.PathLike[str]) -> None:
+    With `resume=False` the folder's checkpoints are deleted first: the trial starts from
+    scratch (the way out when none of them loads)."""
+
+    def __init__(self, trial_dir: str | os.PathLike[str], *, resume: bool = True) -> None:
         self.trial_dir = Path(trial_dir)
         self.trial_dir.mkdir(parents=True, exist_ok=True)
         self.history: list[dict[str, float]] = []
         self.checkpoints = 0
+        if not resume:
+            for folder in self._checkpoint_dirs():
+                shutil.rmtree(folder)
 
     @property
     def artifact_dir(self) -> Path:
         return artifact_dir(self.trial_dir)
 
     @property
-    def checkpoint_path(self) -> Path:
-        return self.trial_dir / "checkpoint" / STATE_FILE
+    def checkpoint_path(self) -> Path | None:
+        """The newest checkpoint's state file, None before the first."""
+        folders = self._checkpoint_dirs()
+        return folders[0] / STATE_FILE if folders else None
+
+    def _checkpoint_dirs(self) -> list[Path]:
+        """The numbered checkpoint folders, newest first."""
+        found = [(checkpoint_index(p.name), p) for p in self.trial_dir.iterdir() if p.is_dir()]
+        return [p for i, p in sorted(((i, p) for i, p in found if i is not None), reverse=True)]
 
     def report(self, metrics: Mapping[str, float], state: Mapping[str, Any] | None = None) -> None:
         self.history.append(dict(metrics))
-        if state is not None:
-            save_state(state, self.checkpoint_path)
-            self.checkpoints += 1
+        if state is None:
+            return
+        folders = self._checkpoint_dirs()
+        index = checkpoint_index(folders[0].name) + 1 if folders else 0
+        save_state(state, self.trial_dir / f"checkpoint_{index:06d}" / STATE_FILE)
+        self.checkpoints += 1
+        for old in folders[KEEP_CHECKPOINTS - 1 :]:
+            shutil.rmtree(old)
 
     def restored_state(self) -> dict[str, Any] | None:
-        return load_state(self.checkpoint_path) if self.checkpoint_path.exists() else None
+        return restore_newest(
+            [(str(d / STATE_FILE), partial(load_state, d / STATE_FILE)) for d in self._checkpoint_dirs()],
+            trial=f"trial {self.trial_dir}",
+            how_to_start_over=f"to start it over from scratch: LocalContext({str(self.trial_dir)!r}, resume=False)",
+        )

@@ -9,18 +9,38 @@ A trial that diverges is stopped here: one whose sweep metric or any reported `*
 NaN or infinite, or whose `train` raises FloatingPointError (the trainables' own check of
 the loss). Its last result carries `sweep/diverged` and the reason; the trial ends, not as
 an error, so `max_failures` does not rerun a run that would diverge again; the sweep goes on.
+
+A restored trial continues from the newest of its checkpoints that loads (Tune hands over
+the newest; the older ones Tune keeps are beside it): a damaged one costs one warning naming
+it, not the trial. When none loads the trial fails with one line naming the files and the
+command that starts it over from scratch (`--resume SWEEP --start-over TRIAL`); the driver
+prints that line instead of Tune's traceback of it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import posixpath
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from trainables.common.context import STATE_FILE, artifact_dir, load_state, save_state
+from trainables.common.context import (
+    STATE_FILE,
+    NoLoadableCheckpoint,
+    UnreadableCheckpoint,
+    artifact_dir,
+    checkpoint_index,
+    load_state,
+    restore_newest,
+    save_state,
+)
 from tune_jobs.core.config import build_config
+from tune_jobs.core.errors import one_line
+from tune_jobs.core.plan import trial_label
 
 POINT_KEY = "point"  # grid trials carry their searched values as {"point": {dotted: value}}
 NODE_KEY = "node_id"  # the Ray node id, in every result
@@ -48,14 +68,29 @@ def trial_point(trial_config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class RayContext:
-    def __init__(self, watch: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        watch: Sequence[str] = (),
+        *,
+        label: str = "",
+        start_over: Collection[str] = (),
+        resume_command: str = "",
+    ) -> None:
+        """`label` names the trial in messages (its searched values); `start_over` holds the
+        trials (ids or labels) that start from scratch when none of their checkpoints loads;
+        `resume_command` resumes this sweep, for the message that offers that choice."""
         import ray
         from ray import tune
 
         self._tune = tune
         self.watch = tuple(watch)
         self._last_step = -1
-        self.trial_dir = Path(tune.get_context().get_trial_dir())
+        context = tune.get_context()
+        self.trial_dir = Path(context.get_trial_dir())
+        self.trial_id = context.get_trial_id()
+        self.trial = f"trial {label} ({self.trial_id})" if label else f"trial {self.trial_id}"
+        self._start_over = bool({self.trial_id, label} & set(start_over))
+        self._resume_command = resume_command
         self._node = {NODE_KEY: ray.get_runtime_context().get_node_id()}
 
     @property
@@ -89,8 +124,88 @@ class RayContext:
         checkpoint = self._tune.get_checkpoint()
         if checkpoint is None:
             return None
+        how = f"to start it over from scratch: {self._resume_command} --start-over {self.trial_id}"
+        return restore_newest(
+            checkpoint_chain(checkpoint),
+            trial=self.trial,
+            start_over=self._start_over,
+            how_to_start_over=how if self._resume_command else "",
+        )
+
+
+def checkpoint_chain(checkpoint: Any) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    """(state file, loader) for a Tune checkpoint and the older ones beside it, newest first.
+
+    Tune names a trial's checkpoint folders checkpoint_000000, checkpoint_000001, ... in the
+    trial's storage folder; a folder numbered above the one Tune hands over was written after
+    the driver last saved its state and is not Tune's to restore, so it is left out."""
+    from pyarrow.fs import FileSelector, FileType
+    from ray.tune import Checkpoint
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    folders = [path]
+    parent, name = posixpath.split(path)
+    newest = checkpoint_index(name)
+    if newest is not None:
+        try:
+            found = fs.get_file_info(FileSelector(parent))
+        except OSError:
+            found = []  # the trial folder cannot be listed: only Tune's own checkpoint is tried
+        older = [
+            (index, info.path)
+            for info in found
+            if info.type == FileType.Directory
+            and (index := checkpoint_index(info.base_name)) is not None
+            and index < newest
+        ]
+        folders += [p for _, p in sorted(older, reverse=True)]
+    return [
+        (posixpath.join(folder, STATE_FILE), partial(_load_checkpoint, Checkpoint(folder, filesystem=fs)))
+        for folder in folders
+    ]
+
+
+def _load_checkpoint(checkpoint: Any) -> dict[str, Any]:
+    label = posixpath.join(checkpoint.path, STATE_FILE)
+    try:
         with checkpoint.as_directory() as path:
             return load_state(Path(path) / STATE_FILE)
+    except UnreadableCheckpoint:
+        raise
+    except Exception as exc:  # a folder that cannot be fetched from the storage (or is gone)
+        raise UnreadableCheckpoint(label, f"its folder cannot be read ({one_line(exc)[:200]})") from None
+
+
+class OneLineRestoreFailure(logging.Filter):
+    """On Tune's controller logger (the driver): a trial that failed because none of its
+    checkpoints loads is logged as its one line, once, instead of Tune's traceback through
+    Ray's frames each time it retries (the traceback stays in the trial's error.txt)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        cause = getattr(error, "cause", error)  # Ray wraps what the trainable raised
+        if not isinstance(cause, NoLoadableCheckpoint):
+            return True
+        line = one_line(cause)
+        if line in self._shown:
+            return False
+        self._shown.add(line)
+        record.msg, record.args, record.exc_info, record.exc_text = line, (), None, None
+        return True
+
+
+TUNE_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
+
+
+def quiet_restore_failures() -> None:
+    """Install OneLineRestoreFailure on Tune's controller logger (once per process)."""
+    logger = logging.getLogger(TUNE_CONTROLLER_LOGGER)
+    if not any(isinstance(f, OneLineRestoreFailure) for f in logger.filters):
+        logger.addFilter(OneLineRestoreFailure())
 
 
 def make_trainable(
@@ -100,16 +215,26 @@ def make_trainable(
     base: Mapping[str, Any],
     threads: int,
     watch: Sequence[str] = (),
+    *,
+    sweep_id: str = "",
+    start_over: Collection[str] = (),
 ) -> Callable[[dict[str, Any]], None]:
-    """A Tune function trainable running `train` on the trial's composed config."""
+    """A Tune function trainable running `train` on the trial's composed config.
+
+    `sweep_id` goes into the command a trial without a loadable checkpoint offers; the
+    trials in `start_over` (ids or labels) start from scratch in that case instead."""
     base = dict(base)
+    start_over = frozenset(start_over)
+    resume_command = f"python tune_jobs/{name}.py --resume {sweep_id}" if sweep_id else ""
+    quiet_restore_failures()  # here, in the driver, which logs the trials' failures
 
     def trainable(trial_config: dict[str, Any]) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        cfg = build_config(config_cls, base, trial_point(trial_config))
-        ctx = RayContext(watch)
+        point = trial_point(trial_config)
+        cfg = build_config(config_cls, base, point)
+        ctx = RayContext(watch, label=trial_label(point), start_over=start_over, resume_command=resume_command)
         try:
             try:
                 train(cfg, ctx)

@@ -55,6 +55,14 @@ def parser(study: Study) -> argparse.ArgumentParser:
         metavar="SWEEP_ID",
         help="finish an interrupted sweep (the newest of this experiment, or SWEEP_ID)",
     )
+    p.add_argument(
+        "--start-over",
+        action="append",
+        default=[],
+        metavar="TRIAL",
+        help="with --resume: TRIAL (its id or name) starts from scratch if none of its checkpoints loads; "
+        "failed trials are retried too",
+    )
     p.add_argument("--start-from", type=int, default=None, metavar="N", help="first grid trial to run (1-based)")
     p.add_argument("--stop-at", type=int, default=None, metavar="N", help="last grid trial to run (inclusive)")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or host:port)")
@@ -194,7 +202,14 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         from tune_jobs.core.runner import run_sweep
 
         describe_with(lambda exc: interrupted_line(study, args, exc))
-        result = run_sweep(p, results_dir=results_dir, tracking_uri=uri, address=args.address, resume_dir=resume_dir)
+        result = run_sweep(
+            p,
+            results_dir=results_dir,
+            tracking_uri=uri,
+            address=args.address,
+            resume_dir=resume_dir,
+            start_over=args.start_over,
+        )
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

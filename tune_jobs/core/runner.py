@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def _scheduler(experiment: Experiment) -> Any:
     return ASHAScheduler(**settings)
 
 
-def trainable_for(composed: Composed) -> Any:
+def trainable_for(composed: Composed, *, sweep_id: str = "", start_over: Sequence[str] = ()) -> Any:
     """The study's trainable as Tune runs it: the adapter, asking Ray for one trial's resources."""
     from ray import tune
 
@@ -117,10 +118,30 @@ def trainable_for(composed: Composed) -> Any:
     threads = max(1, int(resources.get("cpu", 1)))
     return tune.with_resources(
         make_trainable(
-            study.name, study.train, study.config, composed.base, threads, watch=(composed.experiment.metric,)
+            study.name,
+            study.train,
+            study.config,
+            composed.base,
+            threads,
+            watch=(composed.experiment.metric,),
+            sweep_id=sweep_id,
+            start_over=start_over,
         ),
         ray_resources(resources),
     )
+
+
+def check_start_over(sweep_dir: Path, trials: Sequence[str]) -> None:
+    """ConfigError unless every name is a trial of the sweep (its id or its label)."""
+    from tune_jobs.core.tracking import STATE_FILE
+
+    path = sweep_dir / STATE_FILE
+    known = json.loads(path.read_text()).get("trials", {}) if path.exists() else {}
+    names = set(known) | {entry.get("name") for entry in known.values()}
+    unknown = [t for t in trials if t not in names]
+    if unknown:
+        listed = ", ".join(f"{tid} ({entry.get('name')})" for tid, entry in known.items()) or "none started yet"
+        raise ConfigError(f"--start-over {unknown[0]}: no such trial in {sweep_dir.name}; its trials: {listed}")
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -148,13 +169,21 @@ def _run_sweep(
     tracking_uri: str,
     address: str | None,
     resume_dir: Path | None = None,
+    start_over: Sequence[str] = (),
     verbose: int = 1,
 ) -> SweepResult:
+    """Run the planned sweep, or resume the one in `resume_dir`. `start_over` names trials
+    (ids or labels) of the resumed sweep that start from scratch if none of their checkpoints
+    loads; failed trials are then resumed too (Tune cannot pick them one by one)."""
     composed = plan.composed
     study, experiment = composed.study, composed.experiment
     ray_dir = (results_dir / "ray").resolve()
     points = [t.point for t in plan.trials]
     per_trial = ray_resources(experiment.resources)
+    if start_over:
+        if resume_dir is None:
+            raise ConfigError("--start-over restarts trials of an interrupted sweep; use it with --resume")
+        check_start_over(resume_dir, start_over)
 
     interrupts.install()  # Ctrl-C and SIGTERM from here on: see tune_jobs/core/interrupts.py
     # Save Tune's experiment state after every controller step, not every >= 10 s: a driver
@@ -205,14 +234,16 @@ def _run_sweep(
 
     from tune_jobs.core.tracking import Mirror, MlflowTracker
 
-    trainable = trainable_for(composed)
+    trainable = trainable_for(composed, sweep_id=sweep_id, start_over=start_over)
 
     if resume_dir is not None and (sweep_dir / "tuner.pkl").exists():
         tuner = tune.Tuner.restore(
             str(sweep_dir),
             trainable=trainable,
             resume_unfinished=True,
-            resume_errored=False,
+            # A trial that failed because none of its checkpoints loads is one Tune calls
+            # errored: --start-over must bring it back.
+            resume_errored=bool(start_over),
             param_space=_param_space(experiment, points),
         )
     else:
