@@ -61,6 +61,11 @@ def parser(study: Study) -> argparse.ArgumentParser:
     )
     p.add_argument("--results-dir", default="results", help="where Ray results and reports go (default ./results)")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's own output on the terminal (by default it goes to ray.log in the sweep's folder)",
+    )
     return p
 
 
@@ -78,7 +83,7 @@ def print_plan(p: Plan) -> None:
     res = ", ".join(f"{k}={v}" for k, v in ray_resources(exp.resources).items())
     print(f"study {c.study.name}, experiment {exp.name} ({exp.path})")
     print(
-        f"search {exp.search}, scheduler {sched}, metric {exp.metric} ({exp.mode}), profile {c.profile}"
+        f"search {exp.search}, scheduler {sched}, metric {exp.metric} ({exp.mode}, goal {exp.goal}), profile {c.profile}"
         + (" + quick" if c.quick else "")
     )
     print(f"resources per trial: {res}; max_failures={exp.max_failures}")
@@ -156,7 +161,14 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         print_plan(p)
         from tune_jobs.core.runner import run_sweep
 
-        result = run_sweep(p, results_dir=results_dir, tracking_uri=uri, address=args.address, resume_dir=resume_dir)
+        result = run_sweep(
+            p,
+            results_dir=results_dir,
+            tracking_uri=uri,
+            address=args.address,
+            resume_dir=resume_dir,
+            verbose=2 if args.verbose else 1,
+        )
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -165,8 +177,14 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
     for line in result.diverged:
         print(f"  diverged:    {line}")
     print(f"  ray results: {result.sweep_dir}")
+    if result.ray_log:
+        print(f"  ray log:     {result.ray_log}")
     if result.report_dir:
         print(f"  report:      {result.report_dir}")
+    if result.summary:
+        print(f"  summary:     {result.summary}")
+    if result.dashboard:
+        print(f"  optuna:      {result.dashboard}")
     if result.pending:
         print(
             f"  MLflow:      {result.tracking_uri} was unreachable and still lacks {result.pending}; nothing is lost:"
@@ -174,7 +192,9 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         )
         return 1 if result.errored else 0
     print(f"  MLflow:      {result.tracking_uri} (parent run {result.parent_run_id})")
-    if result.tracking_uri.startswith("sqlite:"):
+    if result.browse:
+        print(f"  browse:      {result.browse}")
+    elif result.tracking_uri.startswith("sqlite:"):
         print(
             f"  browse:      mlflow ui --backend-store-uri {result.tracking_uri} --port 5000   (then open http://127.0.0.1:5000)"
         )

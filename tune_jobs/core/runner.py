@@ -39,6 +39,10 @@ class SweepResult:
     best: str = ""
     diverged: list[str] = field(default_factory=list)  # "trial: reason" per diverged trial
     pending: str = ""  # what MLflow could not be sent (the server was down), '' when none
+    ray_log: Path | None = None  # Ray's own output (Tune's tables, the workers' logs)
+    browse: str = ""  # how to look at the sweep in the MLflow UI, with its comparison view
+    dashboard: str = ""  # the optuna-dashboard command of an Optuna search
+    summary: Path | None = None  # the generic sweep summary, once there is one
 
 
 def new_sweep_id() -> str:
@@ -153,6 +157,40 @@ def run_sweep(
     resume_dir: Path | None = None,
     verbose: int = 1,
 ) -> SweepResult:
+    """Run the sweep. verbose 1: the live view (a line per event when stdout is not a terminal),
+    Ray's output to ray.log in the sweep's folder; 0: nothing on the terminal; 2: Ray's output
+    on the terminal, as Ray prints it."""
+    import ray
+
+    from tune_jobs.core.console import SweepOutput
+
+    started_here = not ray.is_initialized()
+    with SweepOutput(verbose) as output:
+        try:
+            return _run_sweep(
+                plan,
+                output,
+                results_dir=results_dir,
+                tracking_uri=tracking_uri,
+                address=address,
+                resume_dir=resume_dir,
+            )
+        finally:
+            if started_here and output.redirect:
+                # Ray's log thread prints the workers' last lines for a while after the sweep;
+                # they belong in ray.log, not on the terminal after the summary.
+                ray.shutdown()
+
+
+def _run_sweep(
+    plan: Plan,
+    output: Any,
+    *,
+    results_dir: Path,
+    tracking_uri: str,
+    address: str | None,
+    resume_dir: Path | None = None,
+) -> SweepResult:
     composed = plan.composed
     study, experiment = composed.study, composed.experiment
     ray_dir = (results_dir / "ray").resolve()
@@ -201,12 +239,15 @@ def run_sweep(
         description = json.loads((sweep_dir / SWEEP_FILE).read_text())
         sweep_id = description["sweep_id"]
         tracking_uri = description["tracking_uri"]  # the runs live where the sweep started them
-
     from ray import tune
 
+    from tune_jobs.core.console import RAY_LOG, SweepView, facts_for
     from tune_jobs.core.tracking import Mirror, MlflowTracker
 
+    output.log_to(sweep_dir / RAY_LOG)
+
     trainable = trainable_for(composed)
+    view = SweepView(facts_for(plan, sweep_id, tracking_uri))
 
     if resume_dir is not None and (sweep_dir / "tuner.pkl").exists():
         tuner = tune.Tuner.restore(
@@ -229,6 +270,7 @@ def run_sweep(
                 "sweep.space_file": str(experiment.path),
                 "sweep.metric": experiment.metric,
                 "sweep.mode": experiment.mode,
+                "sweep.goal": experiment.goal,
                 "git.commit": description["git_commit"],
                 "mlflow.source.git.commit": description["git_commit"].removesuffix("-dirty"),
             },
@@ -236,6 +278,7 @@ def run_sweep(
             metrics=study.metrics,
             run_prefix=experiment.name,
             artifact_location=artifact_location(tracking_uri),
+            end_note=view.facts.note,
         )
         tuner = tune.Tuner(
             trainable,
@@ -257,8 +300,8 @@ def run_sweep(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 # Trial folders (their artifacts/ included) reach the storage path from every node.
                 sync_config=tune.SyncConfig(sync_artifacts=True),
-                callbacks=[tracker],
-                verbose=verbose,
+                callbacks=[view, tracker],
+                verbose=1,  # Tune's own tables: to ray.log (the terminal with --verbose)
             ),
         )
     grid = tuner.fit()
@@ -276,6 +319,8 @@ def run_sweep(
         from tune_jobs.core.reporting import build_report
 
         report_dir, best = build_report(study, tracking_uri, mirror.parent_run_id, results_dir)
+    from tune_jobs.core.browse import dashboard_command, runs_view
+
     return SweepResult(
         sweep_id=sweep_id,
         sweep_dir=sweep_dir,
@@ -287,4 +332,7 @@ def run_sweep(
         best=best,
         diverged=diverged,
         pending=pending,
+        ray_log=sweep_dir / RAY_LOG,
+        browse="" if pending else runs_view(tracking_uri, mirror.state.get("experiment_id"), experiment, points),
+        dashboard=dashboard_command(sweep_dir) if experiment.search == "optuna" else "",
     )

@@ -339,6 +339,7 @@ class MlflowTracker(Callback):
         run_prefix: str,
         artifact_location: str | None = None,
         flush_seconds: float = 5.0,
+        end_note: Callable[[list], str] | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -349,6 +350,7 @@ class MlflowTracker(Callback):
         self.run_prefix = run_prefix
         self.artifact_location = artifact_location
         self.flush_seconds = flush_seconds
+        self.end_note = end_note  # the parent run's description (MLflow's note) from the final trials
 
     @property
     def parent_run_id(self) -> str | None:
@@ -464,6 +466,7 @@ class MlflowTracker(Callback):
                 "sweep.trials": str(len(trials)),
                 "sweep.failed_trials": str(failed),
                 "sweep.diverged_trials": str(diverged),
+                **self._note(trials),
             }
         )
         self._next_retry = 0.0  # one more try, whatever the back-off
@@ -476,6 +479,14 @@ class MlflowTracker(Callback):
                 pending,
                 self._mirror.dir,
             )
+
+    def _note(self, trials: list) -> dict[str, str]:
+        note = getattr(self, "end_note", None)  # absent in the state of sweeps started before it
+        try:
+            return {"mlflow.note.content": note(trials)} if note else {}
+        except Exception as exc:  # a description must never cost the sweep its end
+            log.warning("the sweep's description was not written: %s", one_line(exc)[:200])
+            return {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with its experiment state: keep only the settings, the
@@ -490,5 +501,6 @@ class MlflowTracker(Callback):
             "run_prefix",
             "artifact_location",
             "flush_seconds",
+            "end_note",
         )
-        return {k: self.__dict__[k] for k in keep}
+        return {k: self.__dict__[k] for k in keep if k in self.__dict__}
