@@ -1,5 +1,6 @@
 """The sweep's terminal view: rows from Tune's own Trial objects, the live table, the plain log,
-where Ray's output goes, and a real quick sweep in a real terminal (tmux) and through a pipe."""
+where Ray's output goes, and a real quick sweep in a real terminal (tmux). The same sweep piped
+is in test_cluster_mlflow_ui.py, which then opens README's MLflow link on its store."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env, run_job
+from conftest import ROOT, job_env
 from ray.tune.experiment import Trial
 
 from tune_jobs.core.adapter import DIVERGED_KEY, STOP_REASON_KEY
@@ -307,25 +307,3 @@ def test_quick_sweep_in_a_terminal_shows_the_live_view(workdir):
             assert ray_text not in screen, ray_text
     finally:
         subprocess.run([*tmux, "kill-server"], check=False)
-
-
-@pytest.mark.slow
-def test_quick_sweep_piped_prints_a_line_per_trial_event(workdir):
-    out = run_job(["phase1.py", "--quick"], workdir, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert out.stderr == "", out.stderr
-    lines = out.stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if "sweep phase1 " in line and "Ray's output:" in line)
-    events = lines[start + 1 : lines.index("", start)]
-    # 8 trials: started + finished each, one closing line; a progress line every 5 minutes at most.
-    assert 17 <= len(events) <= 20, "\n".join(events)
-    assert sum(" started " in e for e in events) == 8 and sum(" finished " in e for e in events) == 8
-    for k in (1, 2, 3, 4, 5, 6, 8, 10):
-        assert any(re.search(rf"finished\s+phase1/n_components={k}  step 301/301  val/nmse=", e) for e in events)
-    assert all("..." not in line and "…" not in line for line in lines)
-    assert not any(t in out.stdout for t in ("Trial status", "Checkpoint successfully created", "phase1_"))
-    (log,) = (workdir / "results" / "ray").glob("phase1-*/ray.log")
-    assert lines[start].endswith(f"Ray's output: {log}")
-    ray_output = log.read_text()
-    assert "Trial status" in ray_output and "Checkpoint successfully created" in ray_output
-    print(textwrap.indent(out.stdout, "  "))

@@ -49,7 +49,7 @@ def view_state(metric: str, keys: Sequence[str], run_names: Iterable[str] = ()) 
         "columnOrder": [RUN_NAME_COLUMN, metric_col, *param_cols],
         "columnWidths": {
             RUN_NAME_COLUMN: _px(longest, 240, 640),
-            metric_col: _px(max(len(metric), 12), 120, 240),
+            metric_col: _px(max(len(metric), 18), 160, 260),  # a float as MLflow prints it
             **{c: _px(len(k), 110, 260) for c, k in zip(param_cols, keys)},
         },
     }
