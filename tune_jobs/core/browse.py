@@ -100,4 +100,4 @@ def dashboard_command(sweep_dir: Path) -> str:
     db = Path(sweep_dir) / "optuna.db"
     if not db.exists():
         return ""
-    return f"optuna-dashboard sqlite:///{db}   then open {DASHBOARD_UI}/dashboard/studies/1"
+    return f"optuna-dashboard sqlite:///{db}   then open {DASHBOARD_UI}/dashboard/studies/1/trials"
