@@ -34,8 +34,13 @@ def _px(chars: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, 8 * chars + 48))
 
 
-def view_state(metric: str, keys: Sequence[str], run_names: Iterable[str] = ()) -> dict[str, Any]:
-    """The UI's view state: trials grouped by sweep, the metric and the searched values as columns."""
+def view_state(
+    metric: str, keys: Sequence[str], run_names: Iterable[str] = (), aggregate: str = "average"
+) -> dict[str, Any]:
+    """The UI's view state: trials grouped by sweep, the metric and the searched values as columns.
+
+    `aggregate` is what a sweep's group row shows of the metric: min or max for a search (its
+    best), average for a measurement grid (goal: measure), where no trial is the best."""
     metric_col = f"metrics.`{metric}`"
     param_cols = [f"params.`{k}`" for k in keys]
     longest = max((len(n) for n in run_names), default=24)
@@ -43,7 +48,7 @@ def view_state(metric: str, keys: Sequence[str], run_names: Iterable[str] = ()) 
         "searchFilter": "tags.`sweep.role` = 'trial'",
         "orderByKey": "attributes.start_time",
         "orderByAsc": True,
-        "groupBy": {"aggregateFunction": "min", "groupByKeys": [{"mode": "tag", "groupByData": "sweep.id"}]},
+        "groupBy": {"aggregateFunction": aggregate, "groupByKeys": [{"mode": "tag", "groupByData": "sweep.id"}]},
         "selectedColumns": [metric_col, *param_cols],
         # The UI applies column widths to the columns listed in columnOrder only.
         "columnOrder": [RUN_NAME_COLUMN, metric_col, *param_cols],
@@ -69,10 +74,12 @@ def searched_keys(experiment: Any, points: Sequence[Mapping[str, Any]]) -> list[
     return list(keys)
 
 
-def publish_view(client: Any, experiment_id: str, metric: str, keys: Sequence[str]) -> None:
+def publish_view(client: Any, experiment_id: str, experiment: Any, keys: Sequence[str]) -> None:
     """Store the view on the experiment (set again by every sweep: same metric and keys)."""
     names = [r.info.run_name for r in client.search_runs([experiment_id], max_results=500)]
-    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(view_state(metric, keys, names)))
+    aggregate = "average" if experiment.goal == "measure" else experiment.mode
+    state = view_state(experiment.metric, keys, names, aggregate)
+    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(state))
 
 
 def runs_view(
@@ -85,7 +92,7 @@ def runs_view(
     from tune_jobs.core.tracking import client_for
 
     try:
-        publish_view(client_for(tracking_uri), experiment_id, experiment.metric, searched_keys(experiment, points))
+        publish_view(client_for(tracking_uri), experiment_id, experiment, searched_keys(experiment, points))
     except Exception as exc:  # the sweep is done and recorded; only the saved view is missing
         log.warning("the MLflow UI view was not saved (%s); the runs are all there", one_line(exc)[:200])
     if scheme == "sqlite":
