@@ -1,27 +1,32 @@
-"""A quick sweep logged to a real `mlflow server` over HTTP, then its trials seen in the MLflow UI.
+"""Quick sweeps seen in a browser: the MLflow UI (through a real `mlflow server`, and as README
+opens it with `mlflow ui`) and the Optuna dashboard of an Optuna search.
 
-The server is started with tune_jobs.mlflow_server (127.0.0.1, served artifacts); the UI page
-is rendered by headless Chromium, its DOM checked for every trial run and a screenshot kept in
-$TEST_ARTIFACTS_DIR (default tests/artifacts/). Without Chromium the test is skipped, except in
-CI (CI=1), where it fails.
+Pages are rendered by headless Chromium in a fresh profile, their DOM checked and a screenshot
+kept in $TEST_ARTIFACTS_DIR (default tests/artifacts/). Without Chromium the tests are skipped,
+except in CI (CI=1), where they fail.
 """
 
-import json
 import os
+import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 from cluster_helpers import free_port
-from conftest import ROOT, run_job
+from conftest import ROOT, job_env, run_job
 from mlflow import MlflowClient
 
 from tune_jobs import mlflow_server
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))
 TRIALS = [f"phase1/n_components={k}" for k in (1, 2, 3, 4, 5, 6, 8, 10)]
+README = (ROOT / "README.md").read_text()
 
 
 def chromium() -> str:
@@ -81,27 +86,137 @@ def test_quick_sweep_through_an_mlflow_server_shows_every_trial_in_the_ui(server
     assert all("cfg.yaml" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in trials)
     assert list(artifact_root.rglob("cfg.yaml")), "the artifacts did not reach the server's artifact folder"
 
-    # The runs page shows a sweep's trials nested under its parent, collapsed. A shared view
-    # (the UI's own "share" feature: an experiment tag the URL names) groups them by sweep,
-    # which lists every trial with its metric and searched value.
-    view = {
-        "searchFilter": "tags.`sweep.role` = 'trial'",
-        "groupBy": {"aggregateFunction": "min", "groupByKeys": [{"mode": "tag", "groupByData": "sweep.id"}]},
-        "selectedColumns": ["metrics.`val/nmse`", "params.`data.n_components`"],
-    }
-    client.set_experiment_tag(exp.experiment_id, "mlflow.sharedViewState.trials", json.dumps(view))
-    page = f"{uri}/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=trials"
+    # The sweep saved its comparison view on the experiment and printed the link that opens it.
+    (page,) = re.findall(r"^  browse:      (\S+)$", out.stdout, re.M)
+    assert (
+        page == f"{uri}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=sweeps"
+    )
+    assert "mlflow.sharedViewState.sweeps" in client.get_experiment(exp.experiment_id).tags
+    assert "| phase1/n_components=10 | finished | step 301/301 |" in parent.data.tags["mlflow.note.content"]
 
     dom = render(browser, page, tmp_path / "chromium", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     missing = [name for name in TRIALS if name not in dom.stdout]
     assert not missing, f"trial runs not in the UI page: {missing}"
-    assert parent.info.run_name in dom.stdout and "val/nmse" in dom.stdout
+    assert parent.info.run_name in dom.stdout and "val/nmse" in dom.stdout and "data.n_components" in dom.stdout
 
+    shot = screenshot(browser, page, tmp_path / "chromium", "mlflow_ui_phase1_trials.png")
+    print(f"MLflow UI screenshot: {shot}")
+
+
+def serve(cmd: list[str], cwd: Path, url: str, log: Path, timeout: float = 420) -> subprocess.Popen:
+    """Start a web server as a user would (its own process group) and wait until `url` answers."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=job_env(), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout  # a loaded 2-core machine takes minutes to import mlflow
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(1)
+    stop(proc)
+    pytest.fail(f"{cmd[0]} did not answer at {url}: {log.read_text()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def screenshot(browser: str, url: str, profile: Path, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "mlflow_ui_phase1_trials.png"
+    shot = ARTIFACTS / name
     shot.unlink(missing_ok=True)
-    png = render(browser, page, tmp_path / "chromium", f"--screenshot={shot}")
+    png = render(browser, url, profile, f"--screenshot={shot}")
     assert png.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png.stderr[-2000:]
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
-    print(f"MLflow UI screenshot: {shot}")
+    return shot
+
+
+@pytest.mark.slow
+def test_default_quick_sweep_piped_then_the_readme_mlflow_link_shows_the_trials(workdir, tmp_path):
+    browser = chromium()
+    out = run_job(["phase1.py", "--quick"], workdir, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    # Piped, the sweep is one line per trial event: no Ray tables, no cut-off point.
+    assert out.stderr == "", out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith("/ray.log") and " sweep phase1 " in line)
+    events = lines[start + 1 : lines.index("", start)]
+    assert 17 <= len(events) <= 19, "\n".join(events)  # 8 x started + 8 x finished + the end (+ progress)
+    for name in TRIALS:
+        assert sum(f" {name}  " in e for e in events) == 2, (name, events)
+        assert any(re.search(rf"finished\s+{name}  step 301/301  val/nmse=\S+", e) for e in events), name
+    assert not any("..." in line or "\u2026" in line for line in lines)
+    assert not any(text in out.stdout for text in ("Trial status", "Checkpoint successfully created", "phase1_"))
+    (log,) = (workdir / "results" / "ray").glob("phase1-*/ray.log")
+    assert lines[start].endswith(f"Ray's output: {log}")
+    assert "Trial status" in log.read_text()  # Ray's own output, kept
+
+    # README: `mlflow ui` in the folder holding mlflow.db, then its link, in a fresh browser profile.
+    (command,) = re.findall(r"^(mlflow ui --backend-store-uri sqlite:///mlflow\.db --port 5000)$", README, re.M)
+    (link,) = re.findall(r"^then open (http://127\.0\.0\.1:5000/#/\S+)$", README, re.M)
+    (printed,) = re.findall(r"^  browse:      (.*)$", out.stdout, re.M)
+    db = f"sqlite:///{workdir / 'mlflow.db'}"
+    assert printed == command.replace("sqlite:///mlflow.db", db) + f"   then open {link}"
+    port = free_port()
+    ui = serve([*command.replace("5000", str(port)).split()], workdir, f"http://127.0.0.1:{port}/", tmp_path / "ui.log")
+    page = link.replace(":5000/", f":{port}/")
+    try:
+        dom = render(browser, page, tmp_path / "fresh-profile", "--dump-dom")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        missing = [name for name in TRIALS if name not in dom.stdout]
+        assert not missing, f"trial runs not on README's page: {missing}"
+        # The comparable view: the sweep metric and the searched value as columns.
+        assert "val/nmse" in dom.stdout and "data.n_components" in dom.stdout
+        shot = screenshot(browser, page, tmp_path / "fresh-profile-2", "mlflow_ui_readme_link.png")
+        print(f"MLflow UI screenshot: {shot}")
+    finally:
+        stop(ui)
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_lists_the_trials_of_a_quick_denoising_sweep(workdir, tmp_path):
+    browser = chromium()
+    out = run_job(["denoising.py", "--quick", "sweep.num_samples=6"], workdir, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (db,) = (workdir / "results" / "ray").glob("denoising_search-*/optuna.db")
+
+    (command, link) = re.findall(
+        r"^(optuna-dashboard sqlite:///results/ray/denoising_search-<sweep id>/optuna\.db)\s+# then open (\S+)$",
+        README,
+        re.M,
+    )[0]
+    (printed,) = re.findall(r"^  optuna:      (.*)$", out.stdout, re.M)
+    assert printed == f"optuna-dashboard sqlite:///{db}   then open {link}"
+    port = free_port()
+    args = command.replace("results/ray/denoising_search-<sweep id>", str(db.parent.relative_to(workdir))).split()
+    exe = str(Path(sys.executable).parent / args[0])  # the venv's console script
+    dashboard = serve([exe, *args[1:], "--port", str(port)], workdir, f"http://127.0.0.1:{port}/", tmp_path / "d.log")
+    page = link.replace(":8080/", f":{port}/")
+    try:
+        import optuna
+
+        (summary,) = optuna.get_all_study_summaries(f"sqlite:///{db}")
+        numbers = [
+            str(t.number) for t in optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{db}").trials
+        ]
+        assert len(numbers) == 6
+        dom = render(browser, page, tmp_path / "fresh-profile", "--dump-dom")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        assert summary.study_name in dom.stdout, dom.stdout[-3000:]
+        assert all(f"Trial {n}" in dom.stdout for n in numbers), dom.stdout[-3000:]
+        shot = screenshot(browser, page, tmp_path / "fresh-profile-2", "optuna_dashboard_denoising.png")
+        print(f"Optuna dashboard screenshot: {shot}")
+    finally:
+        stop(dashboard)

@@ -72,6 +72,7 @@ space:
         (GOOD + "scheduler: {kind: asha, grace: 2}\n", "scheduler.grace: unknown setting for asha"),
         (GOOD + "resources: {gpus: 1}\n", "resources.gpus: unknown resource"),
         (GOOD + "num_samples: 0\n", "num_samples: expected an integer >= 1"),
+        (GOOD + "goal: best\n", "goal: expected optimize (find the best trial) or measure"),
     ],
 )
 def test_each_mistake_names_the_file_the_key_and_the_fix(tmp_path, text, message):
@@ -79,6 +80,14 @@ def test_each_mistake_names_the_file_the_key_and_the_fix(tmp_path, text, message
         load_experiment(write(tmp_path, text))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_goal_says_whether_a_sweep_has_a_best_trial(tmp_path):
+    assert load_experiment(write(tmp_path, GOOD)).goal == "optimize"
+    assert load_experiment(write(tmp_path, GOOD + "goal: measure\n")).goal == "measure"
+    # The measurement grids shipped: the scaling studies and the reference runs.
+    measured = {p.stem for p in SPACES if load_experiment(p).goal == "measure"}
+    assert measured == {"phase1", "phase2", "phase3", "phase4", "reference_3blob"}
 
 
 def test_missing_file():

@@ -71,6 +71,11 @@ def parser(study: Study) -> argparse.ArgumentParser:
     )
     p.add_argument("--results-dir", default="results", help="where Ray results and reports go (default ./results)")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's own output on the terminal (by default it goes to ray.log in the sweep's folder)",
+    )
     return p
 
 
@@ -88,7 +93,7 @@ def print_plan(p: Plan) -> None:
     res = ", ".join(f"{k}={v}" for k, v in ray_resources(exp.resources).items())
     print(f"study {c.study.name}, experiment {exp.name} ({exp.path})")
     print(
-        f"search {exp.search}, scheduler {sched}, metric {exp.metric} ({exp.mode}), profile {c.profile}"
+        f"search {exp.search}, scheduler {sched}, metric {exp.metric} ({exp.mode}, goal {exp.goal}), profile {c.profile}"
         + (" + quick" if c.quick else "")
     )
     print(f"resources per trial: {res}; max_failures={exp.max_failures}")
@@ -153,7 +158,11 @@ def _script(study: Study) -> str:
 
 def interrupted_line(study: Study, args: argparse.Namespace, exc: BaseException) -> str:
     """The one line printed after a Ctrl-C: what was stopped and the command that goes on."""
-    if not isinstance(exc, Interrupted) or exc.sweep_id is None:
+    if not isinstance(exc, Interrupted):  # raised outside run_sweep's own handling
+        from tune_jobs.core import interrupts
+
+        exc = Interrupted(interrupts.progress.sweep_id, interrupts.progress.stage)
+    if exc.sweep_id is None:
         return "interrupted before the sweep started; nothing was run"
     if exc.stage == "report":
         uri = "" if args.mlflow_uri is None else f" --mlflow-uri {args.mlflow_uri}"
@@ -209,6 +218,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             address=args.address,
             resume_dir=resume_dir,
             start_over=args.start_over,
+            verbose=2 if args.verbose else 1,
         )
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
@@ -221,8 +231,14 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
     for line in result.diverged:
         print(f"  diverged:    {line}")
     print(f"  ray results: {result.sweep_dir}")
+    if result.ray_log:
+        print(f"  ray log:     {result.ray_log}")
     if result.report_dir:
         print(f"  report:      {result.report_dir}")
+    if result.summary:
+        print(f"  summary:     {result.summary}")
+    if result.dashboard:
+        print(f"  optuna:      {result.dashboard}")
     if result.pending:
         print(
             f"  MLflow:      {result.tracking_uri} was unreachable and still lacks {result.pending}; nothing is lost:"
@@ -230,7 +246,9 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         )
         return 1 if result.errored else 0
     print(f"  MLflow:      {result.tracking_uri} (parent run {result.parent_run_id})")
-    if result.tracking_uri.startswith("sqlite:"):
+    if result.browse:
+        print(f"  browse:      {result.browse}")
+    elif result.tracking_uri.startswith("sqlite:"):
         print(
             f"  browse:      mlflow ui --backend-store-uri {result.tracking_uri} --port 5000   (then open http://127.0.0.1:5000)"
         )

@@ -140,16 +140,18 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
     best = sweep.best()
     summary = "no trial reported the sweep metric"
     if best is not None:
-        summary = (
-            f"best trial {best.name}: {sweep.tags['sweep.metric']} = {best.metrics[sweep.tags['sweep.metric']]:.4g}"
-        )
         metric = sweep.tags["sweep.metric"]
+        summary = f"best trial {best.name}: {metric} = {best.metrics[metric]:.4g}"
         for key, value in (
             ("sweep.best_run", best.name),
             ("sweep.best_run_id", best.run_id),
             (f"sweep.best_{metric}", f"{best.metrics[metric]:.6g}"),
         ):
             client.set_tag(parent.info.run_id, key, value)
+        if sweep.tags.get("sweep.goal") == "measure":
+            # A measurement grid: every trial is a result; the line names none of them best.
+            measured = sum(1 for t in sweep.trials if metric in t.metrics)
+            summary = f"{measured} trials measured {metric}"
     if stopped:
         summary += f"; {len(stopped)} trial(s) did not finish: {', '.join(stopped)} (see trial_status.md)"
     if partial:

@@ -41,6 +41,10 @@ class SweepResult:
     best: str = ""
     diverged: list[str] = field(default_factory=list)  # "trial: reason" per diverged trial
     pending: str = ""  # what MLflow could not be sent (the server was down), '' when none
+    ray_log: Path | None = None  # Ray's own output (Tune's tables, the workers' logs)
+    browse: str = ""  # how to look at the sweep in the MLflow UI, with its comparison view
+    dashboard: str = ""  # the optuna-dashboard command of an Optuna search
+    summary: Path | None = None  # the generic sweep summary, once there is one
 
 
 def new_sweep_id() -> str:
@@ -151,19 +155,8 @@ def _trial_dirname(trial: Any) -> str:
     return safe_name(f"{trial_label(trial_point(trial.config))}_{trial.trial_id}")[:100]
 
 
-def run_sweep(plan: Plan, **kwargs: Any) -> SweepResult:
-    """Run a planned sweep (see `_run_sweep`); a Ctrl-C or SIGTERM becomes `Interrupted`,
-    naming the sweep and the stage it stopped in, after Tune saved what it could."""
-    progress = interrupts.progress = interrupts.Progress()
-    try:
-        return _run_sweep(plan, progress, **kwargs)
-    except KeyboardInterrupt:
-        raise interrupts.Interrupted(progress.sweep_id, progress.stage) from None
-
-
-def _run_sweep(
+def run_sweep(
     plan: Plan,
-    progress: interrupts.Progress,
     *,
     results_dir: Path,
     tracking_uri: str,
@@ -172,9 +165,52 @@ def _run_sweep(
     start_over: Sequence[str] = (),
     verbose: int = 1,
 ) -> SweepResult:
-    """Run the planned sweep, or resume the one in `resume_dir`. `start_over` names trials
-    (ids or labels) of the resumed sweep that start from scratch if none of their checkpoints
-    loads; failed trials are then resumed too (Tune cannot pick them one by one)."""
+    """Run the planned sweep, or resume the one in `resume_dir`.
+
+    verbose 1: the live view (a line per event when stdout is not a terminal), Ray's output to
+    ray.log in the sweep's folder; 0: nothing on the terminal; 2: Ray's output on the terminal.
+    `start_over` names trials (ids or labels) of the resumed sweep that start from scratch if
+    none of their checkpoints loads; failed trials are then resumed too (Tune cannot pick them
+    one by one). A Ctrl-C or SIGTERM becomes `Interrupted`, naming the sweep and the stage it
+    stopped in, after Tune saved what it could."""
+    import ray
+
+    from tune_jobs.core.console import SweepOutput
+
+    progress = interrupts.progress = interrupts.Progress()
+    started_here = not ray.is_initialized()
+    with SweepOutput(verbose) as output:
+        try:
+            return _run_sweep(
+                plan,
+                progress,
+                output,
+                results_dir=results_dir,
+                tracking_uri=tracking_uri,
+                address=address,
+                resume_dir=resume_dir,
+                start_over=start_over,
+            )
+        except KeyboardInterrupt:
+            raise interrupts.Interrupted(progress.sweep_id, progress.stage) from None
+        finally:
+            if started_here and output.redirect:
+                # Ray's log thread prints the workers' last lines for a while after the sweep;
+                # they belong in ray.log, not on the terminal after the summary.
+                ray.shutdown()
+
+
+def _run_sweep(
+    plan: Plan,
+    progress: interrupts.Progress,
+    output: Any,
+    *,
+    results_dir: Path,
+    tracking_uri: str,
+    address: str | None,
+    resume_dir: Path | None = None,
+    start_over: Sequence[str] = (),
+) -> SweepResult:
     composed = plan.composed
     study, experiment = composed.study, composed.experiment
     ray_dir = (results_dir / "ray").resolve()
@@ -229,12 +265,15 @@ def _run_sweep(
         sweep_id = description["sweep_id"]
         tracking_uri = description["tracking_uri"]  # the runs live where the sweep started them
     progress.sweep_id, progress.stage = sweep_id, "sweep"
-
     from ray import tune
 
+    from tune_jobs.core.console import RAY_LOG, SweepView, facts_for
     from tune_jobs.core.tracking import Mirror, MlflowTracker
 
+    output.log_to(sweep_dir / RAY_LOG)
+
     trainable = trainable_for(composed, sweep_id=sweep_id, start_over=start_over)
+    view = SweepView(facts_for(plan, sweep_id, tracking_uri))
 
     if resume_dir is not None and (sweep_dir / "tuner.pkl").exists():
         tuner = tune.Tuner.restore(
@@ -259,6 +298,7 @@ def _run_sweep(
                 "sweep.space_file": str(experiment.path),
                 "sweep.metric": experiment.metric,
                 "sweep.mode": experiment.mode,
+                "sweep.goal": experiment.goal,
                 "git.commit": description["git_commit"],
                 "mlflow.source.git.commit": description["git_commit"].removesuffix("-dirty"),
             },
@@ -266,6 +306,7 @@ def _run_sweep(
             metrics=study.metrics,
             run_prefix=experiment.name,
             artifact_location=artifact_location(tracking_uri),
+            end_note=view.facts.note,
         )
         tuner = tune.Tuner(
             trainable,
@@ -287,8 +328,8 @@ def _run_sweep(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 # Trial folders (their artifacts/ included) reach the storage path from every node.
                 sync_config=tune.SyncConfig(sync_artifacts=True),
-                callbacks=[tracker],
-                verbose=verbose,
+                callbacks=[view, tracker],
+                verbose=1,  # Tune's own tables: to ray.log (the terminal with --verbose)
             ),
         )
     with interrupts.tune_fit():
@@ -312,6 +353,8 @@ def _run_sweep(
 
         progress.stage = "report"
         report_dir, best = build_report(study, tracking_uri, mirror.parent_run_id, results_dir)
+    from tune_jobs.core.browse import dashboard_command, runs_view
+
     return SweepResult(
         sweep_id=sweep_id,
         sweep_dir=sweep_dir,
@@ -323,4 +366,7 @@ def _run_sweep(
         best=best,
         diverged=diverged,
         pending=pending,
+        ray_log=sweep_dir / RAY_LOG,
+        browse="" if pending else runs_view(tracking_uri, mirror.state.get("experiment_id"), experiment, points),
+        dashboard=dashboard_command(sweep_dir) if experiment.search == "optuna" else "",
     )

@@ -4,6 +4,7 @@
     study: phase1
     metric: val/nmse
     mode: min
+    goal: measure           # measure (a grid of measurements: no "best") | optimize (the default)
     search: grid            # grid | optuna | random
     num_samples: 1          # trials to sample (optuna, random)
     scheduler: {kind: fifo} # or {kind: asha, max_t: 20, grace_period: 2, reduction_factor: 3}
@@ -36,6 +37,9 @@ from tune_jobs.core.config import flatten_mapping
 from tune_jobs.core.errors import ConfigError
 
 SEARCH_KINDS = ("grid", "optuna", "random")
+# What a sweep is for: `optimize` looks for the best trial by the metric (a search); `measure`
+# takes every trial's value as a result (a scaling grid), so no trial is called best.
+GOALS = ("optimize", "measure")
 SCHEDULERS = {"fifo": (), "asha": ("time_attr", "max_t", "grace_period", "reduction_factor")}
 VALUE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
 DEFAULT_RESOURCES: Mapping[str, Any] = {"cpu": 1, "gpu": 0, "custom": {}}
@@ -46,6 +50,7 @@ TOP_KEYS = (
     "description",
     "metric",
     "mode",
+    "goal",
     "search",
     "num_samples",
     "max_concurrent",
@@ -77,6 +82,7 @@ class Experiment:
     study: str
     metric: str
     mode: str
+    goal: str = "optimize"
     search: str = "grid"
     num_samples: int = 1
     max_concurrent: int = 0
@@ -249,6 +255,11 @@ def load_experiment(path: Path) -> Experiment:
     mode = data.get("mode", "min")
     if mode not in ("min", "max"):
         raise _fail(path, "mode", f"expected min or max, got {mode!r}")
+    goal = data.get("goal", "optimize")
+    if goal not in GOALS:
+        raise _fail(
+            path, "goal", f"expected optimize (find the best trial) or measure (every trial is a result), got {goal!r}"
+        )
     search = data.get("search", "grid")
     if search not in SEARCH_KINDS:
         raise _fail(path, "search", f"expected one of {', '.join(SEARCH_KINDS)}, got {search!r}")
@@ -296,6 +307,7 @@ def load_experiment(path: Path) -> Experiment:
         study=data["study"],
         metric=data["metric"],
         mode=mode,
+        goal=goal,
         search=search,
         num_samples=data.get("num_samples", 1),
         max_concurrent=data.get("max_concurrent", 0),

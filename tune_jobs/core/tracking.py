@@ -381,6 +381,7 @@ class MlflowTracker(Callback):
         run_prefix: str,
         artifact_location: str | None = None,
         flush_seconds: float = 5.0,
+        end_note: Callable[[list], str] | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -391,6 +392,7 @@ class MlflowTracker(Callback):
         self.run_prefix = run_prefix
         self.artifact_location = artifact_location
         self.flush_seconds = flush_seconds
+        self.end_note = end_note  # the parent run's description (MLflow's note) from the final trials
 
     @property
     def parent_run_id(self) -> str | None:
@@ -507,6 +509,7 @@ class MlflowTracker(Callback):
             "sweep.trials": str(len(trials)),
             "sweep.failed_trials": str(failed),
             "sweep.diverged_trials": str(diverged),
+            **self._note(trials),
         }
         # Every trial that ran to its end (or failed) passed on_trial_complete/on_trial_error.
         # Fewer of those than the sweep's trials means it was stopped from outside (Ctrl-C,
@@ -528,6 +531,14 @@ class MlflowTracker(Callback):
                 self._mirror.dir,
             )
 
+    def _note(self, trials: list) -> dict[str, str]:
+        note = getattr(self, "end_note", None)  # absent in the state of sweeps started before it
+        try:
+            return {"mlflow.note.content": note(trials)} if note else {}
+        except Exception as exc:  # a description must never cost the sweep its end
+            log.warning("the sweep's description was not written: %s", one_line(exc)[:200])
+            return {}
+
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with its experiment state: keep only the settings, the
         # runtime state is rebuilt from the files in setup().
@@ -541,5 +552,6 @@ class MlflowTracker(Callback):
             "run_prefix",
             "artifact_location",
             "flush_seconds",
+            "end_note",
         )
-        return {k: self.__dict__[k] for k in keep}
+        return {k: self.__dict__[k] for k in keep if k in self.__dict__}
