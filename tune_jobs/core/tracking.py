@@ -14,7 +14,7 @@ one carries on. Therefore:
 - a driver killed mid-sweep loses nothing: `--resume` syncs what was recorded but not sent;
 - a tracking server that is down or hangs (at the start, in the middle or at the end) only
   delays the writes: the sync runs in a thread of its own, never on Tune's event loop, and
-  the end of the sweep waits for it a bounded time (END_WAIT_S); what is left is sent with
+  the end of the sweep waits for it a bounded time (see END_*); what is left is sent with
   `python tune_jobs/report.py --replay SWEEP_DIR`;
 - a resumed trial replays from its last checkpoint, and the steps already journalled are
   skipped, so no step appears twice in a run's history;
@@ -69,12 +69,16 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 NODE_TAGS = {"ray.node_id": NODE_KEY, "ray.node_ip": "node_ip", "ray.hostname": "hostname"}
 __all__ = ["CLIENT_DEFAULTS", "Mirror", "MlflowTracker", "client_for", "replay", "send_journal"]
 
-# The end of a sweep waits for MLflow to take what is left, while it makes progress, at most
-# END_WAIT_S in all and END_STALL_S without one successful call; a server that does not even
-# answer its health check within END_PROBE_S is not waited for. What is left is replayed later.
+# The end of a sweep waits for MLflow to take what is left while it makes progress: never more
+# than END_STALL_S without one successful call, nor END_WAIT_S in all; for a server (not a
+# local SQLite file) at most END_SERVER_SHARE of the sweep's time so far (END_SERVER_MIN_S at
+# least), and not at all when it does not answer its health check within END_PROBE_S. So a
+# hung or slow server costs a sweep about a tenth of its time at most; what is left is replayed.
 END_PROBE_S = 2.0
 END_WAIT_S = 120.0
 END_STALL_S = 30.0
+END_SERVER_SHARE = 0.1
+END_SERVER_MIN_S = 5.0
 RETRY_MAX_S = 60.0  # the back-off between failed syncs doubles from flush_seconds up to this
 
 
@@ -901,13 +905,18 @@ class Syncer:
             self._retry_at = 0.0
             self._due = min(self._due, now + self.interval)
 
-    def finish(self) -> str:
-        """Wait (bounded, see END_*) until MLflow holds everything; '' then, else why not."""
+    def finish(self, elapsed: float) -> str:
+        """Wait (bounded, see END_*) until MLflow holds everything; '' then, else why not.
+
+        `elapsed`: the sweep's time so far, of which a server's wait takes a share at most."""
         start = time.monotonic()
         if not self.mirror.pending():
             return ""
-        if uri_scheme(self.uri) in ("http", "https") and not probe(self.uri, END_PROBE_S):
-            return f"MLflow at {self.uri} did not answer within {END_PROBE_S:.0f} s at the end of the sweep"
+        budget = END_WAIT_S
+        if sqlite_file(self.uri) is None:
+            if uri_scheme(self.uri) in ("http", "https") and not probe(self.uri, END_PROBE_S):
+                return f"MLflow at {self.uri} did not answer within {END_PROBE_S:.0f} s at the end of the sweep"
+            budget = min(END_WAIT_S, max(END_SERVER_MIN_S, END_SERVER_SHARE * elapsed))
         with self._cond:
             self._ending = True
             self._retry_at = 0.0  # one more try at once, whatever the back-off
@@ -915,10 +924,10 @@ class Syncer:
             self._cond.notify_all()
         while self.mirror.pending():
             now = time.monotonic()
-            if now - start >= END_WAIT_S:
-                return f"MLflow at {self.uri} was still taking the records after {END_WAIT_S:.0f} s"
+            last = f" ({self.last_failure})" if self.failing_since is not None else ""
+            if now - start >= budget:
+                return f"MLflow at {self.uri} was still taking the records after {budget:.0f} s at the end of the sweep{last}"
             if now - max(self.last_progress, start) >= END_STALL_S:
-                last = f" ({self.last_failure})" if self.failing_since is not None else ""
                 return f"MLflow at {self.uri} made no progress for {END_STALL_S:.0f} s at the end of the sweep{last}"
             time.sleep(0.2)
         return ""
@@ -972,6 +981,7 @@ class MlflowTracker(Callback):
         )
         # The last step journalled per trial: a resumed trial's replayed steps are skipped.
         self._last_step = self._mirror.last_steps()
+        self._started = time.monotonic()
         self._syncer = Syncer(self._mirror, self.tracking_uri, self.flush_seconds)
         self._syncer.start()  # first: what a killed driver recorded but did not send
 
@@ -1033,7 +1043,7 @@ class MlflowTracker(Callback):
                 "sweep.diverged_trials": str(diverged),
             }
         )
-        why = self._syncer.finish()
+        why = self._syncer.finish(elapsed=time.monotonic() - self._started)
         if self._syncer.stop():
             self._mirror.release()  # else the thread is stuck in a call; the lock goes with the process
         pending = self._mirror.pending()
