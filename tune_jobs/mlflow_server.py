@@ -117,6 +117,7 @@ def wait_until_up(tracking_uri: str, timeout: float = 60.0, proc: subprocess.Pop
 def start(*, log_file: str | os.PathLike | None = None, timeout: float = 60.0, **settings) -> subprocess.Popen:
     """Start the server in the background and wait until it answers. Stop it with .terminate()."""
     cmd = server_command(**settings)
+    _prepare(cmd)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -125,6 +126,14 @@ def start(*, log_file: str | os.PathLike | None = None, timeout: float = 60.0, *
         stop(proc)
         raise
     return proc
+
+
+def _prepare(cmd: list[str]) -> None:
+    """Create or check a SQLite backend under its lock first (tune_jobs.core.store), so that the
+    server never migrates a store at the same moment as a sweep or another server."""
+    from tune_jobs.core.store import prepare_store
+
+    prepare_store(cmd[cmd.index("--backend-store-uri") + 1])
 
 
 def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -158,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             workers=args.workers,
         )
+        _prepare(cmd)
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

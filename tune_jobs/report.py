@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tune_jobs.core.cli import OneLineParser
 from tune_jobs.core.errors import ConfigError, one_line
-from tune_jobs.core.paths import tracking_uri
+from tune_jobs.core.paths import sqlite_file, tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,55 +40,101 @@ def main(argv: Sequence[str] | None = None) -> int:
         uri = tracking_uri(args.mlflow_uri)
         if not args.sweep:
             raise ConfigError("name the sweep: python tune_jobs/report.py <sweep-id|experiment|study>")
-        from mlflow import MlflowClient
-
         from tune_jobs.core.reporting import build_report, find_parent
+        from tune_jobs.core.store import open_client
         from tune_jobs.core.study import load_study
 
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        db = sqlite_file(uri)
+        if db is not None and not db.exists():
             raise ConfigError(f"no MLflow store at {uri}; run from the folder holding mlflow.db or pass --mlflow-uri")
-        parent = find_parent(MlflowClient(uri), args.sweep)
+        parent = find_parent(open_client(uri), args.sweep)
         study = load_study(parent.data.tags["sweep.study"])
         out, best = build_report(study, uri, parent.info.run_id, Path(args.results_dir or "results").resolve())
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not _store_error(exc):
+            raise
+        from tune_jobs.core.tracking import failure_line
+
+        exc.from_store = True  # type: ignore[attr-defined]
+        print(f"error: {failure_line(exc, tracking_uri(args.mlflow_uri))}; try again", file=sys.stderr)
+        return 1
     print(f"report of sweep {parent.data.tags['sweep.id']} in {out} (and attached to MLflow run {parent.info.run_id})")
     print(best)
     return 0
+
+
+def _store_error(exc: BaseException) -> bool:
+    """An error of the MLflow store (as opposed to one of ours)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException)
 
 
 def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     """Sync a sweep's recorded runs and results to MLflow, then build its report."""
     from tune_jobs.core.reporting import build_report
     from tune_jobs.core.runner import SWEEP_FILE
+    from tune_jobs.core.store import open_client
     from tune_jobs.core.study import load_study
-    from tune_jobs.core.tracking import STATE_FILE, Mirror, client_for
+    from tune_jobs.core.tracking import STATE_FILE, Mirror, SweepFileError, failure_line
 
-    if not (sweep_dir / STATE_FILE).exists() or not (sweep_dir / SWEEP_FILE).exists():
+    if not (sweep_dir / SWEEP_FILE).exists() or not list(sweep_dir.glob(f"{STATE_FILE}*")):
         raise ConfigError(
             f"{sweep_dir} is not a sweep folder (no {STATE_FILE} or {SWEEP_FILE}); "
             "pass results/ray/<experiment>-<sweep id>"
         )
-    saved = json.loads((sweep_dir / SWEEP_FILE).read_text())
-    uri = tracking_uri(uri or saved["tracking_uri"])  # where the sweep's runs belong
-    mirror = Mirror(sweep_dir)
-    pending = mirror.pending()
     try:
-        mirror.sync(client_for(uri))
+        saved = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        saved_uri, study_name, sweep_id = saved["tracking_uri"], saved["study"], saved["sweep_id"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{sweep_dir / SWEEP_FILE} is damaged ({one_line(exc)[:120]}); it cannot be replayed"
+        ) from None
+    uri = tracking_uri(uri or saved_uri)  # where the sweep's runs belong
+    try:
+        mirror = Mirror(sweep_dir, hold_s=0)  # the one writer of the sweep's files while it runs
+    except SweepFileError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    try:
+        if mirror.recovered or not mirror.state:
+            resume = f"python tune_jobs/{study_name}.py --resume {sweep_id} --results-dir {sweep_dir.parents[1]}"
+            print(
+                f"error: {mirror.state_path} and its previous version are damaged; the sweep's resume rebuilds "
+                f"them from its settings, its journal and MLflow: {resume}",
+                file=sys.stderr,
+            )
+            return 1
+        pending = mirror.pending()
+        client = open_client(uri)  # a store that cannot be used is a ConfigError: one line, exit 2
+        try:
+            mirror.sync(client)
+        except Exception as exc:
+            fix = "run this again when it is up" if "unreachable" in failure_line(exc, uri) else "run this again"
+            print(f"error: {failure_line(exc, uri, still=True)}; nothing was lost, {fix}", file=sys.stderr)
+            return 1
+    finally:
+        mirror.release()
+    print(f"sent to {uri}: {pending or 'nothing was pending'}")
+    study = load_study(study_name)
+    if study.report is None:
+        return 0
+    try:
+        out, best = build_report(study, uri, mirror.parent_run_id, Path(results_dir or sweep_dir.parents[1]).resolve())
     except Exception as exc:
+        if not _store_error(exc):
+            raise
+        exc.from_store = True  # type: ignore[attr-defined]
         print(
-            f"error: MLflow at {uri} is still unreachable ({one_line(exc)[:200]}); nothing was lost, "
-            "run this again when it is up",
+            f"error: the report could not be built: {failure_line(exc, uri)}; build it with: "
+            f"python tune_jobs/report.py {sweep_id}",
             file=sys.stderr,
         )
         return 1
-    print(f"sent to {uri}: {pending or 'nothing was pending'}")
-    study = load_study(saved["study"])
-    if study.report is None:
-        return 0
-    out, best = build_report(study, uri, mirror.parent_run_id, Path(results_dir or sweep_dir.parents[1]).resolve())
-    print(f"report of sweep {saved['sweep_id']} in {out} (and attached to MLflow run {mirror.parent_run_id})")
+    print(f"report of sweep {sweep_id} in {out} (and attached to MLflow run {mirror.parent_run_id})")
     print(best)
     return 0
 

@@ -208,7 +208,11 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             return 0
         preflight(p, results_dir, uri, args.address)
         print_plan(p)
-        from tune_jobs.core.runner import run_sweep
+        from tune_jobs.core.runner import SWEEP_FILE, run_sweep
+        from tune_jobs.core.store import prepare_store
+
+        # The store is created, checked or repaired once, under its lock, before Ray starts.
+        prepare_store(json.loads((resume_dir / SWEEP_FILE).read_text())["tracking_uri"] if resume_dir else uri)
 
         describe_with(lambda exc: interrupted_line(study, args, exc))
         result = run_sweep(
@@ -241,7 +245,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         print(f"  optuna:      {result.dashboard}")
     if result.pending:
         print(
-            f"  MLflow:      {result.tracking_uri} was unreachable and still lacks {result.pending}; nothing is lost:"
+            f"  MLflow:      {result.tracking_uri} did not take everything: it still lacks {result.pending}; nothing is lost:"
             f"\n               python tune_jobs/report.py --replay {result.sweep_dir}   (sends it, then builds the report)"
         )
         return 1 if result.errored else 0

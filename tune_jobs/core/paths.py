@@ -71,6 +71,14 @@ def tracking_uri(given: str | None) -> str:
     return uri
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` URI, else None (a server or another database)."""
+    if uri_scheme(uri) != "sqlite" or not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
 def artifact_location(uri: str) -> str | None:
     """Artifacts of a local store go to ./mlartifacts beside it; a server chooses its own."""
     if uri.startswith("sqlite:///"):

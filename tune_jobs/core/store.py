@@ -1,0 +1,232 @@
+"""Open an MLflow tracking store safely from any number of processes at once.
+
+MLflow creates a SQLite store's schema (about 60 Alembic migrations) the first time a process
+opens the file, with nothing that keeps two processes apart: two sweeps started at once in a
+new folder (two terminals, a SLURM array) run the same migrations over each other, both die,
+and the file is left half-migrated, unusable by every later command. So every process of ours
+that opens a SQLite store (the sweep driver, report.py, --replay, the MLflow server helper)
+opens it through `open_client` / `prepare_store`: under an exclusive lock on a file beside the
+database (`mlflow.db.lock`, fcntl), it checks the store, repairs what can be repaired without
+losing anything, lets MLflow create or open it, and only then lets the next process in.
+
+What the check does with a store that is not at this MLflow's schema:
+- it holds no runs, experiments, models or traces (a creation that died half-way, e.g. the race
+  above on an older version of this code): it is moved aside (`mlflow.db.unusable-<time>`, kept,
+  not deleted) and created afresh;
+- it is complete but a migration left Alembic's scratch tables (`_alembic_tmp_*`) behind: they
+  are dropped;
+- it holds data and an older MLflow's schema: one line naming the file and the fix
+  (`mlflow db upgrade`, after a backup), never a migration behind the user's back;
+- it holds data and was left half-migrated: one line naming the file; it cannot be repaired
+  safely here.
+Servers (http://, https://) and other databases are left to MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tune_jobs.core.errors import ConfigError, one_line
+from tune_jobs.core.paths import sqlite_file
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 600.0  # creating a store takes ~15 s on a loaded 2-core machine; a stuck holder is named
+# A tracking server that does not answer must not hold a sync for minutes per call (MLflow's
+# own defaults: 7 retries, 120 s timeout); the sweep's journal keeps what was not sent.
+CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+# Tables whose rows are a user's data; a store with none of them holds nothing to lose.
+DATA_TABLES = ("runs", "registered_models", "logged_models", "trace_info", "evaluation_datasets")
+
+
+@contextlib.contextmanager
+def store_lock(db: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the exclusive lock of the SQLite store `db` (a `.lock` file beside it)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = db.with_name(db.name + ".lock")
+    with open(lock_path, "a") as f:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"another process has held {lock_path} for over {wait_s:.0f} s while opening the MLflow "
+                        "store; if none of ours is running, delete that file and run again"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _mlflow_schema() -> tuple[str, set[str], set[str]] | None:
+    """(head revision, every revision MLflow knows, the tables it expects), None if unknown.
+
+    These are MLflow internals (mlflow.store.db.utils); if a later MLflow moves them the check
+    is skipped and MLflow's own opening (still under the lock) decides."""
+    try:
+        from alembic.script import ScriptDirectory
+        from mlflow.store.db import utils
+
+        script = ScriptDirectory.from_config(utils._get_alembic_config(db_url=""))
+        known = {rev.revision for rev in script.walk_revisions()}
+        return utils._get_latest_schema_revision(), known, set(utils.Base.metadata.tables)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _holds_data(conn: sqlite3.Connection, tables: set[str]) -> bool:
+    for table in DATA_TABLES:
+        if table in tables and conn.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone():
+            return True
+    if "experiments" in tables:  # anything besides MLflow's own 'Default' experiment
+        return conn.execute("SELECT 1 FROM experiments WHERE name != 'Default' LIMIT 1").fetchone() is not None
+    return False
+
+
+def check_sqlite_store(db: Path) -> None:
+    """Make `db` fit for MLflow to open, or raise ConfigError naming it. Call under store_lock."""
+    if not db.exists() or db.stat().st_size == 0:
+        return  # new: MLflow creates it
+    schema = _mlflow_schema()
+    if schema is None:
+        return
+    head, known, expected = schema
+    try:
+        # Opening rolls back a transaction a killed process left in the journal.
+        with contextlib.closing(sqlite3.connect(db, timeout=60)) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            rows = (
+                conn.execute("SELECT version_num FROM alembic_version").fetchall()
+                if "alembic_version" in tables
+                else []
+            )
+            revision = rows[0][0] if len(rows) == 1 else None
+            scratch = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+            complete = revision == head and expected <= tables
+            if complete and not scratch:
+                return
+            has_data = _holds_data(conn, tables)
+            if complete and scratch:
+                for table in scratch:
+                    conn.execute(f'DROP TABLE "{table}"')
+                conn.commit()
+                log.warning(
+                    "MLflow store %s: dropped %s left behind by an interrupted migration", db, ", ".join(scratch)
+                )
+                return
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(
+            f"{db} is not a usable SQLite database ({one_line(exc)}); restore it from a backup or point "
+            "--mlflow-uri at another store"
+        ) from None
+    if not has_data:
+        aside = db.with_name(f"{db.name}.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(db, aside)
+        log.warning(
+            "MLflow store %s was left half-created (schema %s) by an interrupted creation and held no runs; "
+            "it is kept as %s and a new store is created",
+            db,
+            revision,
+            aside,
+        )
+        return
+    if revision in known and not scratch and revision != head:
+        raise ConfigError(
+            f"MLflow store {db} has the schema of an older MLflow (revision {revision}; this one needs {head}); "
+            f"back it up, then run: mlflow db upgrade sqlite:///{db}"
+        )
+    if revision is not None and revision not in known:
+        raise ConfigError(
+            f"MLflow store {db} was written by a newer MLflow (schema revision {revision} is unknown here); "
+            "open it with that MLflow version, or point --mlflow-uri at another store"
+        )
+    leftovers = f", leftover tables {', '.join(scratch)}" if scratch else ""
+    raise ConfigError(
+        f"MLflow store {db} holds runs but was left half-migrated (schema revision {revision}{leftovers}) and cannot "
+        "be repaired safely here; restore it from a backup, or point --mlflow-uri at another store"
+    )
+
+
+def prepare_store(uri: str) -> None:
+    """Create, check or repair the store at `uri` once, under its lock (SQLite); nothing otherwise.
+
+    Raises ConfigError (one line naming the file) when the store cannot be used as it is."""
+    db = sqlite_file(uri)
+    if db is None:
+        return
+    from mlflow import MlflowClient
+
+    with store_lock(db):
+        check_sqlite_store(db)
+        try:
+            MlflowClient(uri)  # MLflow creates (migrates) a new store here; the store stays cached
+        except Exception as exc:
+            raise ConfigError(f"cannot open the MLflow store {db}: {one_line(exc)[:300]}") from None
+
+
+def open_client(uri: str) -> Any:
+    """An MlflowClient for `uri`, its store prepared first (see prepare_store)."""
+    from mlflow import MlflowClient
+
+    for key, value in CLIENT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    prepare_store(uri)
+    return MlflowClient(uri)
+
+
+# A file another process is still writing, or left half-written by one that died, is never
+# an artifact: the temp files of `trainables.common.atomic_file` (`.model.pt.<8 random>.tmp`,
+# zero bytes when the writer was killed) and any `*.tmp`/`*.partial`. Ray Tune's artifact sync
+# copies them into the sweep's trial folders as they are at that moment, and keeps them there.
+TEMP_FILE = re.compile(r"(^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$)|(\.(tmp|partial|part)$)")
+
+
+def is_temp_file(name: str) -> bool:
+    return TEMP_FILE.search(name) is not None
+
+
+def upload_folder(client: Any, run_id: str, folder: Path, subdir: str | None = None) -> list[Path]:
+    """Log the files of `folder` as artifacts of `run_id` (under `subdir`), leaving out temp
+    files and files that cannot be read (each named in a warning); returns those left out."""
+    keep, left_out = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if is_temp_file(path.name):
+            left_out.append(path)
+            continue
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            log.warning("artifact %s cannot be read (%s); the run gets the other files", path, exc.strerror or exc)
+            left_out.append(path)
+            continue
+        keep.append(path)
+    if not left_out:
+        client.log_artifacts(run_id, str(folder), subdir)
+        return []
+    temp = [p.name for p in left_out if is_temp_file(p.name)]
+    if temp:
+        log.info("left out of run %s's artifacts: temp files %s in %s", run_id, ", ".join(temp), folder)
+    for path in keep:
+        rel = path.parent.relative_to(folder).as_posix()
+        dest = "/".join(part for part in (subdir, rel) if part and part != ".")
+        client.log_artifact(run_id, str(path), dest or None)
+    return left_out
