@@ -36,18 +36,16 @@ def test_a_sweep_that_cannot_run_here_says_so_before_ray_starts(workdir, args):
     assert files_under(workdir) == [workdir / "afile"]
 
 
-def test_a_writable_folder_is_made_and_a_failed_check_takes_back_what_it_made(tmp_path):
-    made = writable_dir(tmp_path / "a" / "b", "--results-dir", "fix")
-    assert made == tmp_path / "a" and (tmp_path / "a" / "b").is_dir()
+def test_paths_are_checked_without_creating_anything(tmp_path):
+    check_paths(tmp_path / "a" / "results", f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}")
+    assert list(tmp_path.iterdir()) == []
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
-        check_paths(tmp_path / "new" / "results", f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}")
-    with pytest.raises(ConfigError, match="cannot be written"):
-        check_paths(tmp_path / "new" / "results", "sqlite:////proc/nope/mlflow.db")
-    assert not (tmp_path / "new").exists()
+        check_paths(tmp_path / "results", f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}")
+    with pytest.raises(ConfigError, match="the MLflow store's folder /proc/nope cannot be written"):
+        check_paths(tmp_path / "results", "sqlite:////proc/nope/mlflow.db")
     with pytest.raises(ConfigError, match="--results-dir"):
-        check_paths(Path("/proc/nope"), f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
-    assert not (tmp_path / "store").exists()
+        writable_dir(Path("/proc/nope"), "--results-dir", "fix")
 
 
 def test_gpus_are_counted_as_ray_would_without_starting_it(monkeypatch):

@@ -13,36 +13,23 @@ from pathlib import Path
 from tune_jobs.core.errors import ConfigError
 
 
-def writable_dir(path: Path, what: str, fix: str) -> Path | None:
-    """ConfigError unless `path` is (or can be made) a folder this process can write in.
+def writable_dir(path: Path, what: str, fix: str) -> None:
+    """ConfigError unless `path` is a folder this process can write in, or could be made one.
 
-    Tried for real (a probe file written and removed), since permission bits say nothing for
-    root, read-only mounts or /proc. Returns the top folder it had to create (None if none),
-    so that a caller can take it back when a later check fails."""
+    Tried for real in the nearest folder that exists (a probe file written and removed), since
+    permission bits say nothing for root, read-only mounts or /proc. Nothing is created: the
+    sweep makes its folders itself once every check has passed."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"{what} {path}: {existing} is a file, not a folder; {fix}")
-    made = None if existing == path else next(p for p in [path, *path.parents] if p.parent == existing)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe-")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        _take_back(made)
         raise ConfigError(f"{what} {path} cannot be written ({exc.strerror or exc}); {fix}") from None
-    return made
-
-
-def _take_back(made: Path | None) -> None:
-    """Remove folders a check created (empty ones only: nothing else was written there)."""
-    if made is None or not made.is_dir():
-        return
-    for sub in sorted((p for p in made.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        sub.rmdir()
-    made.rmdir()
 
 
 def store_path(uri: str) -> Path | None:
@@ -52,20 +39,13 @@ def store_path(uri: str) -> Path | None:
 
 def check_paths(results_dir: Path, uri: str) -> None:
     """The results folder and a local MLflow store must be writable before anything starts."""
-    made = []
-    try:
-        db = store_path(uri)
-        if db is not None:
-            if db.exists() and not db.is_file():
-                raise ConfigError(f"MLflow store {db} is not a file; point --mlflow-uri at sqlite:///path/to/mlflow.db")
-            fix = "run from a folder you can write, or pass --mlflow-uri sqlite:////writable/path/mlflow.db"
-            made.append(writable_dir(db.parent, "the MLflow store's folder", fix))
-        fix = "pick a folder you can write, e.g. --results-dir ~/sweeps"
-        made.append(writable_dir(results_dir, "--results-dir", fix))
-    except ConfigError:
-        for folder in reversed(made):
-            _take_back(folder)
-        raise
+    db = store_path(uri)
+    if db is not None:
+        if db.exists() and not db.is_file():
+            raise ConfigError(f"MLflow store {db} is not a file; point --mlflow-uri at sqlite:///path/to/mlflow.db")
+        fix = "run from a folder you can write, or pass --mlflow-uri sqlite:////writable/path/mlflow.db"
+        writable_dir(db.parent, "the MLflow store's folder", fix)
+    writable_dir(results_dir, "--results-dir", "pick a folder you can write, e.g. --results-dir ~/sweeps")
 
 
 def local_gpus() -> int:
