@@ -162,21 +162,35 @@ def test_get_job_promotes_from_the_highest_rung_first_then_the_best_of_its_top(t
     assert s._next_rung["x"] == 2 and s.promotable() == ("y", 0)
 
 
-def test_when_nothing_runs_and_no_new_trial_comes_the_waiting_trials_are_stopped():
+def test_when_nothing_runs_and_no_new_trial_comes_the_worst_waiting_trial_makes_room():
     s = asha()
     ctl = Controller(s, finished=False)
     a, b = ctl.add("a", "b")
     report(ctl, a, 1, 0.5)
     report(ctl, b, 1, 0.7)
-    # Both wait (2 at rung 1), nothing runs, the search gives nothing (held back): the worst
-    # waiting trial is stopped so that a new one can start.
+    # Both wait (2 at rung 1), nothing runs, the search gives nothing (held back by a
+    # concurrency limit): the worst waiting trial is stopped so that a new one can start.
     assert s.choose_trial_to_run(ctl) is None
     assert ctl.stopped == ["a"] and a.status == Trial.TERMINATED and b.status == Trial.PAUSED
     assert ctl.search_alg.completed == [("a", False)]
-    # Once the search is done, every waiting trial that nothing can promote is stopped.
-    ctl.search_alg.finished = True
-    assert s.choose_trial_to_run(ctl) is None
-    assert ctl.stopped == ["a", "b"]
+
+
+def test_a_finished_search_trains_its_best_to_max_t_and_stops_the_rest_where_they_wait():
+    s = asha()  # rungs 1, 3; max_t 9
+    ctl = Controller(s, finished=True)
+    a, b = ctl.add("a", "b")
+    report(ctl, a, 1, 0.5)
+    report(ctl, b, 1, 0.7)
+    # Two trials only: rung 1 never has a top third. Nothing runs, the search is done: the
+    # best trial of the highest rung with waiting trials goes on, since none went past it.
+    assert s.choose_trial_to_run(ctl) is b and not ctl.stopped
+    assert report(ctl, b, 3, 0.8) == PAUSE  # alone at rung 3
+    assert s.choose_trial_to_run(ctl) is b  # ... and again: nobody went past rung 3
+    assert report(ctl, b, 9, 0.9) == STOP
+    b.set_status(Trial.TERMINATED)
+    s.on_trial_complete(ctl, b, {})
+    # b went past rung 1: a, waiting there, is stopped.
+    assert s.choose_trial_to_run(ctl) is None and ctl.stopped == ["a"]
 
 
 def test_a_trial_that_finishes_hands_its_slot_to_get_jobs_pick(tmp_path):
@@ -236,16 +250,23 @@ def test_a_stopped_trial_in_the_journal_is_stopped_again_on_resume(tmp_path):
     journal = tmp_path / "asha_rungs.jsonl"
     s = asha(journal=str(journal))
     ctl = Controller(s, finished=True)
-    (a,) = ctl.add("a")
+    a, b, c = ctl.add("a", "b", "c")
     report(ctl, a, 1, 0.5)
-    s.choose_trial_to_run(ctl)  # nothing runs, search done: a is stopped at its rung
-    assert ctl.stopped == ["a"]
+    report(ctl, b, 1, 0.6)
+    assert report(ctl, c, 1, 0.9) == CONTINUE
+    assert report(ctl, c, 3, 0.9) == PAUSE
+    assert s.choose_trial_to_run(ctl) is c  # alone at rung 3, the search is done: it goes on
+    assert report(ctl, c, 9, 0.9) == STOP
+    c.set_status(Trial.TERMINATED)
+    s.on_trial_complete(ctl, c, {})
+    s.choose_trial_to_run(ctl)  # a and b can never be promoted: stopped at rung 1
+    assert sorted(ctl.stopped) == ["a", "b"]
     s2 = pickle.loads(pickle.dumps(s))
     ctl2 = Controller(s2)
-    (a2,) = ctl2.add("a")
-    assert a2.status == Trial.PAUSED
+    a2, b2 = ctl2.add("a", "b")  # Tune's older state had them unfinished
+    assert a2.status == b2.status == Trial.PAUSED
     s2.choose_trial_to_run(ctl2)
-    assert ctl2.stopped == ["a"]
+    assert sorted(ctl2.stopped) == ["a", "b"]
 
 
 # -- the paper's algorithm, independently, against the scheduler in a simulated cluster ---------

@@ -64,10 +64,11 @@ class PromotionASHA(FIFOScheduler):
     A trial that finishes or fails frees its slot the same way. `choose_trial_to_run` gives
     Tune the promoted trials first, so they take the freed slot before any new trial.
 
-    When nothing runs and no new trial comes (the search is done, or held back by
-    `max_concurrent`, which counts paused trials), the waiting trials that can no longer be
-    promoted are stopped: all of them when the search is done, else the worst one, so that
-    a new trial can start.
+    When nothing runs and no new trial comes, the paper (whose search never ends) has nothing
+    to say. Held back by `max_concurrent` (which counts paused trials), the worst waiting trial
+    is stopped so that a new one can start. When the search is done, the rungs are final: if no
+    trial went past the highest rung that has waiting trials, its best is promoted (a search
+    of few trials still ends with one trained to max_t); the other waiting trials are stopped.
 
     Every decision is appended to a journal (`asha_rungs.jsonl` in the sweep folder) before
     Tune acts on it; a resumed sweep replays it, so trials that waited at a rung when the
@@ -285,17 +286,25 @@ class PromotionASHA(FIFOScheduler):
         return None  # new trials: Tune starts its pending trials itself, in the search's order
 
     def _unblock(self, tune_controller: Any) -> Trial | None:
-        """Nothing runs, nothing is pending, trials wait: promote one if get_job can, else stop
-        the waiting trials that nothing can promote any more (the worst one only while the
-        search may still give a new trial)."""
+        """Nothing runs, nothing is pending, trials wait. Promote one if get_job can. Else, while
+        the search may still give a new trial, stop the worst waiting trial to make room for it.
+        Once the search is done, the rungs are final: if no trial went past the highest rung
+        that has waiting trials (too few trials reached it for a top 1/eta), its best trial is
+        promoted, so that the search ends with a trial trained to max_t; every other waiting
+        trial is stopped where it waits."""
         promoted = self._hand_out_slot()
         if promoted is not None:
             self._queued.remove(promoted)
             return self._trials[promoted]
+        finished = tune_controller.search_alg.is_finished()
+        if finished:
+            rung = max(self._waiting.values())
+            if not self._promoted[rung]:
+                best = max((t for t, r in self._waiting.items() if r == rung), key=lambda t: self._recorded[rung][t])
+                self._promote(best, rung)
+                return self._trials[best]
         waiting = sorted(self._waiting, key=lambda t: (self._waiting[t], self._recorded[self._waiting[t]][t]))
-        if not tune_controller.search_alg.is_finished():
-            waiting = waiting[:1]
-        for trial_id in waiting:
+        for trial_id in waiting if finished else waiting[:1]:
             trial = self._trials.get(trial_id)
             if trial is not None and trial.status == Trial.PAUSED:
                 tune_controller.stop_trial(trial)
