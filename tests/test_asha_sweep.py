@@ -141,13 +141,9 @@ def test_asha_with_promotion_pauses_trials_at_rungs_and_resumes_them_from_their_
 
 @pytest.mark.slow
 def test_a_driver_killed_while_trials_wait_at_a_rung_loses_none_of_them_on_resume(tmp_path, workdir):
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 (closed below)
     driver = subprocess.Popen(
-        command(tmp_path),
-        cwd=workdir,
-        env=job_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        command(tmp_path), cwd=workdir, env=job_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
         deadline = time.monotonic() + 600
@@ -159,13 +155,16 @@ def test_a_driver_killed_while_trials_wait_at_a_rung_loses_none_of_them_on_resum
             if len(waiting) >= 2:
                 break
             time.sleep(0.2)
-        assert driver.poll() is None, "the sweep ended before trials waited at a rung"
+        assert driver.poll() is None, (
+            "the sweep ended before trials waited at a rung: " + (tmp_path / "driver.log").read_text()[-3000:]
+        )
         time.sleep(1.0)  # let Tune pause them
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
+        log.close()
     before = journal(workdir)
     time.sleep(2)
 

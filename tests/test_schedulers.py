@@ -37,12 +37,14 @@ class FakeSearch:
     def __init__(self, finished: bool = True) -> None:
         self.finished = finished
         self.completed: list[tuple[str, bool]] = []
+        self.results: dict[str, dict | None] = {}
 
     def is_finished(self) -> bool:
         return self.finished
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         self.completed.append((trial_id, error))
+        self.results[trial_id] = result
 
 
 class Controller:
@@ -69,17 +71,25 @@ class Controller:
     def get_live_trials(self) -> list[Trial]:
         return [t for t in self.trials if not t.is_finished()]
 
-    def stop_trial(self, t: Trial) -> None:
+    def _set_trial_status(self, t: Trial, status: str) -> None:
+        t.set_status(status)
+
+    def stop_trial(self, t: Trial) -> None:  # as TuneController.stop_trial
         if t.status in (Trial.PAUSED, Trial.PENDING):
             self.scheduler.on_trial_remove(self, t)
             self.search_alg.on_trial_complete(t.trial_id)
+        elif t.status == Trial.RUNNING:
+            self.scheduler.on_trial_complete(self, t, t.last_result)
+            self.search_alg.on_trial_complete(t.trial_id, result=t.last_result)
         t.set_status(Trial.TERMINATED)
         self.stopped.append(t.trial_id)
 
 
 def report(ctl: Controller, t: Trial, it: int, score: float) -> str:
     t.set_status(Trial.RUNNING)
-    decision = ctl.scheduler.on_trial_result(ctl, t, {"training_iteration": it, "score": score})
+    result = {"training_iteration": it, "score": score}
+    t.run_metadata.last_result = result
+    decision = ctl.scheduler.on_trial_result(ctl, t, result)
     if decision == PAUSE:
         t.set_status(Trial.PAUSED)
     return decision
@@ -172,7 +182,8 @@ def test_when_nothing_runs_and_no_new_trial_comes_the_worst_waiting_trial_makes_
     # concurrency limit): the worst waiting trial is stopped so that a new one can start.
     assert s.choose_trial_to_run(ctl) is None
     assert ctl.stopped == ["a"] and a.status == Trial.TERMINATED and b.status == Trial.PAUSED
-    assert ctl.search_alg.completed == [("a", False)]
+    # The search hears of it as of a trial Tune stopped: with the value it reached at its rung.
+    assert ctl.search_alg.completed == [("a", False)] and ctl.search_alg.results["a"]["score"] == 0.5
 
 
 def test_a_finished_search_trains_its_best_to_max_t_and_stops_the_rest_where_they_wait():

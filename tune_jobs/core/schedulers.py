@@ -271,7 +271,7 @@ class PromotionASHA(FIFOScheduler):
         while self._to_stop:
             trial = self._trials[self._to_stop.pop()]
             if trial.status in (Trial.PAUSED, Trial.PENDING):
-                tune_controller.stop_trial(trial)
+                self._stop_waiting(tune_controller, trial)
         while self._queued:
             trial = self._trials.get(self._queued[0])
             if (
@@ -307,10 +307,18 @@ class PromotionASHA(FIFOScheduler):
         for trial_id in waiting if finished else waiting[:1]:
             trial = self._trials.get(trial_id)
             if trial is not None and trial.status == Trial.PAUSED:
-                tune_controller.stop_trial(trial)
+                self._stop_waiting(tune_controller, trial)
             else:
                 self._end(trial_id)
         return None
+
+    def _stop_waiting(self, tune_controller: Any, trial: Trial) -> None:
+        """Stop a trial where it waits, as Tune stops a running trial: the search is told its
+        last result (an Optuna search learns the value it reached at its rung, as with Tune's
+        stop-only ASHA), where stopping a paused trial would tell it no value at all."""
+        if trial.status == Trial.PAUSED:
+            tune_controller._set_trial_status(trial, Trial.RUNNING)
+        tune_controller.stop_trial(trial)
 
     def debug_string(self) -> str:
         rungs = ", ".join(
