@@ -55,7 +55,11 @@ class RayContext:
         self._tune = tune
         self.watch = tuple(watch)
         self._last_step = -1
-        self.trial_dir = Path(tune.get_context().get_trial_dir())
+        # The trial's working directory, which Ray copies to the sweep's storage (from any node)
+        # with each checkpoint and when the trial ends. (`get_trial_dir()` is the driver's staging
+        # folder for a trial that starts a worker, which reaches storage only when Tune saves
+        # its experiment state.)
+        self.trial_dir = Path(tune.get_context().get_storage().trial_working_directory)
         self._node = {NODE_KEY: ray.get_runtime_context().get_node_id()}
 
     @property

@@ -7,6 +7,7 @@
     search: grid            # grid | optuna | random
     num_samples: 1          # trials to sample (optuna, random)
     scheduler: {kind: fifo} # or {kind: asha, max_t: 20, grace_period: 2, reduction_factor: 3}
+                            # (promote: false: Ray Tune's stop-only ASHA), {kind: hyperband, ...}
     resources: {cpu: 1, gpu: 0}        # per trial; gpu 0.25 shares a GPU between 4 trials
     fixed: {trainer.steps: 5001}       # settings of every trial
     space:                             # what varies: one value kind per key
