@@ -443,8 +443,9 @@ def test_a_resumed_sweep_files_the_trials_its_record_says_ended_as_ended(tmp_pat
     assert running.status == new.status == Trial.PENDING
     # The search hears of their end (a concurrency limit frees their places)...
     assert ctl.search_alg.completed == [("done", False), ("broke", True), ("nan", False)]
-    # ... and the scheduler never sees them.
+    # ... and the scheduler never sees them (nor counts one as waiting at a rung).
     assert set(inner._trials) == {"running", "new"}
+    assert inner._ended == {"done", "broke", "nan"}
 
 
 def test_save_on_add_saves_tunes_state_once_per_step_that_added_trials():

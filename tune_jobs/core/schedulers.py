@@ -272,6 +272,14 @@ class PromotionASHA(FIFOScheduler):
             trial = self._trials[self._to_stop.pop()]
             if trial.status in (Trial.PAUSED, Trial.PENDING):
                 self._stop_waiting(tune_controller, trial)
+        promoted = self._next_queued()
+        if promoted is None and self._waiting and not any(t.status in LIVE for t in tune_controller.get_live_trials()):
+            self._unblock(tune_controller)
+            promoted = self._next_queued()
+        return promoted  # None: Tune starts its pending (new) trials itself, in the search's order
+
+    def _next_queued(self) -> Trial | None:
+        """The first promoted trial still waiting for a slot (Tune asks every step until it runs)."""
         while self._queued:
             trial = self._trials.get(self._queued[0])
             if (
@@ -279,30 +287,27 @@ class PromotionASHA(FIFOScheduler):
                 and trial.status in (Trial.PAUSED, Trial.PENDING)
                 and trial.trial_id not in self._waiting
             ):
-                return trial  # promoted: it takes the next free slot (Tune asks every step)
+                return trial
             self._queued.pop(0)
-        if self._waiting and not any(t.status in LIVE for t in tune_controller.get_live_trials()):
-            return self._unblock(tune_controller)
-        return None  # new trials: Tune starts its pending trials itself, in the search's order
+        return None
 
-    def _unblock(self, tune_controller: Any) -> Trial | None:
+    def _unblock(self, tune_controller: Any) -> None:
         """Nothing runs, nothing is pending, trials wait. Promote one if get_job can. Else, while
         the search may still give a new trial, stop the worst waiting trial to make room for it.
         Once the search is done, the rungs are final: if no trial went past the highest rung
         that has waiting trials (too few trials reached it for a top 1/eta), its best trial is
         promoted, so that the search ends with a trial trained to max_t; every other waiting
         trial is stopped where it waits."""
-        promoted = self._hand_out_slot()
-        if promoted is not None:
-            self._queued.remove(promoted)
-            return self._trials[promoted]
+        if self._hand_out_slot() is not None:
+            return
         finished = tune_controller.search_alg.is_finished()
         if finished:
             rung = max(self._waiting.values())
             if not self._promoted[rung]:
                 best = max((t for t, r in self._waiting.items() if r == rung), key=lambda t: self._recorded[rung][t])
                 self._promote(best, rung)
-                return self._trials[best]
+                self._queued.append(best)
+                return
         waiting = sorted(self._waiting, key=lambda t: (self._waiting[t], self._recorded[self._waiting[t]][t]))
         for trial_id in waiting if finished else waiting[:1]:
             trial = self._trials.get(trial_id)
@@ -310,7 +315,6 @@ class PromotionASHA(FIFOScheduler):
                 self._stop_waiting(tune_controller, trial)
             else:
                 self._end(trial_id)
-        return None
 
     def _stop_waiting(self, tune_controller: Any, trial: Trial) -> None:
         """Stop a trial where it waits, as Tune stops a running trial: the search is told its
@@ -391,6 +395,8 @@ class SweepScheduler(TrialScheduler):
             tune_controller.search_alg.on_trial_complete(
                 trial.trial_id, result=dict(trial.last_result or {}) or None, error=outcome == "error"
             )
+            if isinstance(self.inner, PromotionASHA):
+                self.inner.on_trial_remove(tune_controller, trial)  # its rung records may say it waits
             return
         self._added = True
         self.inner.on_trial_add(tune_controller, trial)
