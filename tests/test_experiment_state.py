@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from tune_jobs.core.experiment_state import CheckpointPruner, ResultLog
+from tune_jobs.core.experiment_state import CheckpointPruner, ResultLog, save_period
 
 
 class FakeTrial:
@@ -82,3 +82,9 @@ def test_a_resumed_trial_keeps_the_checkpoint_it_was_restored_from_until_a_newer
         pruner.get_state()
     register(pruner, a, 5)
     assert on_disk(a) == [0, 4, 5]  # 0 predates this driver (not Tune's), left alone
+
+
+def test_tune_saves_its_state_less_often_the_more_trials_so_the_bytes_per_trial_stay_flat():
+    assert save_period(8) == save_period(100) == 10.0  # Tune's own floor
+    assert save_period(1000) == 100.0
+    assert save_period(1000) / 1000 == save_period(200) / 200

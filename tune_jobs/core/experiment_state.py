@@ -5,9 +5,9 @@ list, the search's state) so that a killed driver can resume, and copies the dri
 folder (which, with Tune's default loggers, holds every result every trial reported) to the
 sweep folder with it. One save therefore costs time and bytes in proportion to the number of
 trials and results; saved after every controller step (TUNE_GLOBAL_CHECKPOINT_S=0), it grew to
-most of a sweep's cost. Here Tune saves at its own pace (`auto`: at least 10 s apart, about
-5% of the driver's time at most) and every guarantee comes from records whose cost per event
-does not grow with the sweep:
+most of a sweep's cost. Here Tune saves every `save_period(trials)` seconds (10 s, more for
+sweeps of over 100 trials) and every guarantee comes from records whose cost per event does
+not grow with the sweep:
 
 - a trial that ended after Tune's last save is known from `mlflow_runs.json` (the tracker
   writes each trial's end there, atomically, as it happens): `SweepScheduler` does not run it
@@ -41,10 +41,22 @@ KEEP_CHECKPOINTS = 2
 # Tune's saves whose checkpoints stay pinned: the one on disk, the one being copied there, the
 # one being written.
 PINNED_SAVES = 3
+SAVE_SECONDS_PER_TRIAL = 0.1
 
 
-def configure_experiment_state() -> None:
+def save_period(trials: int) -> float:
+    """Seconds between Tune's saves of its experiment state for a sweep of `trials` trials.
+
+    A save writes every trial's state, so its bytes grow with the trials; spacing the saves in
+    proportion keeps the bytes written per trial flat (a sweep of 1000 trials saves every 100 s;
+    one of up to 100, every 10 s, which is Tune's own floor). A resume restores the unfinished
+    trials from the checkpoints the last save points to; what they ran since is run again."""
+    return max(10.0, SAVE_SECONDS_PER_TRIAL * trials)
+
+
+def configure_experiment_state(trials: int) -> None:
     """Environment defaults for Tune's bookkeeping (a user's own settings win)."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", f"{save_period(trials):g}")
     # ResultLog writes result.json; without this Tune adds JSON, CSV and TensorBoard loggers
     # whose files sit in the staging folder that every save copies whole.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")

@@ -109,13 +109,13 @@ def _scheduler(experiment: Experiment, sweep_dir: Path) -> Any:
     return make_scheduler(experiment.scheduler, sweep_dir=sweep_dir, save_on_add=experiment.search == "optuna")
 
 
-def _bookkeeping() -> list[Any]:
+def _bookkeeping(trials: int) -> list[Any]:
     """Tune's experiment-state policy (tune_jobs/core/experiment_state.py): Tune saves its state
-    at its own pace, results go straight to each trial's result.json, and checkpoints are
-    pruned so that a resume always finds the one it restores from."""
+    at a pace set by the number of trials, results go straight to each trial's result.json,
+    and checkpoints are pruned so that a resume always finds the one it restores from."""
     from tune_jobs.core.experiment_state import CheckpointPruner, ResultLog, configure_experiment_state
 
-    configure_experiment_state()
+    configure_experiment_state(trials)
     return [ResultLog(), CheckpointPruner()]
 
 
@@ -183,7 +183,7 @@ def run_sweep(
     points = [t.point for t in plan.trials]
     per_trial = ray_resources(experiment.resources)
 
-    bookkeeping = _bookkeeping()
+    bookkeeping = _bookkeeping(plan.count)
     import ray
 
     if not ray.is_initialized():
