@@ -1,12 +1,16 @@
-"""ASHA against the full grid on the same small space of the denoising study, side by side.
+"""Early stopping against the full grid on the same small space of the denoising study, on 2
+slots, side by side: the grid (FIFO), Ray Tune's stop-only ASHA, ASHA with promotion (the
+service's `scheduler: {kind: asha}`) and Ray Tune's HyperBand.
 
-    python bench/asha_vs_grid.py              # 12 points, local profile, 9 epochs each (~8 min, 2 cores)
-    python bench/asha_vs_grid.py --quick      # the quick profile: checks the bench itself (~2 min)
+    python bench/asha_vs_grid.py              # 12 points, local profile, 9 epochs each (~25 min, 2 cores)
+    python bench/asha_vs_grid.py --quick      # the quick profile: checks the bench itself (~6 min)
+    python bench/asha_vs_grid.py --grace-period 2 --max-t 20   # other rungs (here: denoising_search.yaml's)
 
-Runs the same grid twice through the service, once with every trial to its last epoch (FIFO)
-and once under the ASHA settings of search_spaces/denoising_search.yaml, then reads both back
-from MLflow and prints: the trial-epochs each spent, ASHA's fraction of the grid's, and the
-gap between the best blob score each found.
+Runs the same grid four times through the service, one trial per CPU (2 slots on a 2-core
+machine), then reads each sweep back from MLflow and prints: the trial-epochs each spent, its
+fraction of the grid's, the best blob score each found and its gap to the grid's best.
+The rungs default to the local profile's 9 epochs: max_t 9, grace period 1, reduction factor 3
+(rungs at epochs 1 and 3).
 """
 
 from __future__ import annotations
@@ -30,14 +34,26 @@ SPACE = {
 SCORE = "blob/score"
 
 
-def asha_settings() -> dict:
-    from tune_jobs.core.space import load_experiment
+def schedulers(args: argparse.Namespace) -> dict[str, dict]:
+    asha = {"max_t": args.max_t, "grace_period": args.grace_period, "reduction_factor": args.reduction_factor}
+    return {
+        "grid": {"kind": "fifo"},
+        "asha_stop": {"kind": "asha", "promote": False, **asha},
+        "asha_promote": {"kind": "asha", **asha},
+        "hyperband": {"kind": "hyperband", "max_t": args.max_t, "reduction_factor": args.reduction_factor},
+    }
 
-    return dict(load_experiment(ROOT / "search_spaces" / "denoising_search.yaml").scheduler)
+
+LABELS = {
+    "grid": "full grid",
+    "asha_stop": "ASHA, stop-only",
+    "asha_promote": "ASHA, promotion",
+    "hyperband": "HyperBand",
+}
 
 
 def write_experiment(work: Path, name: str, scheduler: dict) -> Path:
-    path = work / f"{name}.yaml"
+    path = work / f"bench_{name}.yaml"
     spec = {
         "study": "denoising",
         "metric": SCORE,
@@ -85,53 +101,62 @@ def read(work: Path, experiment: str) -> dict:
         epochs[trial_label(t.point)] = len(hist)
         finals[trial_label(t.point)] = hist[-1][1] if hist else float("nan")
     best = max(finals, key=lambda k: finals[k])
-    return {"trials": len(finals), "epochs": epochs, "finals": finals, "best": best, "best_score": finals[best]}
+    return {"epochs": epochs, "finals": finals, "best": best, "best_score": finals[best]}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="the quick profile (a check of the bench, not a measurement)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both runs")
+    p.add_argument("--max-t", type=int, default=9, help="epochs at which a trial ends (default 9, the local profile's)")
+    p.add_argument("--grace-period", type=int, default=1, help="the first rung, in epochs (default 1)")
+    p.add_argument("--reduction-factor", type=float, default=3, help="eta (default 3)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     args = p.parse_args()
-    asha = asha_settings()
     extra = (["--quick"] if args.quick else []) + args.overrides
+    if args.quick and args.max_t == 9:
+        args.max_t = 3  # the quick profile's epochs
+    print(f"load before: {os.getloadavg()[0]:.1f} (1-min average, {os.cpu_count()} cores)", flush=True)
+    results, walls = {}, {}
     with tempfile.TemporaryDirectory(prefix="asha-bench-") as tmp:
         work = Path(tmp)
-        wall_grid = run(work, write_experiment(work, "bench_grid", {"kind": "fifo"}), extra)
-        wall_asha = run(work, write_experiment(work, "bench_asha", asha), extra)
-        grid, sha = read(work, "bench_grid"), read(work, "bench_asha")
+        for name, scheduler in schedulers(args).items():
+            walls[name] = run(work, write_experiment(work, name, scheduler), extra)
+            results[name] = read(work, f"bench_{name}")
+            print(f"{LABELS[name]}: {walls[name]:.0f} s", flush=True)
 
-    spent_grid, spent_asha = sum(grid["epochs"].values()), sum(sha["epochs"].values())
-    max_epochs = max(grid["epochs"].values())
-    settings = ", ".join(f"{k}={v}" for k, v in asha.items() if k != "kind")
+    grid = results["grid"]
+    spent = {name: sum(r["epochs"].values()) for name, r in results.items()}
+    full = max(grid["epochs"].values())
     space = " x ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in SPACE.items())
-    print(f"ASHA vs the full grid: the same {grid['trials']} points ({space}),")
-    print(f"{'quick' if args.quick else 'local'} profile, {max_epochs} epochs per trial, metric {SCORE} (max)")
-    print(f"ASHA settings (from search_spaces/denoising_search.yaml): {settings}")
-    print(f"{'':30}{'full grid (FIFO)':>18}{'ASHA':>12}")
-    rows = [
-        ("trials", grid["trials"], sha["trials"]),
-        ("trial-epochs run", spent_grid, spent_asha),
-        ("wall time, whole command (s)", f"{wall_grid:.0f}", f"{wall_asha:.0f}"),
-        ("best blob score", f"{grid['best_score']:.4f}", f"{sha['best_score']:.4f}"),
-    ]
-    for name, a, b in rows:
-        print(f"{name:30}{a!s:>18}{b!s:>12}")
-    print(f"best point, grid: {grid['best']}")
-    print(f"best point, ASHA: {sha['best']}")
-    print("per point (epochs run, final blob score): grid | ASHA")
-    for point in sorted(grid["finals"], key=lambda k: -grid["finals"][k]):
-        print(
-            f"  {point:52} {grid['epochs'][point]:2d} {grid['finals'][point]:.4f} | "
-            f"{sha['epochs'].get(point, 0):2d} {sha['finals'].get(point, float('nan')):.4f}"
-        )
-    gap = grid["best_score"] - sha["best_score"]
-    rel = gap / grid["best_score"] if grid["best_score"] else float("nan")
+    print(f"\nthe same {len(grid['epochs'])} points ({space}), {'quick' if args.quick else 'local'} profile,")
+    print(f"{full} epochs per trial, 1 CPU per trial ({os.cpu_count()} slots), metric {SCORE} (max);")
     print(
-        f"ASHA spent {spent_asha}/{spent_grid} = {spent_asha / spent_grid:.1%} of the grid's trial-epochs "
-        f"({wall_asha / wall_grid:.2f}x its wall time); best-score gap (grid - ASHA) = {gap:+.4f} ({rel:+.1%} of the "
-        f"grid's best); same best point: {'yes' if grid['best'] == sha['best'] else 'no'}"
+        f"ASHA and HyperBand: max_t={args.max_t}, grace_period={args.grace_period} (ASHA), eta={args.reduction_factor:g}"
     )
+    names = list(results)
+    print(f"{'':30}" + "".join(f"{LABELS[n]:>18}" for n in names))
+    rows = [
+        ("trial-epochs run", [str(spent[n]) for n in names]),
+        ("share of the grid's", [f"{spent[n] / spent['grid']:.0%}" for n in names]),
+        ("wall time (s)", [f"{walls[n]:.0f}" for n in names]),
+        ("best blob score", [f"{results[n]['best_score']:.4f}" for n in names]),
+        (
+            "gap to the grid's best",
+            [f"{(grid['best_score'] - results[n]['best_score']) / grid['best_score']:+.1%}" for n in names],
+        ),
+        ("same best point", ["yes" if results[n]["best"] == grid["best"] else "no" for n in names]),
+    ]
+    for label, cells in rows:
+        print(f"{label:30}" + "".join(f"{c:>18}" for c in cells))
+    print("\nper point (epochs run, final blob score):")
+    print(f"  {'':52}" + "".join(f"{LABELS[n]:>18}" for n in names))
+    for point in sorted(grid["finals"], key=lambda k: -grid["finals"][k]):
+        cells = [
+            f"{results[n]['epochs'].get(point, 0):2d} {results[n]['finals'].get(point, float('nan')):.4f}"
+            for n in names
+        ]
+        print(f"  {point:52}" + "".join(f"{c:>18}" for c in cells))
+    print(f"load after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

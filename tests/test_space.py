@@ -68,8 +68,15 @@ space:
             "loguniform needs low > 0",
         ),
         (GOOD.replace("search: grid", "search: optuna"), "write choice: [...] instead of grid"),
-        (GOOD + "scheduler: {kind: hyperband}\n", "scheduler: expected {kind: fifo}"),
+        (GOOD + "scheduler: {kind: pbt}\n", "scheduler: expected {kind: fifo}, {kind: asha, ...} or {kind: hyperband"),
         (GOOD + "scheduler: {kind: asha, grace: 2}\n", "scheduler.grace: unknown setting for asha"),
+        (
+            GOOD + "scheduler: {kind: hyperband, grace_period: 2}\n",
+            "scheduler.grace_period: unknown setting for hyperband",
+        ),
+        (GOOD + "scheduler: {kind: asha, promote: 1}\n", "scheduler.promote: expected true or false"),
+        (GOOD + "scheduler: {kind: asha, max_t: 4, grace_period: 5}\n", "scheduler.grace_period: 5 is above max_t=4"),
+        (GOOD + "scheduler: {kind: asha, reduction_factor: 1}\n", "scheduler.reduction_factor: expected a number > 1"),
         (GOOD + "resources: {gpus: 1}\n", "resources.gpus: unknown resource"),
         (GOOD + "num_samples: 0\n", "num_samples: expected an integer >= 1"),
         (GOOD + "goal: best\n", "goal: expected optimize (find the best trial) or measure"),
@@ -177,3 +184,37 @@ def test_a_grid_of_configurations_sets_several_keys_per_point(tmp_path):
     compose(load_study("phase1"), exp, overrides=["model.n_head=2"])  # a key no configuration sets is free
     with pytest.raises(ConfigError, match=r"model.n_layer: must be >= 1, got 0"):
         plan(compose(load_study("phase1"), exp, overrides=["space.model=[{n_layer: 0}]"]))
+
+
+@pytest.mark.parametrize(
+    "text,kind",
+    [
+        ("scheduler: {kind: asha, max_t: 9, grace_period: 1, reduction_factor: 3}\n", "asha"),
+        ("scheduler: {kind: asha, max_t: 9, promote: false}\n", "asha"),
+        ("scheduler: {kind: hyperband, max_t: 9, reduction_factor: 3}\n", "hyperband"),
+        ("scheduler: fifo\n", "fifo"),
+    ],
+)
+def test_each_scheduler_kind_loads_with_its_settings(tmp_path, text, kind):
+    exp = load_experiment(write(tmp_path, GOOD + text))
+    assert exp.scheduler["kind"] == kind
+
+
+def test_sweep_scheduler_overrides_are_checked_as_the_yaml_is(tmp_path):
+    exp = load_experiment(write(tmp_path, GOOD + "scheduler: {kind: asha, max_t: 9, grace_period: 1}\n"))
+    study = load_study("phase1")
+    c = compose(study, exp, overrides=["sweep.scheduler.promote=false", "sweep.scheduler.reduction_factor=2"])
+    assert dict(c.experiment.scheduler) == {
+        "kind": "asha",
+        "max_t": 9,
+        "grace_period": 1,
+        "promote": False,
+        "reduction_factor": 2,
+    }
+    for override, message in (
+        ("sweep.scheduler.grace_period=20", "sweep.scheduler.grace_period: 20 is above max_t=9"),
+        ("sweep.scheduler.eta=3", "sweep.scheduler.eta: unknown setting for asha"),
+        ("sweep.scheduler.kind=fifo", "the scheduler kind is the experiment's"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            compose(study, exp, overrides=[override])

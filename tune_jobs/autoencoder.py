@@ -37,6 +37,7 @@ STUDY = Study(
     estimate=particle_ae.estimate,
     validate=particle_ae.check,
     report=report.build,
+    budget=lambda params: (int(params["trainer.epochs"]), "epochs"),
 )
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ STUDY = Study(
     },
     estimate=denoising.estimate,
     report=report.build,
+    budget=lambda params: (int(params["trainer.epochs"]), "epochs"),
 )
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ STUDY = Study(
     },
     estimate=icl_mixture.estimate,
     report=report.build,
+    budget=lambda params: (int(params["trainer.steps"]), "steps"),
+    units_run=lambda steps: max(steps) + 1,  # steps are 0-based
 )
 
 if __name__ == "__main__":

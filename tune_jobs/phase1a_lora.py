@@ -43,6 +43,8 @@ STUDY = Study(
     estimate=phase1a_lora.estimate,
     validate=check,
     report=report.build,
+    budget=lambda params: (int(params["trainer.epochs"]), "epochs"),
+    units_run=len,  # one report per epoch; `step` counts optimizer steps
 )
 
 # The seed's smoke sizes as environment variables: SAMPLES=300 EPOCHS=1 python tune_jobs/phase1a_lora.py

@@ -86,7 +86,11 @@ class RayContext:
         self.watch = tuple(watch)
         self._last_step = -1
         context = tune.get_context()
-        self.trial_dir = Path(context.get_trial_dir())
+        # The trial's working directory, which Ray copies to the sweep's storage (from any node)
+        # with each checkpoint and when the trial ends. (`get_trial_dir()` is the driver's staging
+        # folder for a trial that starts a worker, which reaches storage only when Tune saves
+        # its experiment state.)
+        self.trial_dir = Path(context.get_storage().trial_working_directory)
         self.trial_id = context.get_trial_id()
         self.trial = f"trial {label} ({self.trial_id})" if label else f"trial {self.trial_id}"
         self._start_over = bool({self.trial_id, label} & set(start_over))

@@ -15,7 +15,7 @@ from typing import Any
 
 from tune_jobs.core.config import build_config, flatten_mapping, parse_value, switch_is_on, to_flat, unused_settings
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.space import Dimension, Experiment, parse_dimension, set_resource
+from tune_jobs.core.space import Dimension, Experiment, parse_dimension, scheduler_settings, set_resource
 from tune_jobs.core.study import Study
 
 SWEEP_KEYS = {"num_samples": 1, "max_concurrent": 0, "max_failures": 0}
@@ -81,16 +81,12 @@ def _override_dimension(exp: Experiment, name: str, value: Any) -> Experiment:
 def _sweep_setting(exp: Experiment, key: str, value: Any) -> Experiment:
     name = key.split(".", 1)[1]
     if name.startswith("scheduler."):
+        # Any setting of the experiment's scheduler kind (sweep.scheduler.max_t=9,
+        # sweep.scheduler.promote=false), checked as the YAML's are.
         setting = name.split(".", 1)[1]
-        if exp.scheduler.get("kind") != "asha" or setting not in ("max_t", "grace_period", "reduction_factor"):
-            raise ConfigError(f"{key}: only asha schedulers take max_t, grace_period, reduction_factor")
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or value <= (1 if setting == "reduction_factor" else 0)
-        ):
-            raise ConfigError(f"{key}: expected a positive number, got {value!r}")
-        return replace(exp, scheduler={**exp.scheduler, setting: value})
+        if setting == "kind":
+            raise ConfigError(f"{key}: the scheduler kind is the experiment's; change scheduler: in {exp.path.name}")
+        return replace(exp, scheduler=scheduler_settings({**exp.scheduler, setting: value}, where="sweep.scheduler"))
     if name not in SWEEP_KEYS:
         raise ConfigError(
             f"{key}: unknown sweep setting; use sweep.num_samples, sweep.max_concurrent, sweep.max_failures or sweep.scheduler.<setting>"

@@ -136,6 +136,9 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
             "trials did not finish, so this report compares unfinished trials. Finish the sweep with "
             "--resume, then rebuild the report.\n"
         )
+    compute = compute_used(sweep, study)
+    if compute is not None:
+        add_compute_line(client, parent.info.run_id, building, compute)
     _swap_in(building, out_dir)
     best = sweep.best()
     summary = "no trial reported the sweep metric"
@@ -152,6 +155,8 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
             # A measurement grid: every trial is a result; the line names none of them best.
             measured = sum(1 for t in sweep.trials if metric in t.metrics)
             summary = f"{measured} trials measured {metric}"
+    if compute is not None:
+        summary += f"; {compute.line()}"
     if stopped:
         summary += f"; {len(stopped)} trial(s) did not finish: {', '.join(stopped)} (see trial_status.md)"
     if partial:
@@ -192,3 +197,47 @@ def write_trial_status(sweep: SweepData, out_dir: Path) -> list[str]:
     ]
     (out_dir / "trial_status.md").write_text("\n".join(lines) + "\n")
     return stopped
+
+
+@dataclass(frozen=True)
+class Compute:
+    """What a sweep's trials ran against the full budget of all of them (every trial to its end)."""
+
+    run: int
+    budget: int
+    unit: str
+    trials: int
+
+    def line(self) -> str:
+        saved = 1 - self.run / self.budget if self.budget else 0.0
+        return (
+            f"compute: {self.run} of {self.budget} trial-{self.unit} run ({self.run / self.budget:.0%} of the full "
+            f"budget of its {self.trials} trials); early stopping saved {saved:.0%}"
+            if self.budget
+            else f"compute: {self.run} trial-{self.unit} run"
+        )
+
+
+def compute_used(sweep: SweepData, study: Any) -> Compute | None:
+    """The trial-epochs (or steps) the sweep's trials ran, from MLflow, against their budget
+    (the study's `budget` of each trial's config); None when the study declares no budget."""
+    if study.budget is None or not sweep.trials:
+        return None
+    metric = sweep.tags.get("sweep.metric", "")
+    run = budget = 0
+    unit = ""
+    for t in sweep.trials:
+        full, unit = study.budget(t.params)
+        steps = [step for step, _ in sweep.history(t.run_id, metric)]
+        run += min(study.units_run(steps), full) if steps else 0
+        budget += full
+    return Compute(run=run, budget=budget, unit=unit, trials=len(sweep.trials))
+
+
+def add_compute_line(client: Any, parent_run_id: str, out_dir: Path, compute: Compute) -> None:
+    """The compute line in the report's summary.md (and as tags of the sweep's parent run)."""
+    summary = out_dir / "summary.md"
+    text = summary.read_text().rstrip("\n") + "\n\n" if summary.exists() else ""
+    summary.write_text(f"{text}## Compute\n\n{compute.line()}.\n")
+    client.set_tag(parent_run_id, "sweep.compute_run", str(compute.run))
+    client.set_tag(parent_run_id, "sweep.compute_budget", f"{compute.budget} trial-{compute.unit}")

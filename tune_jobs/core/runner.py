@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_jobs.core import interrupts
-from tune_jobs.core.adapter import DIVERGED_KEY, POINT_KEY, STOP_REASON_KEY, make_trainable
+from tune_jobs.core.adapter import POINT_KEY, make_trainable
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import artifact_location, git_commit, safe_name
 from tune_jobs.core.plan import Composed, Plan
@@ -105,13 +105,37 @@ def _search_alg(experiment: Experiment, sweep_dir: Path, sweep_id: str) -> Any:
     )
 
 
-def _scheduler(experiment: Experiment) -> Any:
-    settings = dict(experiment.scheduler)
-    if settings.pop("kind") == "fifo":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
+def _scheduler(experiment: Experiment, sweep_dir: Path) -> Any:
+    """The experiment's scheduler (tune_jobs/core/schedulers.py), in the wrapper that keeps a
+    resumed sweep from running an ended trial again."""
+    from tune_jobs.core.schedulers import make_scheduler
 
-    return ASHAScheduler(**settings)
+    # An Optuna search draws new trial ids when it is restored: its trials must be in Tune's
+    # saved state before they start. Grid and random searches recreate theirs identically.
+    return make_scheduler(experiment.scheduler, sweep_dir=sweep_dir, save_on_add=experiment.search == "optuna")
+
+
+def _bookkeeping(trials: int) -> list[Any]:
+    """Tune's experiment-state policy (tune_jobs/core/experiment_state.py): Tune saves its state
+    at a pace set by the number of trials, results go straight to each trial's result.json,
+    and checkpoints are pruned so that a resume always finds the one it restores from."""
+    from tune_jobs.core.experiment_state import CheckpointPruner, ResultLog, configure_experiment_state
+
+    configure_experiment_state(trials)
+    return [ResultLog(), CheckpointPruner()]
+
+
+def _outcomes(mirror: Any) -> tuple[int, list[str]]:
+    """(failed trials, 'trial: reason' of each diverged one) from the sweep's own record: a
+    trial that ended before a resume is not in Tune's results as it ended."""
+    failed, diverged = 0, []
+    for entry in mirror.state.get("trials", {}).values():
+        tags = entry.get("end_tags", {})
+        if tags.get("sweep.status") == "error":
+            failed += 1
+        elif tags.get("sweep.status") == "diverged":
+            diverged.append(f"{entry['name']}: {tags.get('sweep.error', '')}")
+    return failed, diverged
 
 
 def trainable_for(composed: Composed, *, sweep_id: str = "", start_over: Sequence[str] = ()) -> Any:
@@ -222,9 +246,7 @@ def _run_sweep(
         check_start_over(resume_dir, start_over)
 
     interrupts.install()  # Ctrl-C and SIGTERM from here on: see tune_jobs/core/interrupts.py
-    # Save Tune's experiment state after every controller step, not every >= 10 s: a driver
-    # killed right after a trial finished must not run that trial again on --resume.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    bookkeeping = _bookkeeping(plan.count)
     import ray
 
     if not ray.is_initialized():
@@ -315,7 +337,7 @@ def _run_sweep(
                 metric=experiment.metric,
                 mode=experiment.mode,
                 search_alg=_search_alg(experiment, sweep_dir, sweep_id),
-                scheduler=_scheduler(experiment),
+                scheduler=_scheduler(experiment, sweep_dir),
                 num_samples=experiment.num_samples if plan.sampled else 1,
                 max_concurrent_trials=experiment.max_concurrent or None,
                 trial_dirname_creator=_trial_dirname,
@@ -325,10 +347,12 @@ def _run_sweep(
                 name=sweep_dir.name,
                 storage_path=str(ray_dir),
                 failure_config=tune.FailureConfig(max_failures=experiment.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # Checkpoints are pruned by the CheckpointPruner in `bookkeeping` (the newest two
+                # and those Tune's saved state points to), not by num_to_keep.
+                checkpoint_config=tune.CheckpointConfig(),
                 # Trial folders (their artifacts/ included) reach the storage path from every node.
                 sync_config=tune.SyncConfig(sync_artifacts=True),
-                callbacks=[view, tracker],
+                callbacks=[view, tracker, *bookkeeping],
                 verbose=1,  # Tune's own tables: to ray.log (the terminal with --verbose)
             ),
         )
@@ -336,15 +360,10 @@ def _run_sweep(
         grid = tuner.fit()
     mirror = Mirror(sweep_dir)
     finished = sum(1 for t in mirror.state["trials"].values() if t.get("status") in ("FINISHED", "FAILED"))
-    errored = sum(1 for r in grid if r.error is not None)
-    diverged = [
-        f"{mirror.state['trials'].get(r.metrics.get('trial_id'), {}).get('name', r.path)}: {r.metrics[STOP_REASON_KEY]}"
-        for r in grid
-        if r.metrics and r.metrics.get(DIVERGED_KEY)
-    ]
+    errored, diverged = _outcomes(mirror)
 
     if mirror.interrupted:  # no report: it would compare half-trained trials
-        raise interrupts.Interrupted(sweep_id, "sweep", finished, len(grid))
+        raise interrupts.Interrupted(sweep_id, "sweep", finished, plan.count)
 
     report_dir, best = None, ""
     pending = mirror.pending()

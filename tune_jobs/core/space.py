@@ -8,6 +8,7 @@
     search: grid            # grid | optuna | random
     num_samples: 1          # trials to sample (optuna, random)
     scheduler: {kind: fifo} # or {kind: asha, max_t: 20, grace_period: 2, reduction_factor: 3}
+                            # (promote: false: Ray Tune's stop-only ASHA), {kind: hyperband, ...}
     resources: {cpu: 1, gpu: 0}        # per trial; gpu 0.25 shares a GPU between 4 trials
     fixed: {trainer.steps: 5001}       # settings of every trial
     space:                             # what varies: one value kind per key
@@ -40,7 +41,13 @@ SEARCH_KINDS = ("grid", "optuna", "random")
 # What a sweep is for: `optimize` looks for the best trial by the metric (a search); `measure`
 # takes every trial's value as a result (a scaling grid), so no trial is called best.
 GOALS = ("optimize", "measure")
-SCHEDULERS = {"fifo": (), "asha": ("time_attr", "max_t", "grace_period", "reduction_factor")}
+# Scheduler kinds and their settings (tune_jobs/core/schedulers.py says what each does): asha is
+# ASHA with promotion (trials wait paused at a rung), `promote: false` Tune's stop-only ASHA.
+SCHEDULERS = {
+    "fifo": (),
+    "asha": ("time_attr", "max_t", "grace_period", "reduction_factor", "promote"),
+    "hyperband": ("time_attr", "max_t", "reduction_factor"),
+}
 VALUE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
 DEFAULT_RESOURCES: Mapping[str, Any] = {"cpu": 1, "gpu": 0, "custom": {}}
 # Names Ray keeps for itself; a custom resource must not take them.
@@ -222,6 +229,41 @@ def parse_dimension(path: Path, key: str, spec: Any, search: str) -> Dimension:
     return Dimension(key=key, kind=kind, values=tuple(values))
 
 
+def scheduler_settings(scheduler: Any, where: str = "scheduler") -> dict[str, Any]:
+    """The `scheduler:` settings, checked: ConfigError names `where.<setting>` and the fix."""
+    if isinstance(scheduler, str):
+        scheduler = {"kind": scheduler}
+    if not isinstance(scheduler, Mapping) or scheduler.get("kind") not in SCHEDULERS:
+        raise ConfigError(
+            f"{where}: expected {{kind: fifo}}, {{kind: asha, ...}} or {{kind: hyperband, ...}}, got {scheduler!r}"
+        )
+    kind = scheduler["kind"]
+    for key in scheduler:
+        if key != "kind" and key not in SCHEDULERS[kind]:
+            allowed = ", ".join(SCHEDULERS[kind]) or "nothing else"
+            raise ConfigError(f"{where}.{key}: unknown setting for {kind}; allowed: {allowed}")
+    for key in ("max_t", "grace_period"):
+        value = scheduler.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {value!r}")
+    if scheduler.get("grace_period", 1) > scheduler.get("max_t", scheduler.get("grace_period", 1)):
+        raise ConfigError(
+            f"{where}.grace_period: {scheduler['grace_period']} is above max_t={scheduler['max_t']}; "
+            "the first rung must come before the end"
+        )
+    if "reduction_factor" in scheduler:
+        rf = scheduler["reduction_factor"]
+        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not rf > 1:
+            raise ConfigError(f"{where}.reduction_factor: expected a number > 1, got {rf!r}")
+    if "promote" in scheduler and not isinstance(scheduler["promote"], bool):
+        raise ConfigError(f"{where}.promote: expected true or false, got {scheduler['promote']!r}")
+    if "time_attr" in scheduler and not isinstance(scheduler["time_attr"], str):
+        raise ConfigError(
+            f"{where}.time_attr: expected a result key like training_iteration, got {scheduler['time_attr']!r}"
+        )
+    return dict(scheduler)
+
+
 def _check_top(path: Path, data: Mapping[str, Any]) -> None:
     for key in data:
         if key not in TOP_KEYS:
@@ -268,22 +310,10 @@ def load_experiment(path: Path) -> Experiment:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise _fail(path, key, f"expected an integer >= {low}, got {value!r}")
 
-    scheduler = data.get("scheduler", {"kind": "fifo"})
-    if isinstance(scheduler, str):
-        scheduler = {"kind": scheduler}
-    if not isinstance(scheduler, Mapping) or scheduler.get("kind") not in SCHEDULERS:
-        raise _fail(path, "scheduler", f"expected {{kind: fifo}} or {{kind: asha, ...}}, got {scheduler!r}")
-    for key in scheduler:
-        if key != "kind" and key not in SCHEDULERS[scheduler["kind"]]:
-            allowed = ", ".join(SCHEDULERS[scheduler["kind"]]) or "nothing else"
-            raise _fail(path, f"scheduler.{key}", f"unknown setting for {scheduler['kind']}; allowed: {allowed}")
-    for key in ("max_t", "grace_period"):
-        if key in scheduler and (not isinstance(scheduler[key], int) or scheduler[key] < 1):
-            raise _fail(path, f"scheduler.{key}", f"expected an integer >= 1, got {scheduler[key]!r}")
-    if "reduction_factor" in scheduler:
-        rf = _number(path, "scheduler.reduction_factor", scheduler["reduction_factor"])
-        if rf <= 1:
-            raise _fail(path, "scheduler.reduction_factor", f"must be > 1, got {rf!r}")
+    try:
+        scheduler = scheduler_settings(data.get("scheduler", {"kind": "fifo"}))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
     resources = data.get("resources", {})
     if not isinstance(resources, Mapping):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,12 @@ class Study:
     validate: Callable[[Any], None] | None = None
     # Builds the study's report from a finished sweep's MLflow runs into a folder.
     report: Callable[..., list[Any]] | None = None
+    # The compute of one trial run to its end, for the report's compute line: (units, their
+    # name) from the trial's params as MLflow holds them (strings), e.g. (epochs, "epochs").
+    budget: Callable[[Mapping[str, str]], tuple[int, str]] | None = None
+    # The units a trial ran, from the steps at which it reported (the study's `step`); by
+    # default the last step (a 0-based step counts one more).
+    units_run: Callable[[Sequence[int]], int] = max
 
 
 def load_study(name: str) -> Study:

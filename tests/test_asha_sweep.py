@@ -1,0 +1,185 @@
+"""ASHA with promotion under real Ray Tune and MLflow, on 2 slots: trials wait paused at a rung
+and resume from the checkpoint they reported there; a driver killed while trials wait loses
+none of them on --resume.
+
+The study is written for the test (as test_divergence.py writes one): a learning curve per
+trial whose final score is `trainer.quality`, so every rung ranks the trials the same way."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import job_env, sweep_runs
+
+ENTRY = '''
+"""Learning curves: score = quality * (1 - exp(-epoch / 2)), one report and checkpoint per epoch."""
+import math
+import time
+from dataclasses import dataclass
+
+from trainables.common import param, section
+from tune_jobs.core.cli import main
+from tune_jobs.core.study import Study
+
+
+@dataclass
+class Trainer:
+    epochs: int = param(9, "epochs", ge=1)
+    quality: float = param(0.5, "the score this trial converges to")
+    sleep: float = param(0.4, "seconds per epoch")
+
+
+@dataclass
+class Config:
+    seed: int = param(0, "seed")
+    trainer: Trainer = section(Trainer, "training")
+
+
+def train(cfg, ctx):
+    state = ctx.restored_state()
+    for epoch in range((state or {}).get("epoch", 0) + 1, cfg.trainer.epochs + 1):
+        time.sleep(cfg.trainer.sleep)
+        score = cfg.trainer.quality * (1 - math.exp(-epoch / 2))
+        ctx.report({"step": epoch, "val/score": score}, {"epoch": epoch})
+
+
+STUDY = Study(
+    name="curves",
+    train=train,
+    config=Config,
+    metrics=("step", "val/score"),
+    default_experiment="curves",
+    budget=lambda params: (int(params["trainer.epochs"]), "epochs"),
+    report=lambda sweep, out: [],
+)
+
+if __name__ == "__main__":
+    raise SystemExit(main(STUDY))
+'''
+
+# The best first: the first trials to reach rung 1 wait there until enough peers arrive.
+QUALITIES = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+EXPERIMENT = f"""\
+# python curves.py --experiment curves.yaml
+study: curves
+metric: val/score
+mode: max
+search: grid
+scheduler: {{kind: asha, max_t: 9, grace_period: 1, reduction_factor: 3}}
+resources: {{cpu: 1}}
+space:
+  trainer.quality: {{grid: {QUALITIES}}}
+"""
+RUNGS, MAX_T = (1, 3), 9
+
+
+def command(tmp_path: Path, *args: str) -> list[str]:
+    entry = tmp_path / "curves.py"
+    entry.write_text(ENTRY)
+    (tmp_path / "curves.yaml").write_text(EXPERIMENT)
+    return [sys.executable, str(entry), "--experiment", str(tmp_path / "curves.yaml"), *args]
+
+
+def journal(workdir: Path) -> list[dict]:
+    found = list((workdir / "results" / "ray").glob("curves-*/asha_rungs.jsonl"))
+    if not found:
+        return []
+    lines = found[0].read_bytes().splitlines(keepends=True)
+    return [json.loads(line) for line in lines if line.endswith(b"\n")]
+
+
+def check_runs(workdir: Path) -> dict[float, list[int]]:
+    """Every trial has one FINISHED run whose steps are 1..n, n a rung or max_t; returns them."""
+    client, parents, trials = sweep_runs(workdir, "curves")
+    assert len(parents) == 1 and len(trials) == len(QUALITIES)
+    steps = {}
+    for r in trials:
+        assert r.info.status == "FINISHED", r.info.run_name
+        s = sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/score"))
+        assert s == list(range(1, len(s) + 1)), (r.info.run_name, s)  # no gap, no step twice
+        assert len(s) in (*RUNGS, MAX_T), (r.info.run_name, s)
+        steps[float(r.data.params["trainer.quality"])] = s
+    return steps
+
+
+@pytest.mark.slow
+def test_asha_with_promotion_pauses_trials_at_rungs_and_resumes_them_from_their_checkpoints(tmp_path, workdir):
+    out = subprocess.run(command(tmp_path), cwd=workdir, env=job_env(), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    steps = check_runs(workdir)
+    assert len(steps[0.6]) == MAX_T  # the best is promoted at every rung
+    spent = sum(len(s) for s in steps.values())
+    assert spent <= len(QUALITIES) * MAX_T / 2, steps
+
+    events = journal(workdir)
+    trial_of = {}
+    for e in events:
+        trial_of.setdefault(e["trial"], len(trial_of))
+    # Some trial waited at a rung (other decisions came between its record and its promotion)
+    # and then went on: it restarted from the checkpoint it reported at the rung, so its
+    # result.json has every epoch once.
+    waited = [
+        e["trial"]
+        for i, e in enumerate(events)
+        if e["event"] == "promote" and not (events[i - 1]["event"] == "rung" and events[i - 1]["trial"] == e["trial"])
+    ]
+    assert waited, events
+    for trial_id in waited:
+        (result,) = (workdir / "results" / "ray").glob(f"curves-*/*{trial_id}/result.json")
+        reported = [json.loads(line)["step"] for line in result.read_text().splitlines()]
+        assert reported == sorted(set(reported)), reported
+    # The report's compute line: the epochs run against the full budget.
+    assert f"compute: {spent} of {len(QUALITIES) * MAX_T} trial-epochs" in out.stdout, out.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_a_driver_killed_while_trials_wait_at_a_rung_loses_none_of_them_on_resume(tmp_path, workdir):
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 (closed below)
+    driver = subprocess.Popen(
+        command(tmp_path), cwd=workdir, env=job_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and driver.poll() is None:
+            events = journal(workdir)
+            waiting = {e["trial"] for e in events if e["event"] == "rung"} - {
+                e["trial"] for e in events if e["event"] in ("promote", "end")
+            }
+            if len(waiting) >= 2:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, (
+            "the sweep ended before trials waited at a rung: " + (tmp_path / "driver.log").read_text()[-3000:]
+        )
+        time.sleep(1.0)  # let Tune pause them
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        log.close()
+    before = journal(workdir)
+    time.sleep(2)
+
+    out = subprocess.run(
+        command(tmp_path, "--resume"), cwd=workdir, env=job_env(), capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    steps = check_runs(workdir)  # none lost: each trial has its one run, ended, without a gap
+    after = journal(workdir)
+    assert after[: len(before)] == before  # the resumed sweep continued the same decisions
+    # Each trial that waited at the kill was decided after the resume: promoted, or stopped at its rung.
+    for trial_id in waiting:
+        decided = [e for e in after[len(before) :] if e["trial"] == trial_id and e["event"] in ("promote", "end")]
+        assert decided, (trial_id, after)
+        # It was not run again from the start: no second record at the rung it waited at.
+        rung = next(e["rung"] for e in before if e["trial"] == trial_id and e["event"] == "rung")
+        assert sum(1 for e in after if e["trial"] == trial_id and e["event"] == "rung" and e["rung"] == rung) == 1
+    assert len(steps[0.6]) == MAX_T

@@ -1,0 +1,127 @@
+"""What the driver writes for Tune's bookkeeping, and what a resume can rely on.
+
+Ray Tune saves its experiment state (every trial's status, config, last result and checkpoint
+list, the search's state) so that a killed driver can resume, and copies the driver's staging
+folder (which, with Tune's default loggers, holds every result every trial reported) to the
+sweep folder with it. One save therefore costs time and bytes in proportion to the number of
+trials and results; saved after every controller step (TUNE_GLOBAL_CHECKPOINT_S=0), it grew to
+most of a sweep's cost. Here Tune saves every `save_period(trials)` seconds (10 s, more for
+sweeps of over 100 trials) and every guarantee comes from records whose cost per event does
+not grow with the sweep:
+
+- a trial that ended after Tune's last save is known from `mlflow_runs.json` (the tracker
+  writes each trial's end there, atomically, as it happens): `SweepScheduler` does not run it
+  again on `--resume`;
+- trials a grid or random search created after the last save are created again with the same
+  ids and configs from the search's saved state (Tune's ids are a fixed prefix and a counter,
+  its random state is saved); an Optuna search draws new ids, so its new trials are saved
+  before they start (`SweepScheduler(save_on_add=True)`);
+- results are appended to each trial's `result.json` in the sweep folder (`ResultLog`), not
+  through the staging folder that every save copies (Tune's CSV and TensorBoard loggers are
+  off: MLflow holds the metrics);
+- checkpoints are pruned by `CheckpointPruner`: the newest two of each trial, plus the ones
+  Tune's recent saves point to, so a resume always finds the checkpoint it restores from.
+  (Tune's own `num_to_keep` cannot promise that without saving its whole state each time a
+  trial has written two checkpoints.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+RESULT_FILE = "result.json"
+KEEP_CHECKPOINTS = 2
+# Tune's saves whose checkpoints stay pinned: the one on disk, the one being copied there, the
+# one being written.
+PINNED_SAVES = 3
+SAVE_SECONDS_PER_TRIAL = 0.1
+
+
+def save_period(trials: int) -> float:
+    """Seconds between Tune's saves of its experiment state for a sweep of `trials` trials.
+
+    A save writes every trial's state, so its bytes grow with the trials; spacing the saves in
+    proportion keeps the bytes written per trial flat (a sweep of 1000 trials saves every 100 s;
+    one of up to 100, every 10 s, which is Tune's own floor). A resume restores the unfinished
+    trials from the checkpoints the last save points to; what they ran since is run again."""
+    return max(10.0, SAVE_SECONDS_PER_TRIAL * trials)
+
+
+def configure_experiment_state(trials: int) -> None:
+    """Environment defaults for Tune's bookkeeping (a user's own settings win)."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", f"{save_period(trials):g}")
+    # ResultLog writes result.json; without this Tune adds JSON, CSV and TensorBoard loggers
+    # whose files sit in the staging folder that every save copies whole.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune's list of each trial's checkpoints (in every save) keeps no metrics; the newest
+    # checkpoint, which a resume restores from, keeps its own.
+    os.environ.setdefault("TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE", "1")
+
+
+class ResultLog(Callback):
+    """Appends every result to `<trial folder>/result.json` in the sweep folder, one JSON line
+    per result (Tune's format, without the trial's config, which sweep.json holds)."""
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        from ray.tune.utils.util import SafeFallbackEncoder
+
+        path = Path(trial.path) / RESULT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        row = {k: v for k, v in result.items() if k != "config"}
+        with open(path, "a") as f:
+            f.write(json.dumps(row, cls=SafeFallbackEncoder) + "\n")
+
+
+class CheckpointPruner(Callback):
+    """Keeps each trial's newest `keep` checkpoints, and every checkpoint one of Tune's last
+    saves of its experiment state points to (a resume restores from those)."""
+
+    def __init__(self, keep: int = KEEP_CHECKPOINTS) -> None:
+        self.keep = keep
+
+    def setup(self, **info: Any) -> None:
+        self._trials: dict[str, Any] = {}
+        self._paths: dict[str, list[str]] = defaultdict(list)
+        # One {trial: checkpoint path} per recent save; the first holds the checkpoints the
+        # trials were restored from, which the save on disk points to.
+        self._pins: deque[dict[str, str]] = deque([{}], maxlen=PINNED_SAVES)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        trial_id = trial.trial_id
+        if trial_id not in self._trials:
+            self._trials[trial_id] = trial
+            restored = trial.checkpoint  # the newest one Tune knew before this one
+            if restored is not None:
+                self._pins[-1][trial_id] = restored.path
+                self._paths[trial_id].append(restored.path)
+        self._paths[trial_id].append(checkpoint.path)
+        self._prune(trial_id, pinned=True)
+
+    def get_state(self) -> dict | None:
+        # Called by Tune each time it saves its experiment state, after it has written the
+        # trials' part: the checkpoints the trials point to now are the ones that save holds.
+        self._pins.append(
+            {tid: t.checkpoint.path for tid, t in self._trials.items() if getattr(t, "checkpoint", None) is not None}
+        )
+        return None  # nothing of this callback's own to save
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # Tune's last save (which points to each trial's newest checkpoint) is on disk now.
+        for trial_id in list(self._paths):
+            self._prune(trial_id, pinned=False)
+
+    def _prune(self, trial_id: str, pinned: bool) -> None:
+        paths = self._paths[trial_id]
+        keep = set(paths[-self.keep :])
+        if pinned:
+            keep |= {pins[trial_id] for pins in self._pins if trial_id in pins}
+        for path in [p for p in paths if p not in keep]:
+            shutil.rmtree(path, ignore_errors=True)
+        self._paths[trial_id] = [p for p in paths if p in keep]
