@@ -272,6 +272,26 @@ def test_replay_names_our_damaged_file_not_the_store(tmp_path):
     assert "python tune_jobs/phase1.py --resume x" in line and "unreachable" not in out.stderr
 
 
+def test_a_replay_of_a_sweep_whose_driver_runs_says_so_and_sends_nothing(tmp_path):
+    sweep = tmp_path / "results" / "ray" / "phase1-x"
+    driver = new_mirror(sweep)
+    driver.release()
+    (sweep / "sweep.json").write_text(
+        json.dumps({"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "study": "phase1", "sweep_id": "x"})
+    )
+    holder = Mirror(sweep, hold_s=0)  # as the running driver holds it
+    try:
+        out = run_job(["report.py", "--replay", str(sweep)], tmp_path, timeout=300)
+    finally:
+        holder.release()
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: the sweep {sweep} is being written by process {os.getpid()} (its driver, or a replay); "
+        "its records reach MLflow from there: wait for it to end"
+    )
+    assert not (tmp_path / "m.db").exists()
+
+
 def test_temp_files_never_reach_a_runs_artifacts(tmp_path):
     sweep = tmp_path / "sweep"
     artifacts = tmp_path / "trial" / "artifacts"
