@@ -117,6 +117,7 @@ def test_eta_uses_the_trials_own_speeds_and_the_slots():
     assert eta_seconds(rows, 8, 2) == pytest.approx(expected)
     assert eta_seconds([row_of(k_trial(1, 301, Trial.TERMINATED), PHASE1)], 1, 2) == 0.0
     assert eta_seconds([row_of(trial(1, {}, [], Trial.PENDING), PHASE1)], 8, 2) is None  # nothing measured yet
+    assert eta_seconds([row_of(k_trial(1, 1), PHASE1)], 8, 2) is None  # one report: its start, not its speed
     assert slots({"cpu": 1, "gpu": 0.25}, {"CPU": 16, "GPU": 2}) == 8
     assert slots({"cpu": 2, "gpu": 0}, {"CPU": 2}, max_concurrent=4) == 1
     assert slots({"cpu": 1, "worker_slot": 1}, {"CPU": 8, "worker_slot": 3}, max_concurrent=2) == 2
@@ -284,8 +285,11 @@ def test_quick_sweep_in_a_terminal_shows_the_live_view(workdir):
         mid, deadline, screen = "", time.monotonic() + 900, ""
         while time.monotonic() < deadline:
             screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-            if not mid and re.search(r"phase1/n_components=\d+\s+running\s+step \d+/301", screen):
-                mid = screen  # the live view mid-sweep: a trial running, with its progress
+            # The live view mid-sweep: a trial running, with its progress; the latest such
+            # screen once some trials are done.
+            running = re.search(r"phase1/n_components=\d+\s+running\s+step \d+/301", screen)
+            if running and (not mid or re.search(r"   [1-7]/8 trials done", screen)):
+                mid = screen
             if "EXIT=" in screen:
                 break
             time.sleep(2)

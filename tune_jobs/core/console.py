@@ -106,6 +106,7 @@ class Row:
     outcome: str = ""  # finished | stopped early | diverged | failed ('' while not ended)
     seconds: float = 0.0  # the trial's own running time
     reason: str = ""  # why it diverged
+    reports: int = 0  # results reported so far
 
 
 def _number(value: Any) -> float | None:
@@ -156,6 +157,7 @@ def row_of(trial: Any, facts: SweepFacts, status: str | None = None) -> Row:
         outcome=outcome,
         seconds=float(_number(last.get("time_total_s")) or 0.0),
         reason=reason,
+        reports=int(_number(last.get("training_iteration")) or 0),
     )
 
 
@@ -222,7 +224,8 @@ def eta_seconds(rows: Sequence[Row], total: int, n_slots: int) -> float | None:
     waiting = max(0, total - len(running) - len(ended))
     if not running and not waiting:
         return 0.0
-    speeds = {r.trial_id: r.seconds / r.done for r in running if r.done and r.seconds > 0}
+    # A first report's time is mostly the trial's start (imports, data, model), not its speed.
+    speeds = {r.trial_id: r.seconds / r.done for r in running if r.done and r.seconds > 0 and r.reports > 1}
     projected = [speeds[r.trial_id] * r.budget for r in running if r.trial_id in speeds and r.budget]
     durations = [r.seconds for r in ended if r.seconds > 0] or projected
     if not durations:
