@@ -5,10 +5,11 @@ restores from them). Real folders; the trials are the parts of Tune's Trial thes
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from tune_jobs.core.experiment_state import CheckpointPruner, ResultLog, save_period
+from tune_jobs.core.experiment_state import CheckpointPruner, ResultLog, configure_experiment_state, save_period
 
 
 class FakeTrial:
@@ -88,3 +89,14 @@ def test_tune_saves_its_state_less_often_the_more_trials_so_the_bytes_per_trial_
     assert save_period(8) == save_period(100) == 10.0  # Tune's own floor
     assert save_period(1000) == 100.0
     assert save_period(1000) / 1000 == save_period(200) / 200
+
+
+def test_the_save_period_follows_each_sweep_in_a_process_unless_the_user_set_it(monkeypatch):
+    monkeypatch.delenv("TUNE_GLOBAL_CHECKPOINT_S", raising=False)
+    configure_experiment_state(1000)
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "100"
+    configure_experiment_state(8)  # a later sweep in the same process (the notebook API)
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "10"
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "30")  # the user's
+    configure_experiment_state(1000)
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"

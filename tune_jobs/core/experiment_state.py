@@ -54,15 +54,24 @@ def save_period(trials: int) -> float:
     return max(10.0, SAVE_SECONDS_PER_TRIAL * trials)
 
 
+_DEFAULTS_SET: dict[str, str] = {}  # what this process set, so a later sweep in it may change it
+
+
+def _default(key: str, value: str) -> None:
+    """Set an environment default for Tune; a value the user set wins."""
+    if key not in os.environ or os.environ[key] == _DEFAULTS_SET.get(key):
+        os.environ[key] = _DEFAULTS_SET[key] = value
+
+
 def configure_experiment_state(trials: int) -> None:
-    """Environment defaults for Tune's bookkeeping (a user's own settings win)."""
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", f"{save_period(trials):g}")
+    """Environment defaults for Tune's bookkeeping (read by Tune when the Tuner starts)."""
+    _default("TUNE_GLOBAL_CHECKPOINT_S", f"{save_period(trials):g}")
     # ResultLog writes result.json; without this Tune adds JSON, CSV and TensorBoard loggers
     # whose files sit in the staging folder that every save copies whole.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    _default("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Tune's list of each trial's checkpoints (in every save) keeps no metrics; the newest
     # checkpoint, which a resume restores from, keeps its own.
-    os.environ.setdefault("TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE", "1")
+    _default("TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE", "1")
 
 
 class ResultLog(Callback):
