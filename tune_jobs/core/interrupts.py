@@ -91,9 +91,12 @@ def _term_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """Ctrl-C raises KeyboardInterrupt and SIGTERM acts as Ctrl-C (also outside `fit`)."""
+    """Ctrl-C raises KeyboardInterrupt and SIGTERM acts as Ctrl-C (also outside `fit`); Tune's
+    words about interrupts muted (`Tuner.restore` reads a stopped sweep's trials too)."""
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _term_as_interrupt)
+    for name in _LOGGERS:
+        logging.getLogger(name).addFilter(_FILTER)  # a filter object is added once, whatever the calls
 
 
 @contextmanager

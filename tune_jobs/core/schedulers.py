@@ -342,7 +342,7 @@ def ended_trials(sweep_dir: str | Path) -> dict[str, str]:
     return {
         trial_id: entry.get("end_tags", {}).get("sweep.status", "finished")
         for trial_id, entry in trials.items()
-        if "status" in entry
+        if "status" in entry and not entry.get("interrupted")  # closed by a Ctrl-C: it goes on
     }
 
 
