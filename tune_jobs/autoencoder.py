@@ -6,6 +6,7 @@ python tune_jobs/autoencoder.py --dry-run                            # the trial
 python tune_jobs/autoencoder.py data.path=/data/events.h5 trainer.epochs=50   # your own file
 """
 
+import tune_jobs.core.startup  # noqa: F401  (first: a Ctrl-C while importing exits quietly)
 from trainables import particle_ae
 from tune_jobs.core.cli import main
 from tune_jobs.core.study import Study

@@ -8,6 +8,7 @@ python tune_jobs/denoising_monitor.py                        # live 4-panel view
 python tune_jobs/denoising_profiler.py --batch-sizes 256 512 1024   # pick a batch size
 """
 
+import tune_jobs.core.startup  # noqa: F401  (first: a Ctrl-C while importing exits quietly)
 from trainables import denoising
 from tune_jobs.core.cli import main
 from tune_jobs.core.study import Study

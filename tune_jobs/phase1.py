@@ -6,6 +6,7 @@ python tune_jobs/phase1.py --experiment phase2   # contexts per component (phase
 python tune_jobs/phase1.py profile=full --address auto   # the paper's model on a GPU cluster
 """
 
+import tune_jobs.core.startup  # noqa: F401  (first: a Ctrl-C while importing exits quietly)
 from trainables import icl_mixture
 from tune_jobs.core.cli import main
 from tune_jobs.core.study import Study

@@ -12,6 +12,7 @@ python tune_jobs/report.py phase1a_lora                   # rebuild the report f
 import os
 import sys
 
+import tune_jobs.core.startup  # noqa: F401  (first: a Ctrl-C while importing exits quietly)
 from trainables import phase1a_lora
 from trainables.phase1a_lora.checks import check
 from tune_jobs.core.cli import main
