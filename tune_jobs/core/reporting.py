@@ -14,6 +14,7 @@ from typing import Any
 
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import safe_name
+from tune_jobs.core.store import upload_folder
 
 
 @dataclass
@@ -139,7 +140,7 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
             client.set_tag(parent.info.run_id, key, value)
     if stopped:
         summary += f"; {len(stopped)} trial(s) did not finish: {', '.join(stopped)} (see trial_status.md)"
-    client.log_artifacts(parent.info.run_id, str(out_dir), "report")
+    upload_folder(client, parent.info.run_id, out_dir, "report")  # never a temp file a writer left
     return out_dir, summary
 
 
