@@ -365,16 +365,16 @@ class Job:
                 text=True,
             )
 
-    def finish(self, timeout: float = 900) -> str:
+    def finish(self, timeout: float = 900, tries: int = 3) -> str:
         """Wait for it; its output, checked: exit 0, no locked database, no traceback."""
         self.proc.wait(timeout)
         out = self.log.read_text()
-        if self.proc.returncode != 0 and RAY_START_TIMEOUT in out:
+        if self.proc.returncode != 0 and RAY_START_TIMEOUT in out and tries > 1:
             # Ray gives its own processes 30 s to start (not configurable): several local Rays
             # starting at once on a loaded 2-core machine can miss it. The store was opened
             # before Ray starts and nothing of the sweep was written yet: run it again.
             self.start()
-            return self.finish(timeout)
+            return self.finish(timeout, tries - 1)
         assert self.proc.returncode == 0, out[-4000:]
         assert "database is locked" not in out and "Traceback" not in out, out[-4000:]
         return out
