@@ -343,26 +343,38 @@ def assert_sweep_complete(client: MlflowClient, parent, trials, expected_steps: 
             assert steps == expected_steps, (r.info.run_name, key, steps)  # none lost, none twice
 
 
+RAY_START_TIMEOUT = "The current node timed out during startup"
+
+
 class Job:
     """`python tune_jobs/<script> ARGS` in the background, its output in a file (several at once
     must not wait on each other's pipes)."""
 
     def __init__(self, args: list[str], workdir: Path, name: str) -> None:
-        self.log = workdir.parent / f"{name}.log"
+        self.args, self.workdir, self.log = args, workdir, workdir.parent / f"{name}.log"
+        self.start()
+
+    def start(self) -> None:
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "tune_jobs" / args[0]), *args[1:]],
-                cwd=workdir,
+                [sys.executable, str(ROOT / "tune_jobs" / self.args[0]), *self.args[1:]],
+                cwd=self.workdir,
                 env=job_env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 text=True,
             )
 
-    def finish(self, timeout: float = 900) -> str:
+    def finish(self, timeout: float = 900, tries: int = 3) -> str:
         """Wait for it; its output, checked: exit 0, no locked database, no traceback."""
         self.proc.wait(timeout)
         out = self.log.read_text()
+        if self.proc.returncode != 0 and RAY_START_TIMEOUT in out and tries > 1:
+            # Ray gives its own processes 30 s to start (not configurable): several local Rays
+            # starting at once on a loaded 2-core machine can miss it. The store was opened
+            # before Ray starts and nothing of the sweep was written yet: run it again.
+            self.start()
+            return self.finish(timeout, tries - 1)
         assert self.proc.returncode == 0, out[-4000:]
         assert "database is locked" not in out and "Traceback" not in out, out[-4000:]
         return out

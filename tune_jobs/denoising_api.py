@@ -194,15 +194,14 @@ class ExperimentResults:
 
 def load_results(name: str, *, mlflow_uri: str | None = None) -> ExperimentResults:
     """The newest sweep of experiment `name` (or a sweep id), read back from MLflow."""
-    from mlflow import MlflowClient
-
     from tune_jobs.core.reporting import SweepData, find_parent
+    from tune_jobs.core.store import open_client
     from tune_jobs.reports.denoising import PANELS, SCORE, collect
 
     uri = tracking_uri(mlflow_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         raise ConfigError(f"no MLflow store at {uri}; run from the folder holding mlflow.db or pass mlflow_uri=")
-    client = MlflowClient(uri)
+    client = open_client(uri)  # under the store's lock, as every process of ours opens it
     sweep = SweepData(client, find_parent(client, name))
     rows = [
         {"run": t.name, "step": step, "metric": key, "value": value}

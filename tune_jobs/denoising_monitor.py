@@ -67,11 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         uri = tracking_uri(args.mlflow_uri)
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
             raise ConfigError(f"no MLflow store at {uri}; run from the folder holding mlflow.db or pass --mlflow-uri")
-        from mlflow import MlflowClient
-
         from tune_jobs.core.reporting import find_parent
+        from tune_jobs.core.store import open_client
 
-        client = MlflowClient(uri)
+        client = open_client(uri)  # under the store's lock: a sweep may be creating it
         parent_id = find_parent(client, args.sweep).info.run_id
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

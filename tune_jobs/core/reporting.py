@@ -15,6 +15,7 @@ from typing import Any
 
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import safe_name
+from tune_jobs.core.store import upload_folder
 
 
 @dataclass
@@ -161,7 +162,7 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
         summary += f"; {len(stopped)} trial(s) did not finish: {', '.join(stopped)} (see trial_status.md)"
     if partial:
         summary = f"PARTIAL: the sweep is {parent.info.status.lower()}, not finished (see PARTIAL.md); " + summary
-    client.log_artifacts(parent.info.run_id, str(out_dir), "report")
+    upload_folder(client, parent.info.run_id, out_dir, "report")  # never a temp file a writer left
     return out_dir, summary
 
 
