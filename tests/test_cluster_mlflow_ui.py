@@ -54,6 +54,7 @@ def server(tmp_path):
         backend_store_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         artifacts_destination=str(tmp_path / "artifacts"),
         log_file=tmp_path / "server.log",
+        timeout=420,  # its workers import mlflow: minutes on a loaded 2-core machine
     )
     try:
         yield mlflow_server.url("127.0.0.1", port), port, tmp_path / "artifacts"
