@@ -85,18 +85,18 @@ def test_a_resumed_trial_keeps_the_checkpoint_it_was_restored_from_until_a_newer
     assert on_disk(a) == [0, 4, 5]  # 0 predates this driver (not Tune's), left alone
 
 
-def test_tune_saves_its_state_less_often_the_more_trials_so_the_bytes_per_trial_stay_flat():
+def test_tune_saves_its_state_less_often_the_more_trials_so_the_bytes_per_trial_stay_flat(monkeypatch):
+    monkeypatch.delenv("TUNE_GLOBAL_CHECKPOINT_S", raising=False)
     assert save_period(8) == save_period(100) == 10.0  # Tune's own floor
     assert save_period(1000) == 100.0
     assert save_period(1000) / 1000 == save_period(200) / 200
 
 
-def test_the_save_period_follows_each_sweep_in_a_process_unless_the_user_set_it(monkeypatch):
+def test_tunes_own_save_timer_is_a_backstop_unless_the_user_set_it(monkeypatch):
     monkeypatch.delenv("TUNE_GLOBAL_CHECKPOINT_S", raising=False)
-    configure_experiment_state(1000)
-    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "100"
-    configure_experiment_state(8)  # a later sweep in the same process (the notebook API)
-    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "10"
+    configure_experiment_state()
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "600"
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "30")  # the user's
-    configure_experiment_state(1000)
+    configure_experiment_state()
     assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
+    assert save_period(1000) == 30.0  # the user's period is the sweep's too

@@ -69,7 +69,7 @@ mode: max
 search: grid
 resources: {cpu: 1}
 space:
-  trainer.seconds: {grid: [0.2, 1.5, 1.5, 1.5]}
+  trainer.seconds: {grid: [0.2, 1.5, 1.6, 1.7]}
 """
 STEPS = 6
 

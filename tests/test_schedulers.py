@@ -55,6 +55,7 @@ class Controller:
         self.search_alg = FakeSearch(finished)
         self.trials: list[Trial] = []
         self.stopped: list[str] = []
+        self.saves: list[bool] = []  # Tune's saves of its state (True: waited for the copy)
 
     def add(self, *names: str) -> list[Trial]:
         added = []
@@ -67,6 +68,10 @@ class Controller:
 
     def get_trials(self) -> list[Trial]:
         return self.trials
+
+    def checkpoint(self, force: bool = False, wait: bool = False) -> None:  # Tune saves its state
+        assert force
+        self.saves.append(wait)
 
     def get_live_trials(self) -> list[Trial]:
         return [t for t in self.trials if not t.is_finished()]
@@ -449,22 +454,51 @@ def test_a_resumed_sweep_files_the_trials_its_record_says_ended_as_ended(tmp_pat
 
 
 def test_save_on_add_saves_tunes_state_once_per_step_that_added_trials():
-    class Tune(Controller):
-        saves = 0
-
-        def checkpoint(self, force=False, wait=False):
-            assert force and wait
-            Tune.saves += 1
-
     s = SweepScheduler(FIFOScheduler(), save_on_add=True)
-    ctl = Tune(s)
+    ctl = Controller(s)
     ctl.add("a", "b")
     s.choose_trial_to_run(ctl)
     s.choose_trial_to_run(ctl)
-    assert Tune.saves == 1
+    assert ctl.saves == [True]  # before the trials' workers start, and waiting for the copy
     ctl.add("c")
     s.choose_trial_to_run(ctl)
-    assert Tune.saves == 2
+    assert ctl.saves == [True, True]
+
+
+def test_tune_saves_its_state_when_something_a_resume_needs_changed_at_most_every_period(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("tune_jobs.core.schedulers.time.monotonic", lambda: clock[0])
+    s = SweepScheduler(FIFOScheduler(), save_every=10)
+    s.set_search_properties("score", "max")
+    ctl = Controller(s)
+
+    def step(advance: float, result: dict | None = None) -> None:
+        clock[0] += advance
+        if result is not None:
+            a.set_status(Trial.RUNNING)
+            s.on_trial_result(ctl, a, {"training_iteration": 1, "score": 1.0, **result})
+        s.choose_trial_to_run(ctl)
+
+    (a,) = ctl.add("a")
+    step(0)
+    assert ctl.saves == [False]  # a trial was added
+    for _ in range(3):  # results without a checkpoint: nothing a resume restores from changed
+        step(20, {"checkpoint_dir_name": None})
+    assert ctl.saves == [False]
+    step(1, {"checkpoint_dir_name": "checkpoint_000000"})
+    assert ctl.saves == [False, False]  # a checkpoint, 61 s after the last save
+    step(4, {"checkpoint_dir_name": "checkpoint_000001"})
+    assert ctl.saves == [False, False]  # 4 s after the last save: later
+    step(6)
+    assert ctl.saves == [False, False, False]
+    s.on_trial_complete(ctl, a, {})
+    step(1)
+    step(5)
+    assert len(ctl.saves) == 3
+    step(4)
+    assert len(ctl.saves) == 4  # the trial's end, 10 s after the last save
+    step(60)
+    assert len(ctl.saves) == 4  # nothing changed since
 
 
 def test_the_yaml_kinds_make_their_schedulers(tmp_path):

@@ -5,9 +5,10 @@ list, the search's state) so that a killed driver can resume, and copies the dri
 folder (which, with Tune's default loggers, holds every result every trial reported) to the
 sweep folder with it. One save therefore costs time and bytes in proportion to the number of
 trials and results; saved after every controller step (TUNE_GLOBAL_CHECKPOINT_S=0), it grew to
-most of a sweep's cost. Here Tune saves every `save_period(trials)` seconds (10 s, more for
-sweeps of over 100 trials) and every guarantee comes from records whose cost per event does
-not grow with the sweep:
+most of a sweep's cost. Here Tune saves when something a resume restores from has changed (a
+trial added, ended or paused, a checkpoint), at most every `save_period(trials)` seconds (10 s,
+more for sweeps of over 100 trials; `SweepScheduler` triggers it), and every guarantee comes
+from records whose cost per event does not grow with the sweep:
 
 - a trial that ended after Tune's last save is known from `mlflow_runs.json` (the tracker
   writes each trial's end there, atomically, as it happens): `SweepScheduler` does not run it
@@ -42,19 +43,27 @@ KEEP_CHECKPOINTS = 2
 # one being written.
 PINNED_SAVES = 3
 SAVE_SECONDS_PER_TRIAL = 0.1
+BACKSTOP_SAVE_S = 600
+_DEFAULTS_SET: dict[str, str] = {}  # what this process set (not the user), so a later sweep may change it
 
 
 def save_period(trials: int) -> float:
-    """Seconds between Tune's saves of its experiment state for a sweep of `trials` trials.
+    """The least seconds between Tune's saves of its experiment state, for `trials` trials.
 
-    A save writes every trial's state, so its bytes grow with the trials; spacing the saves in
-    proportion keeps the bytes written per trial flat (a sweep of 1000 trials saves every 100 s;
-    one of up to 100, every 10 s, which is Tune's own floor). A resume restores the unfinished
-    trials from the checkpoints the last save points to; what they ran since is run again."""
+    `SweepScheduler` has Tune save when something a resume restores from has changed (a trial
+    added or ended or paused, a checkpoint), at most this often. A save writes every trial's
+    state, so its bytes grow with the trials; spacing the saves in proportion keeps the bytes
+    written per trial flat (a sweep of 1000 trials saves at most every 100 s; one of up to 100,
+    every 10 s, Tune's own floor). A resume restores the unfinished trials from the checkpoints
+    the last save points to; what they ran since is run again. A period the user set in
+    TUNE_GLOBAL_CHECKPOINT_S (seconds) wins."""
+    user = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
+    if user is not None and user != _DEFAULTS_SET.get("TUNE_GLOBAL_CHECKPOINT_S"):
+        try:
+            return float(user)
+        except ValueError:
+            pass  # "auto": Tune's own
     return max(10.0, SAVE_SECONDS_PER_TRIAL * trials)
-
-
-_DEFAULTS_SET: dict[str, str] = {}  # what this process set, so a later sweep in it may change it
 
 
 def _default(key: str, value: str) -> None:
@@ -63,9 +72,10 @@ def _default(key: str, value: str) -> None:
         os.environ[key] = _DEFAULTS_SET[key] = value
 
 
-def configure_experiment_state(trials: int) -> None:
+def configure_experiment_state() -> None:
     """Environment defaults for Tune's bookkeeping (read by Tune when the Tuner starts)."""
-    _default("TUNE_GLOBAL_CHECKPOINT_S", f"{save_period(trials):g}")
+    # Tune's own timer is a backstop only: SweepScheduler has it save when something changed.
+    _default("TUNE_GLOBAL_CHECKPOINT_S", str(BACKSTOP_SAVE_S))
     # ResultLog writes result.json; without this Tune adds JSON, CSV and TensorBoard loggers
     # whose files sit in the staging folder that every save copies whole.
     _default("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")

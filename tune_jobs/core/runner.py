@@ -105,23 +105,30 @@ def _search_alg(experiment: Experiment, sweep_dir: Path, sweep_id: str) -> Any:
     )
 
 
-def _scheduler(experiment: Experiment, sweep_dir: Path) -> Any:
+def _scheduler(experiment: Experiment, sweep_dir: Path, trials: int) -> Any:
     """The experiment's scheduler (tune_jobs/core/schedulers.py), in the wrapper that keeps a
-    resumed sweep from running an ended trial again."""
+    resumed sweep from running an ended trial again and has Tune save its state when
+    something a resume needs has changed, at most every save_period(trials) seconds."""
+    from tune_jobs.core.experiment_state import save_period
     from tune_jobs.core.schedulers import make_scheduler
 
     # An Optuna search draws new trial ids when it is restored: its trials must be in Tune's
     # saved state before they start. Grid and random searches recreate theirs identically.
-    return make_scheduler(experiment.scheduler, sweep_dir=sweep_dir, save_on_add=experiment.search == "optuna")
+    return make_scheduler(
+        experiment.scheduler,
+        sweep_dir=sweep_dir,
+        save_on_add=experiment.search == "optuna",
+        save_every=save_period(trials),
+    )
 
 
-def _bookkeeping(trials: int) -> list[Any]:
-    """Tune's experiment-state policy (tune_jobs/core/experiment_state.py): Tune saves its state
-    at a pace set by the number of trials, results go straight to each trial's result.json,
-    and checkpoints are pruned so that a resume always finds the one it restores from."""
+def _bookkeeping() -> list[Any]:
+    """Tune's experiment-state policy (tune_jobs/core/experiment_state.py): results go straight
+    to each trial's result.json, checkpoints are pruned so that a resume always finds the one
+    it restores from, and Tune's own save timer is only a backstop."""
     from tune_jobs.core.experiment_state import CheckpointPruner, ResultLog, configure_experiment_state
 
-    configure_experiment_state(trials)
+    configure_experiment_state()
     return [ResultLog(), CheckpointPruner()]
 
 
@@ -246,7 +253,7 @@ def _run_sweep(
         check_start_over(resume_dir, start_over)
 
     interrupts.install()  # Ctrl-C and SIGTERM from here on: see tune_jobs/core/interrupts.py
-    bookkeeping = _bookkeeping(plan.count)
+    bookkeeping = _bookkeeping()
     import ray
 
     if not ray.is_initialized():
@@ -337,7 +344,7 @@ def _run_sweep(
                 metric=experiment.metric,
                 mode=experiment.mode,
                 search_alg=_search_alg(experiment, sweep_dir, sweep_id),
-                scheduler=_scheduler(experiment, sweep_dir),
+                scheduler=_scheduler(experiment, sweep_dir, plan.count),
                 num_samples=experiment.num_samples if plan.sampled else 1,
                 max_concurrent_trials=experiment.max_concurrent or None,
                 trial_dirname_creator=_trial_dirname,

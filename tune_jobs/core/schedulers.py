@@ -27,10 +27,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ray.train.constants import CHECKPOINT_DIR_NAME
 from ray.tune.experiment import Trial
 from ray.tune.result import DEFAULT_METRIC
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
@@ -355,24 +357,40 @@ class SweepScheduler(TrialScheduler):
     (`mlflow_runs.json`, written as each trial ends) knows better, so such a trial is filed as
     ended when Tune adds it back, and the search hears of its end again.
 
-    Trials that a resumed search cannot give back identically (an Optuna search draws new
-    trial ids) must be in Tune's saved state before they start: with `save_on_add`, Tune's
+    It also decides when Tune saves its state: when something a resume restores from has
+    changed (a trial was added or ended, paused, or reported a checkpoint), at most every
+    `save_every` seconds; results alone change nothing a resume needs (it restores trials from
+    their checkpoints). So a sweep's saves follow its checkpoints, not the clock, however long
+    it runs. Trials that a resumed search cannot give back identically (an Optuna search draws
+    new trial ids) must be in Tune's saved state before they start: with `save_on_add`, Tune's
     state is saved in the controller step that adds them, before their worker starts.
     """
 
-    def __init__(self, inner: TrialScheduler, *, sweep_dir: str | None = None, save_on_add: bool = False) -> None:
+    def __init__(
+        self,
+        inner: TrialScheduler,
+        *,
+        sweep_dir: str | None = None,
+        save_on_add: bool = False,
+        save_every: float = 10.0,
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.sweep_dir = sweep_dir
         self.save_on_add = save_on_add
-        self._ended: dict[str, str] | None = None
-        self._added = False
+        self.save_every = save_every
+        self.__setstate__({})
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"inner": self.inner, "sweep_dir": self.sweep_dir, "save_on_add": self.save_on_add}
+        keep = ("inner", "sweep_dir", "save_on_add", "save_every")
+        return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _ended=None, _added=False)
+        self.__dict__.update(state)
+        self._ended: dict[str, str] | None = None
+        self._added = False  # trials added since Tune last saved its state
+        self._changed = False  # anything a resume restores from, since Tune last saved
+        self._last_save = -math.inf
 
     @property
     def metric(self) -> str | None:
@@ -398,35 +416,52 @@ class SweepScheduler(TrialScheduler):
             if isinstance(self.inner, PromotionASHA):
                 self.inner.on_trial_remove(tune_controller, trial)  # its rung records may say it waits
             return
-        self._added = True
+        self._added = self._changed = True
         self.inner.on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
-        return self.inner.on_trial_result(tune_controller, trial, result)
+        decision = self.inner.on_trial_result(tune_controller, trial, result)
+        if decision != TrialScheduler.CONTINUE or result.get(CHECKPOINT_DIR_NAME):
+            self._changed = True
+        return decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self._changed = True
         self.inner.on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self._changed = True
         self.inner.on_trial_error(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._changed = True
         self.inner.on_trial_remove(tune_controller, trial)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        # Tune calls this once per controller step: the place to save its state.
         if self.save_on_add and self._added:
-            self._added = False
             # The new trials are registered (add_trial has returned) and no worker runs them yet.
-            controller = getattr(tune_controller, "_tune_controller", tune_controller)
-            controller.checkpoint(force=True, wait=True)
+            self._save(tune_controller, wait=True)
+        elif self._changed and time.monotonic() - self._last_save >= self.save_every:
+            self._save(tune_controller, wait=False)
         return self.inner.choose_trial_to_run(tune_controller)
+
+    def _save(self, tune_controller: Any, wait: bool) -> None:
+        controller = getattr(tune_controller, "_tune_controller", tune_controller)  # Tune's wrapper hides it
+        controller.checkpoint(force=True, wait=wait)
+        self._added = self._changed = False
+        self._last_save = time.monotonic()
 
     def debug_string(self) -> str:
         return self.inner.debug_string()
 
 
 def make_scheduler(
-    settings: Mapping[str, Any], *, sweep_dir: str | Path | None = None, save_on_add: bool = False
+    settings: Mapping[str, Any],
+    *,
+    sweep_dir: str | Path | None = None,
+    save_on_add: bool = False,
+    save_every: float = 10.0,
 ) -> SweepScheduler:
     """The scheduler an experiment's `scheduler:` settings name, inside `SweepScheduler`."""
     settings = dict(settings)
@@ -443,4 +478,6 @@ def make_scheduler(
         inner = HyperBandScheduler(**settings)
     else:
         raise ValueError(f"unknown scheduler kind {kind!r}")
-    return SweepScheduler(inner, sweep_dir=str(sweep_dir) if sweep_dir else None, save_on_add=save_on_add)
+    return SweepScheduler(
+        inner, sweep_dir=str(sweep_dir) if sweep_dir else None, save_on_add=save_on_add, save_every=save_every
+    )
