@@ -172,7 +172,7 @@ def test_start_over_goes_with_resume_and_names_a_trial_of_the_sweep(workdir, tmp
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "error: --start-over restarts trials of an interrupted sweep; use it with --resume"
     ]
-    assert not (workdir / "results").exists()  # nothing started, nothing written
+    assert not (workdir / "results").exists() and not (workdir / "mlflow.db").exists()  # nothing written
 
     from tune_jobs.core.errors import ConfigError
     from tune_jobs.core.runner import check_start_over

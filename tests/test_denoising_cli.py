@@ -7,7 +7,7 @@ from conftest import files_under, run_job
 def test_dry_run_of_the_default_search_and_the_reference(workdir):
     out = run_job(["denoising.py", "--dry-run"], workdir, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "search optuna, scheduler kind=asha" in out.stdout and "metric blob/score (max)" in out.stdout
+    assert "search optuna, scheduler kind=asha" in out.stdout and "metric blob/score (max, goal optimize)" in out.stdout
     for key in ("encoder_init_scale", "decoder_init_scale", "decoder_reg", "lambda_on", "trainer.lr", "noise_variance"):
         assert key in out.stdout
     out = run_job(

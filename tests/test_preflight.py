@@ -55,3 +55,24 @@ def test_gpus_are_counted_as_ray_would_without_starting_it(monkeypatch):
     assert local_gpus() == 0
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert local_gpus() == len([p for p in Path("/dev").glob("nvidia[0-9]*")])
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(workdir):
+    """`--dry-run | head -1` (the reader stops): the command ends with SIGPIPE's code, no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, job_env
+
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tune_jobs" / "phase1a_lora.py"), "--dry-run"],
+        cwd=workdir,
+        env=job_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before the command prints (it is still importing)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""

@@ -427,7 +427,20 @@ def test_the_scheduler_makes_the_papers_decisions_in_a_cluster_with_few_slots(se
 
 
 def write_mirror(sweep_dir, trials: dict) -> None:
-    (sweep_dir / "mlflow_runs.json").write_text(json.dumps({"trials": trials}))
+    """A sweep record (mlflow_runs.json) as the tracker writes it, holding `trials`."""
+    base = {"name": "t", "point": {}, "start_ms": 0, "params_logged": True, "ended": False}
+    state = {
+        "experiment": "e",
+        "tags": {},
+        "base": {},
+        "run_prefix": "e",
+        "start_ms": 0,
+        "trials": {tid: {**base, **entry} for tid, entry in trials.items()},
+        "journal_offset": 0,
+        "parent_cfg_logged": True,
+        "ended": False,
+    }
+    (sweep_dir / "mlflow_runs.json").write_text(json.dumps(state))
 
 
 def test_a_resumed_sweep_files_the_trials_its_record_says_ended_as_ended(tmp_path):

@@ -203,6 +203,12 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             experiment = load_experiment(experiment_file(args.experiment))
             composed = compose(study, experiment, profile=args.profile, quick=args.quick, overrides=args.overrides)
             p = plan(composed, start_from=args.start_from, stop_at=args.stop_at)
+        if args.start_over:
+            from tune_jobs.core.runner import check_start_over
+
+            if resume_dir is None:
+                raise ConfigError("--start-over restarts trials of an interrupted sweep; use it with --resume")
+            check_start_over(resume_dir, args.start_over)
         if args.dry_run:
             print_plan(p)
             return 0

@@ -1,6 +1,9 @@
 """Imported first by every entry script: a Ctrl-C while Python still imports the heavy
 libraries (torch, transformers, Ray) exits with code 130 and one line, not a traceback.
-Once the CLI runs, tune_jobs/core/interrupts.py takes over."""
+Once the CLI runs, tune_jobs/core/interrupts.py takes over.
+
+Output piped into a reader that stops early (`--dry-run | head`) ends the command quietly
+with code 141, as a shell tool killed by SIGPIPE would, not with a BrokenPipeError traceback."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ def _quiet_interrupt(kind: type[BaseException], value: BaseException, tb: Traceb
         sys.stderr.write("\ninterrupted before the sweep started; nothing was run\n")
         sys.stderr.flush()
         os._exit(130)
+    if issubclass(kind, BrokenPipeError):
+        os._exit(141)  # the reader is gone; flushing what is left would only fail again
     sys.__excepthook__(kind, value, tb)
 
 
