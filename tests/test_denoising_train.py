@@ -5,7 +5,8 @@ import pytest
 from conftest import Interrupt, StopAfter
 
 from trainables.common import LocalContext
-from trainables.denoising import METRICS, PROFILES, Config, train
+from trainables.denoising import METRICS, PROFILES, Config
+from trainables.denoising.train import train
 from tune_jobs.core.config import build_config
 
 TINY = {

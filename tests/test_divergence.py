@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import job_env, sweep_runs
 
 ENTRY = '''
@@ -104,6 +105,7 @@ def test_a_diverging_trial_stops_with_its_reason_and_the_sweep_goes_on(tmp_path,
     assert "| blowup/x=100 | finished | FINISHED |" in status
 
 
+@pytest.mark.slow
 def test_a_floating_point_error_from_the_trainable_is_a_divergence_too(tmp_path, workdir):
     out = run(tmp_path, workdir, "trainer.raise_error=true")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

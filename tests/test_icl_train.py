@@ -5,7 +5,8 @@ import torch
 from conftest import Interrupt, StopAfter
 
 from trainables.common import LocalContext
-from trainables.icl_mixture import PROFILES, Config, train
+from trainables.icl_mixture import PROFILES, Config
+from trainables.icl_mixture.train import train
 from tune_jobs.core.config import build_config
 
 TINY = {

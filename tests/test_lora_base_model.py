@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from trainables.common import LocalContext
-from trainables.phase1a_lora import PROFILES, Config, train
+from trainables.phase1a_lora import PROFILES, Config
 from trainables.phase1a_lora.base_model import (
     META_FILE,
     build_tokenizer,
@@ -17,6 +17,7 @@ from trainables.phase1a_lora.base_model import (
     tiny_model_dir,
 )
 from trainables.phase1a_lora.data import synthetic_examples, synthetic_squad
+from trainables.phase1a_lora.train import train
 from tune_jobs.core.config import build_config
 
 

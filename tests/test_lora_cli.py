@@ -26,7 +26,11 @@ SEED_GRID = [
 def test_dry_run_lists_the_baseline_and_the_seeds_ten_lora_settings(workdir):
     out = run_job(["phase1a_lora.py", "--dry-run"], workdir, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "11 trials" in out.stdout and "scheduler kind=asha" in out.stdout and "metric val/f1 (max, goal optimize)" in out.stdout
+    assert (
+        "11 trials" in out.stdout
+        and "scheduler kind=asha" in out.stdout
+        and "metric val/f1 (max, goal optimize)" in out.stdout
+    )
     assert re.search(r"^\s+1\s+enabled=False\s+tiny\s+off \(baseline\)", out.stdout, re.M)
     assert re.findall(r"^\s+\d+\s+r=(\d+),alpha=(\d+),layers=(\d+)\s", out.stdout, re.M) == SEED_GRID
     assert re.search(r"0\.01\s+0\.0\s+0\.0\s+5000\s+3\s", out.stdout)  # ce1 0.01, k_ce 0, kd 0, 5000 x 3

@@ -9,8 +9,9 @@ from conftest import Interrupt, StopAfter
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainables.common import LocalContext
-from trainables.phase1a_lora import PROFILES, Config, train
+from trainables.phase1a_lora import PROFILES, Config
 from trainables.phase1a_lora.model import LORA_MODULES, add_lora, freeze, greedy_generate, left_pad, lora_layers
+from trainables.phase1a_lora.train import train
 from tune_jobs.core.config import build_config
 
 

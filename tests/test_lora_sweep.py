@@ -31,6 +31,7 @@ def test_quick_sweep_logs_eleven_configs_their_artifacts_and_the_report(workdir)
     assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
+@pytest.mark.slow
 def test_a_two_config_slice_runs_for_real_and_reports_the_gain(workdir):
     out = run_job(["phase1a_lora.py", "--quick", "--stop-at", "2"], workdir, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

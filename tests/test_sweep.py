@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from conftest import run_job, start_job, sweep_runs, sweep_state
 from mlflow import MlflowClient
 
@@ -59,6 +60,7 @@ def _result_rows(sweep_dir: Path) -> dict[str, int]:
     return {p.parent.name: len(p.read_text().splitlines()) for p in sweep_dir.glob("*/result.json")}
 
 
+@pytest.mark.slow
 def test_driver_killed_mid_sweep_then_resume_finishes_without_reruns_or_duplicate_runs(workdir):
     args = [
         "--quick",
@@ -134,6 +136,7 @@ space:
 """
 
 
+@pytest.mark.slow
 def test_optuna_search_with_asha_runs_and_keeps_its_study(workdir, tmp_path):
     path = tmp_path / "lr_search.yaml"
     path.write_text(OPTUNA_ASHA.format(path=path))

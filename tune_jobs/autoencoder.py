@@ -10,7 +10,6 @@ import tune_jobs.core.startup  # noqa: F401  (first: a Ctrl-C while importing ex
 from trainables import particle_ae
 from tune_jobs.core.cli import main
 from tune_jobs.core.study import Study
-from tune_jobs.reports import autoencoder as report
 
 
 def _bottleneck(cfg: particle_ae.Config) -> str:
@@ -24,7 +23,7 @@ def _bottleneck(cfg: particle_ae.Config) -> str:
 
 STUDY = Study(
     name="autoencoder",
-    train=particle_ae.train,
+    train="trainables.particle_ae.train:train",
     config=particle_ae.Config,
     metrics=particle_ae.METRICS,
     default_experiment="compare_globals_heads",
@@ -35,9 +34,9 @@ STUDY = Study(
         "epochs": cfg.trainer.epochs,
         "data": cfg.data.path or f"synthetic:{cfg.data.n_train}/{cfg.data.n_val}",
     },
-    estimate=particle_ae.estimate,
-    validate=particle_ae.check,
-    report=report.build,
+    estimate="trainables.particle_ae.train:estimate",
+    validate="trainables.particle_ae.train:check",
+    report="tune_jobs.reports.autoencoder:build",
     budget=lambda params: (int(params["trainer.epochs"]), "epochs"),
 )
 

@@ -12,11 +12,10 @@ import tune_jobs.core.startup  # noqa: F401  (first: a Ctrl-C while importing ex
 from trainables import denoising
 from tune_jobs.core.cli import main
 from tune_jobs.core.study import Study
-from tune_jobs.reports import denoising as report
 
 STUDY = Study(
     name="denoising",
-    train=denoising.train,
+    train="trainables.denoising.train:train",
     config=denoising.Config,
     metrics=denoising.METRICS,
     default_experiment="denoising_search",
@@ -29,8 +28,8 @@ STUDY = Study(
         "lr": cfg.trainer.lr,
         "epochs": cfg.trainer.epochs,
     },
-    estimate=denoising.estimate,
-    report=report.build,
+    estimate="trainables.denoising.train:estimate",
+    report="tune_jobs.reports.denoising:build",
     budget=lambda params: (int(params["trainer.epochs"]), "epochs"),
 )
 

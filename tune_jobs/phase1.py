@@ -10,11 +10,10 @@ import tune_jobs.core.startup  # noqa: F401  (first: a Ctrl-C while importing ex
 from trainables import icl_mixture
 from tune_jobs.core.cli import main
 from tune_jobs.core.study import Study
-from tune_jobs.reports import phase1 as report
 
 STUDY = Study(
     name="phase1",
-    train=icl_mixture.train,
+    train="trainables.icl_mixture.train:train",
     config=icl_mixture.Config,
     metrics=icl_mixture.METRICS,
     default_experiment="phase1",
@@ -26,8 +25,8 @@ STUDY = Study(
         "d": cfg.data.n_dims,
         "noise": cfg.data.noise_std,
     },
-    estimate=icl_mixture.estimate,
-    report=report.build,
+    estimate="trainables.icl_mixture.train:estimate",
+    report="tune_jobs.reports.phase1:build",
     budget=lambda params: (int(params["trainer.steps"]), "steps"),
     units_run=lambda steps: max(steps) + 1,  # steps are 0-based
 )

@@ -14,14 +14,12 @@ import sys
 
 import tune_jobs.core.startup  # noqa: F401  (first: a Ctrl-C while importing exits quietly)
 from trainables import phase1a_lora
-from trainables.phase1a_lora.checks import check
 from tune_jobs.core.cli import main
 from tune_jobs.core.study import Study
-from tune_jobs.reports import phase1a_lora as report
 
 STUDY = Study(
     name="phase1a_lora",
-    train=phase1a_lora.train,
+    train="trainables.phase1a_lora.train:train",
     config=phase1a_lora.Config,
     metrics=phase1a_lora.METRICS,
     default_experiment="phase1a_lora",
@@ -41,9 +39,9 @@ STUDY = Study(
         "samples": cfg.data.samples,
         "epochs": cfg.trainer.epochs,
     },
-    estimate=phase1a_lora.estimate,
-    validate=check,
-    report=report.build,
+    estimate="trainables.phase1a_lora.train:estimate",
+    validate="trainables.phase1a_lora.checks:check",
+    report="tune_jobs.reports.phase1a_lora:build",
     budget=lambda params: (int(params["trainer.epochs"]), "epochs"),
     units_run=len,  # one report per epoch; `step` counts optimizer steps
 )

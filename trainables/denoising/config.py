@@ -150,3 +150,26 @@ PROFILES: dict[str, dict[str, object]] = {
         "diagnostics.gmm_sample": 300,
     },
 }
+
+# What the trainable reports (a sweep's metric must be one of these).
+METRICS = (
+    "step",
+    "train/loss",
+    "train/data_loss",
+    "val/loss",
+    "val/loss_vs_zero",
+    "baseline/zero_loss",
+    "baseline/identity_loss",
+    "blob/score",
+    "blob/n_clusters",
+    "blob/silhouette",
+    "blob/correlation",
+    "blob/gmm_components",
+    "blob/noise_fraction",
+    "perf/epoch_s",
+    "perf/samples_per_s",
+    "perf/diag_s",
+    "perf/diag_fraction",
+    "perf/plot_s",
+    "perf/overhead_fraction",
+)

@@ -22,27 +22,6 @@ from trainables.denoising.diagnostics import BlobReport, diagnose
 from trainables.denoising.model import Denoiser, data_loss, identity_loss, weight_penalty, zero_predictor_loss
 
 # What `train` reports; the sweep metric is checked against this before Ray starts.
-METRICS = (
-    "step",
-    "train/loss",
-    "train/data_loss",
-    "val/loss",
-    "val/loss_vs_zero",
-    "baseline/zero_loss",
-    "baseline/identity_loss",
-    "blob/score",
-    "blob/n_clusters",
-    "blob/silhouette",
-    "blob/correlation",
-    "blob/gmm_components",
-    "blob/noise_fraction",
-    "perf/epoch_s",
-    "perf/samples_per_s",
-    "perf/diag_s",
-    "perf/diag_fraction",
-    "perf/plot_s",
-    "perf/overhead_fraction",
-)
 PAIRS_FILE = "weight_pairs.npz"  # the latest epoch's sampled pairs and blob labels
 SCATTER_DIR = "weight_pairs"  # weight_pairs/epoch_NNN.png
 FIRST_PLOT_GUESS_S = 0.15  # a scatter PNG's cost before one is timed (measured: ~0.15 s, 3000 pairs)

@@ -3,9 +3,11 @@
 Read in order: config.py (what can be set), data.py (the prompts), model.py (GPT-2 with a
 read-in and read-out), baselines.py (zero, target-only least squares, Bayes oracle),
 train.py (the loop).
+
+Importing the package loads its config only (no torch): the training function is
+`trainables.icl_mixture.train.train`, imported where a trial runs.
 """
 
-from trainables.icl_mixture.config import PROFILES, Config
-from trainables.icl_mixture.train import METRICS, estimate, train
+from trainables.icl_mixture.config import METRICS, PROFILES, Config
 
-__all__ = ["METRICS", "PROFILES", "Config", "estimate", "train"]
+__all__ = ["METRICS", "PROFILES", "Config"]

@@ -113,3 +113,14 @@ PROFILES: dict[str, dict[str, object]] = {
         "trainer.curriculum_every": 50,
     },
 }
+
+# What the trainable reports (a sweep's metric must be one of these).
+METRICS = (
+    "step",
+    "train/loss",
+    "val/nmse",
+    "val/nmse_rel_oracle",
+    "baseline/zero_nmse",
+    "baseline/lstsq_nmse",
+    "baseline/oracle_nmse",
+)

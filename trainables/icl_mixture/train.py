@@ -14,15 +14,6 @@ from trainables.icl_mixture.data import Prompts, sample_prompts
 from trainables.icl_mixture.model import ICLTransformer
 
 # What `train` reports; the sweep metric is checked against this before Ray starts.
-METRICS = (
-    "step",
-    "train/loss",
-    "val/nmse",
-    "val/nmse_rel_oracle",
-    "baseline/zero_nmse",
-    "baseline/lstsq_nmse",
-    "baseline/oracle_nmse",
-)
 
 
 def build_model(cfg: Config) -> ICLTransformer:

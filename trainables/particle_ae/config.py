@@ -117,3 +117,21 @@ PROFILES: dict[str, dict[str, object]] = {
         "trainer.epochs": 3,
     },
 }
+
+# What the trainable reports (a sweep's metric must be one of these).
+METRICS = (
+    "step",
+    "train/total_loss",
+    "train/rec_tokens",
+    "train/rec_globals",
+    "train/vq_loss",
+    "val/loss",
+    "val/total_loss",
+    "val/rec_tokens",
+    "val/rec_globals",
+    "vq/perplexity",
+    "vq/code_usage",
+    "vq/train_code_usage",
+    "vq/dead_resets",
+    "time/epoch_s",
+)

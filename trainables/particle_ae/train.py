@@ -20,27 +20,10 @@ from pathlib import Path
 import torch
 
 from trainables.common import TrialContext, atomic_file, pick_device
-from trainables.particle_ae.config import Config
+from trainables.particle_ae.config import METRICS, Config
 from trainables.particle_ae.data import EventSplit, Stats, resolve_path
 from trainables.particle_ae.model import ParticleAutoencoder, losses
 from trainables.particle_ae.vq import VectorQuantizer, usage
-
-METRICS = (
-    "step",
-    "train/total_loss",
-    "train/rec_tokens",
-    "train/rec_globals",
-    "train/vq_loss",
-    "val/loss",
-    "val/total_loss",
-    "val/rec_tokens",
-    "val/rec_globals",
-    "vq/perplexity",
-    "vq/code_usage",
-    "vq/train_code_usage",
-    "vq/dead_resets",
-    "time/epoch_s",
-)
 
 
 def build_model(cfg: Config) -> ParticleAutoencoder:

@@ -202,3 +202,29 @@ PROFILES: dict[str, dict[str, object]] = {
         "compression.adapter_width": 64,
     },
 }
+
+# What the trainable reports (a sweep's metric must be one of these).
+METRICS = (
+    "step",
+    "epoch",
+    "train/loss",
+    "train/recon",
+    "train/first_ce",
+    "train/k_ce",
+    "train/kd",
+    "val/f1",
+    "val/em",
+    "val/first_token_acc",
+    "val/diversity",
+    "val/repetition",
+    "val/collapsed",
+    "val/recon_cosine",
+    "baseline/text_f1",
+    "baseline/text_em",
+    "lora/layers",
+    "lora/trainable_params",
+    "pca/explained_variance",
+    "perf/epoch_s",
+    "perf/tokens_per_s",
+    "perf/peak_mem_mb",
+)

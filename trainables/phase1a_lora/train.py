@@ -36,30 +36,6 @@ from trainables.phase1a_lora.metrics import collapsed, diversity, repetition_rat
 from trainables.phase1a_lora.model import Bottleneck, add_lora, greedy_generate, left_pad, lora_layers, positions
 
 # What `train` reports; the sweep metric is checked against this before Ray starts.
-METRICS = (
-    "step",
-    "epoch",
-    "train/loss",
-    "train/recon",
-    "train/first_ce",
-    "train/k_ce",
-    "train/kd",
-    "val/f1",
-    "val/em",
-    "val/first_token_acc",
-    "val/diversity",
-    "val/repetition",
-    "val/collapsed",
-    "val/recon_cosine",
-    "baseline/text_f1",
-    "baseline/text_em",
-    "lora/layers",
-    "lora/trainable_params",
-    "pca/explained_variance",
-    "perf/epoch_s",
-    "perf/tokens_per_s",
-    "perf/peak_mem_mb",
-)
 DIAGNOSTICS_FILE = "diagnostics.jsonl"
 PREDICTIONS_FILE = "predictions.jsonl"
 PCA_FIT_VECTORS = 50_000  # token embeddings the PCA is fitted on (a sample of the training prompts')

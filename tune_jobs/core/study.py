@@ -1,9 +1,16 @@
-"""What an entry script declares: which trainable, which config, which metrics and report."""
+"""What an entry script declares: which trainable, which config, which metrics and report.
+
+The functions a study names (train, estimate, validate, report) may be given as references,
+"package.module:function", imported when first called: the training code imports torch and
+more (seconds), while the CLI's checks of a sweep's settings need only the config. So bad input
+is answered in a fraction of a second, and the report's plotting libraries load only to plot.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # Study name -> module whose STUDY attribute declares it; used by `tune_jobs/report.py`.
@@ -13,6 +20,29 @@ STUDY_MODULES = {
     "denoising": "tune_jobs.denoising",
     "phase1a_lora": "tune_jobs.phase1a_lora",
 }
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A function named "package.module:function", imported on its first call; pickles as its
+    name, so a Ray worker imports it from its own copy of the code."""
+
+    target: str
+
+    def __post_init__(self) -> None:
+        module, _, name = self.target.partition(":")
+        if not module or not name:
+            raise ValueError(f"{self.target!r}: a reference is 'package.module:function'")
+
+    def resolve(self) -> Callable[..., Any]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+
+_FUNCTIONS = ("train", "estimate", "validate", "report")
 
 
 @dataclass(frozen=True)
@@ -39,6 +69,11 @@ class Study:
     # The units a trial ran, from the steps at which it reported (the study's `step`); by
     # default the last step (a 0-based step counts one more).
     units_run: Callable[[Sequence[int]], int] = max
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name in _FUNCTIONS and isinstance(getattr(self, f.name), str):
+                object.__setattr__(self, f.name, Ref(getattr(self, f.name)))
 
 
 def load_study(name: str) -> Study:
