@@ -16,8 +16,8 @@ a sync can stop anywhere and the next one carries on. Therefore:
 - a resumed trial replays from its last checkpoint, and the steps already journalled are
   skipped, so no step appears twice in a run's history.
 Runs live on the driver only, so trials never talk to the tracking server. Each trial run
-is tagged with where it ran (`ray.node_id`, `ray.node_ip`, `ray.hostname`), updated if a
-restarted trial lands on another node.
+is tagged with where it ran (`ray.node_id`, `ray.node_ip`, `ray.hostname`; with GPUs also
+`ray.gpu_ids` and `ray.cuda_visible_devices`), updated if a restarted trial lands elsewhere.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import yaml
 from ray.tune import Callback
 
 from trainables.common.context import ARTIFACTS, atomic_file
-from tune_jobs.core.adapter import DIVERGED_KEY, NODE_KEY, STOP_REASON_KEY, trial_point
+from tune_jobs.core.adapter import CUDA_DEVICES_KEY, DIVERGED_KEY, GPU_IDS_KEY, NODE_KEY, STOP_REASON_KEY, trial_point
 from tune_jobs.core.config import to_nested
 from tune_jobs.core.errors import one_line
 from tune_jobs.core.plan import trial_label
@@ -48,7 +48,13 @@ JOURNAL_FILE = "mlflow_journal.jsonl"
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
-NODE_TAGS = {"ray.node_id": NODE_KEY, "ray.node_ip": "node_ip", "ray.hostname": "hostname"}
+NODE_TAGS = {
+    "ray.node_id": NODE_KEY,
+    "ray.node_ip": "node_ip",
+    "ray.hostname": "hostname",
+    "ray.gpu_ids": GPU_IDS_KEY,
+    "ray.cuda_visible_devices": CUDA_DEVICES_KEY,
+}
 # A tracking server that does not answer must not hold the sweep for minutes per call
 # (MLflow's own defaults: 7 retries, 120 s timeout); the journal keeps what was not sent.
 CLIENT_DEFAULTS = {
