@@ -69,3 +69,11 @@ def test_the_server_stops_when_the_ray_head_stops(tmp_path):
         head.close()
         if proc.poll() is None:
             proc.kill()
+
+
+def test_workers_still_starting_on_a_busy_node_are_not_killed(tmp_path):
+    # uvicorn kills a worker that does not answer its health check within 5 s by default: on a
+    # loaded head, workers importing MLflow were killed and restarted for minutes.
+    cmd = mlflow_server.server_command(backend_store_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    assert cmd[cmd.index("--uvicorn-opts") + 1] == f"--timeout-worker-healthcheck {mlflow_server.WORKER_HEALTHCHECK_S}"
+    assert mlflow_server.WORKER_HEALTHCHECK_S >= 60

@@ -6,54 +6,23 @@ $TEST_ARTIFACTS_DIR (default tests/artifacts/). Without Chromium the test is ski
 CI (CI=1), where it fails.
 """
 
-import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import psutil
 import pytest
-from cluster_helpers import free_port
+from cluster_helpers import chromium, mlflow_server_at, render, shared_view
 from conftest import ROOT, run_job
 from mlflow import MlflowClient
-
-from tune_jobs import mlflow_server
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))
 TRIALS = [f"phase1/n_components={k}" for k in (1, 2, 3, 4, 5, 6, 8, 10)]
 
 
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    if os.environ.get("CI"):
-        pytest.fail("CI must run the MLflow UI test: chromium is not installed (.ci/run installs it)")
-    pytest.skip("chromium is not installed (apt-get install chromium)")
-
-
-def render(browser: str, url: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    """Headless Chromium on `url` with its own profile folder, after the page's scripts ran."""
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]
-    cmd += [f"--user-data-dir={profile}", "--window-size=1600,1000", "--virtual-time-budget=20000", *args, url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-
-
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
-    proc = mlflow_server.start(
-        host="127.0.0.1",
-        port=port,
-        backend_store_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifacts_destination=str(tmp_path / "artifacts"),
-        log_file=tmp_path / "server.log",
-    )
-    try:
-        yield mlflow_server.url("127.0.0.1", port), port, tmp_path / "artifacts"
-    finally:
-        mlflow_server.stop(proc)
+    with mlflow_server_at(tmp_path) as (uri, port):
+        yield uri, port, tmp_path / "artifacts"
 
 
 def listening(port: int) -> list[str]:
@@ -89,8 +58,7 @@ def test_quick_sweep_through_an_mlflow_server_shows_every_trial_in_the_ui(server
         "groupBy": {"aggregateFunction": "min", "groupByKeys": [{"mode": "tag", "groupByData": "sweep.id"}]},
         "selectedColumns": ["metrics.`val/nmse`", "params.`data.n_components`"],
     }
-    client.set_experiment_tag(exp.experiment_id, "mlflow.sharedViewState.trials", json.dumps(view))
-    page = f"{uri}/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=trials"
+    page = uri + shared_view(client, exp.experiment_id, "trials", view)
 
     dom = render(browser, page, tmp_path / "chromium", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
