@@ -121,3 +121,14 @@ def test_the_onprem_head_runs_the_autoscaler_that_starts_its_workers():
     # in StandardAutoscaler.reset), so it never starts the worker_ips (tests/test_cluster_ray_up.py).
     (start,) = [c for c in load(ROOT / "cluster" / "onprem.yaml")["head_start_ray_commands"] if "--head" in c]
     assert "RAY_enable_autoscaler_v2=0 ray start --head" in start
+
+
+def test_onprem_workers_stop_their_ray_when_the_head_is_gone():
+    # `ray down` on machines you have only runs `ray stop` on the head (tests/test_cluster_ray_up.py
+    # checks that nothing is left on the worker).
+    script = ROOT / "cluster" / "stop_with_head.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    (watch,) = [c for c in load(ROOT / "cluster" / "onprem.yaml")["worker_start_ray_commands"] if "stop_with_head" in c]
+    assert "nohup bash ~/tune-sweeps/cluster/stop_with_head.sh $RAY_HEAD_IP:6379" in watch
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr == "usage: stop_with_head.sh HEAD_IP:PORT\n"

@@ -163,8 +163,7 @@ def cluster():
     finally:
         if cluster is not None:
             cluster.close()
-        if not os.environ.get("KEEP_RAYUP"):
-            shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def wait_for(what: str, probe, timeout: float, every: float = 3):
