@@ -243,10 +243,12 @@ def test_ray_up_then_the_readme_on_a_head_and_a_worker(cluster):
         node_ids = {n["node_ip"]: n["node_id"] for n in nodes}
 
         # The README's command: `ray job submit` quotes each word it is given (shlex.join), so
-        # a command line with `&&` and `$(...)` goes to the head as `bash -c '...'`.
+        # a command line with `&&` and `$(...)` goes to the head as `bash -c '...'`. Each trial
+        # asks for 2 CPUs, a whole machine here, so two trials at once run on both machines
+        # (Ray's default scheduling may otherwise keep them all on the head).
         entrypoint = (
             f"cd ~/tune-sweeps && python tune_jobs/phase1.py --quick --address auto --results-dir {cluster.shared}/results"
-            ' --mlflow-uri http://$(hostname -I | cut -d" " -f1):5000'
+            ' --mlflow-uri http://$(hostname -I | cut -d" " -f1):5000 resources.cpu=2'
         )
         job_started = time.monotonic()
         job = cluster.ray("job", "submit", "--address", "http://127.0.0.1:8265", "--", "bash", "-c", entrypoint)
