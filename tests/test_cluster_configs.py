@@ -91,6 +91,8 @@ def test_nodes_install_the_project_pinned_and_the_head_serves_mlflow_from_shared
     assert any("pip install" in c and "cluster/requirements.txt -e" in c for c in cmds)
     (server,) = [c for c in load(path)["head_start_ray_commands"] if "mlflow_server" in c]
     assert "--backend-store-uri sqlite:////shared/" in server and "--artifacts-destination /shared/" in server
+    # It stops with the head's Ray (ray down on an on-prem cluster only runs `ray stop` there).
+    assert "--stop-with-ray $HEAD:6379" in server and "--port=6379" in load(path)["head_start_ray_commands"][1]
 
 
 def test_sbatch_script_is_bash_and_never_stops_other_rays():
@@ -112,3 +114,21 @@ def test_cluster_requirements_add_rays_dashboard_at_the_pinned_version():
     lines = (ROOT / "cluster" / "requirements.txt").read_text().splitlines()
     assert "-r ../requirements.txt" in lines
     assert f"ray[default]=={pins['ray[tune]']}" in lines
+
+
+def test_the_onprem_head_runs_the_autoscaler_that_starts_its_workers():
+    # Ray 2.60's default autoscaler (v2) never marks an on-prem head as running (only v1 does,
+    # in StandardAutoscaler.reset), so it never starts the worker_ips (tests/test_cluster_ray_up.py).
+    (start,) = [c for c in load(ROOT / "cluster" / "onprem.yaml")["head_start_ray_commands"] if "--head" in c]
+    assert "RAY_enable_autoscaler_v2=0 ray start --head" in start
+
+
+def test_onprem_workers_stop_their_ray_when_the_head_is_gone():
+    # `ray down` on machines you have only runs `ray stop` on the head (tests/test_cluster_ray_up.py
+    # checks that nothing is left on the worker).
+    script = ROOT / "cluster" / "stop_with_head.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    (watch,) = [c for c in load(ROOT / "cluster" / "onprem.yaml")["worker_start_ray_commands"] if "stop_with_head" in c]
+    assert "nohup bash ~/tune-sweeps/cluster/stop_with_head.sh $RAY_HEAD_IP:6379" in watch
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr == "usage: stop_with_head.sh HEAD_IP:PORT\n"

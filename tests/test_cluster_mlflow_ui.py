@@ -8,7 +8,6 @@ except in CI (CI=1), where they fail.
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,48 +17,19 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cluster_helpers import free_port
+from cluster_helpers import chromium, free_port, mlflow_server_at, render
 from conftest import ROOT, job_env, run_job
 from mlflow import MlflowClient
-
-from tune_jobs import mlflow_server
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))
 TRIALS = [f"phase1/n_components={k}" for k in (1, 2, 3, 4, 5, 6, 8, 10)]
 README = (ROOT / "README.md").read_text()
 
 
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    if os.environ.get("CI"):
-        pytest.fail("CI must run the MLflow UI test: chromium is not installed (.ci/run installs it)")
-    pytest.skip("chromium is not installed (apt-get install chromium)")
-
-
-def render(browser: str, url: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    """Headless Chromium on `url` with its own profile folder, after the page's scripts ran."""
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]
-    cmd += [f"--user-data-dir={profile}", "--window-size=1600,1000", "--virtual-time-budget=20000", *args, url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-
-
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
-    proc = mlflow_server.start(
-        host="127.0.0.1",
-        port=port,
-        backend_store_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        artifacts_destination=str(tmp_path / "artifacts"),
-        log_file=tmp_path / "server.log",
-        timeout=420,  # its workers import mlflow: minutes on a loaded 2-core machine
-    )
-    try:
-        yield mlflow_server.url("127.0.0.1", port), port, tmp_path / "artifacts"
-    finally:
-        mlflow_server.stop(proc)
+    with mlflow_server_at(tmp_path) as (uri, port):
+        yield uri, port, tmp_path / "artifacts"
 
 
 def listening(port: int) -> list[str]:

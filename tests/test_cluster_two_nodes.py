@@ -5,23 +5,26 @@ so at most one trial runs per node and the 8 trials of phase1 --quick land on bo
 """
 
 import json
-import secrets
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from cluster_helpers import free_port, processes_mentioning, start_ray_node, stop_ray_node, wait_for_nodes
+from cluster_helpers import (
+    free_port,
+    own_ray_token,
+    processes_mentioning,
+    start_ray_node,
+    stop_ray_node,
+    wait_for_nodes,
+)
 from conftest import run_job, sweep_runs
 
 
 @pytest.fixture
 def two_nodes(tmp_path, monkeypatch):
-    # Ray 2.60 turns token auth on for a head when ~/.ray/auth_token exists, but a joining node
-    # only with RAY_AUTH_MODE=token: one token of our own for the nodes and the driver.
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    own_ray_token(monkeypatch)
     # Ray's socket paths live under the temp dir and must stay short (108 bytes on Linux).
     temp = Path(tempfile.mkdtemp(prefix="rt2n-", dir="/tmp"))
     port = free_port()

@@ -4,11 +4,14 @@ python -m tune_jobs.mlflow_server                                   # sqlite:///
 python -m tune_jobs.mlflow_server --backend-store-uri sqlite:////shared/mlflow/mlflow.db \\
        --artifacts-destination /shared/mlflow/artifacts --host 10.0.0.12 --port 5000
 python -m tune_jobs.mlflow_server --backend-store-uri postgresql://mlflow@db.internal/mlflow
+python -m tune_jobs.mlflow_server --host 10.0.0.12 --stop-with-ray 10.0.0.12:6379   # a Ray head's server
 
 It binds 127.0.0.1 unless --host says otherwise: reach it from your laptop through an SSH
 tunnel (`ssh -L 5000:127.0.0.1:5000 head-node`). Sweeps log to it with
 `--mlflow-uri http://HOST:PORT`; artifacts go through the server to --artifacts-destination,
-so workers and laptops need no access to the artifact folder.
+so workers and laptops need no access to the artifact folder. With --stop-with-ray, the server
+stops when the Ray head at that address does (`ray stop`, `ray down`): the cluster YAMLs start
+it that way, so nothing of a cluster outlives it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +34,9 @@ from tune_jobs.core.paths import uri_scheme
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 BACKENDS = ("sqlite", "postgresql", "mysql")
+# uvicorn kills a worker that does not answer its health check within 5 s (its default): on a
+# busy node, workers still importing MLflow are killed and restarted for ever.
+WORKER_HEALTHCHECK_S = 120
 
 
 def _backend(uri: str) -> str:
@@ -90,6 +97,8 @@ def server_command(
         str(port),
         "--workers",
         str(workers),
+        "--uvicorn-opts",
+        f"--timeout-worker-healthcheck {WORKER_HEALTHCHECK_S}",
     ]
 
 
@@ -151,6 +160,46 @@ def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
             pass
 
 
+def ray_address(text: str) -> tuple[str, int]:
+    """HOST:PORT of a Ray head's GCS (what `ray start --head --port` listens on)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--stop-with-ray {text!r} is not HOST:PORT; use the Ray head's address, e.g. 10.0.0.10:6379")
+    return host, int(port)
+
+
+def ray_is_up(address: tuple[str, int]) -> bool | None:
+    """True when the Ray head's GCS port accepts a connection, False when it is refused (the
+    head stopped), None when this cannot be told now (a timeout on a busy node)."""
+    try:
+        with socket.create_connection(address, timeout=5):
+            return True
+    except ConnectionRefusedError:
+        return False
+    except OSError:
+        return None
+
+
+def serve_while_ray_is_up(cmd: Sequence[str], address: tuple[str, int], poll_s: float = 1.0) -> int:
+    """Run the server until the Ray head at `address` stops (or the server exits, or this
+    process is told to stop), then stop the server and its workers."""
+    import signal
+
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT):  # not SIGHUP: `nohup` keeps it ignored
+        signal.signal(sig, lambda *_: stopping.append(True))
+    try:
+        while proc.poll() is None and not stopping:
+            if ray_is_up(address) is False:
+                print(f"the Ray head at {address[0]}:{address[1]} stopped: stopping the MLflow server", flush=True)
+                break
+            time.sleep(poll_s)
+    finally:
+        stop(proc)
+    return proc.returncode if proc.returncode and proc.returncode > 0 else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tune_jobs.mlflow_server", description=__doc__.splitlines()[0])
     p.add_argument("--backend-store-uri", default="sqlite:///mlflow.db", help="sqlite:///path.db or postgresql://...")
@@ -158,6 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 5000)")
     p.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
+    p.add_argument(
+        "--stop-with-ray",
+        metavar="HOST:PORT",
+        help="stop the server when the Ray head at this address stops (ray stop, ray down)",
+    )
     args = p.parse_args(argv)
     try:
         cmd = server_command(
@@ -167,11 +221,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             workers=args.workers,
         )
+        ray_head = ray_address(args.stop_with_ray) if args.stop_with_ray else None
+        if ray_head is not None and not ray_is_up(ray_head):  # checked before the store is made
+            raise ConfigError(
+                f"--stop-with-ray: no Ray head answers at {ray_head[0]}:{ray_head[1]}; start it first (ray start --head)"
+            )
         _prepare(cmd)
+        print(f"MLflow server: sweeps log with --mlflow-uri {url(args.host, args.port)}", flush=True)
+        if ray_head is not None:
+            return serve_while_ray_is_up(cmd, ray_head)
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
-    print(f"MLflow server: sweeps log with --mlflow-uri {url(args.host, args.port)}", flush=True)
     os.execv(cmd[0], cmd)  # the server replaces this process: signals and exit codes are its own
 
 

@@ -4,6 +4,9 @@
 `tune.Checkpoint` holding the state file when a state is given) and `ctx.restored_state`
 reads `tune.get_checkpoint()`. Every result also carries the Ray node the trial runs on
 (`node_id`, beside Tune's own `node_ip` and `hostname`): nodes on one machine share an IP.
+A trial given GPUs also carries their ids (`gpu_ids`, from `ray.get_gpu_ids()`) and the
+`CUDA_VISIBLE_DEVICES` Ray set for it; where CUDA is absent (a CPU node started with
+`--num-gpus`), the trial says so in one log line and trains on the CPU (`device: auto`).
 
 A trial that diverges is stopped here: one whose sweep metric or any reported `*loss` is
 NaN or infinite, or whose `train` raises FloatingPointError (the trainables' own check of
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import posixpath
 import tempfile
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -44,8 +48,12 @@ from tune_jobs.core.plan import trial_label
 
 POINT_KEY = "point"  # grid trials carry their searched values as {"point": {dotted: value}}
 NODE_KEY = "node_id"  # the Ray node id, in every result
+GPU_IDS_KEY = "gpu_ids"  # the GPU ids Ray gave the trial, "0,1" (only when it asked for GPUs)
+CUDA_DEVICES_KEY = "cuda_visible_devices"  # CUDA_VISIBLE_DEVICES as Ray set it for the trial
 DIVERGED_KEY = "sweep/diverged"
 STOP_REASON_KEY = "sweep/stop_reason"
+
+log = logging.getLogger(__name__)
 
 
 class Diverged(Exception):
@@ -65,6 +73,24 @@ def trial_point(trial_config: Mapping[str, Any]) -> dict[str, Any]:
     if POINT_KEY in trial_config and isinstance(trial_config[POINT_KEY], Mapping):
         return dict(trial_config[POINT_KEY])
     return dict(trial_config)
+
+
+def gpu_placement(gpu_ids: Sequence[int | str]) -> dict[str, str]:
+    """The GPUs Ray gave this trial, for its results (nothing for a CPU trial). Logs one line
+    when there is no CUDA to use them: the trainables' `device: auto` then trains on the CPU."""
+    if not gpu_ids:
+        return {}
+    import torch
+
+    ids = ",".join(str(g) for g in gpu_ids)
+    cuda = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if not torch.cuda.is_available():
+        log.warning(
+            "Ray gave this trial GPU %s (CUDA_VISIBLE_DEVICES=%s) but CUDA is not available: training on the CPU",
+            ids,
+            cuda,
+        )
+    return {GPU_IDS_KEY: ids, CUDA_DEVICES_KEY: cuda}
 
 
 class RayContext:
@@ -95,7 +121,7 @@ class RayContext:
         self.trial = f"trial {label} ({self.trial_id})" if label else f"trial {self.trial_id}"
         self._start_over = bool({self.trial_id, label} & set(start_over))
         self._resume_command = resume_command
-        self._node = {NODE_KEY: ray.get_runtime_context().get_node_id()}
+        self._node = {NODE_KEY: ray.get_runtime_context().get_node_id(), **gpu_placement(ray.get_gpu_ids())}
 
     @property
     def artifact_dir(self) -> Path:

@@ -25,7 +25,8 @@ one carries on. Therefore:
 One process at a time writes a sweep's files (a lock file in the sweep folder): the driver
 while it runs, or `report.py --replay`. Runs live on the driver only, so trials never talk to
 the tracking server. Each trial run is tagged with where it ran (`ray.node_id`, `ray.node_ip`,
-`ray.hostname`), updated if a restarted trial lands on another node.
+`ray.hostname`; with GPUs also `ray.gpu_ids` and
+`ray.cuda_visible_devices`), updated if a restarted trial lands on another node.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import yaml
 from ray.tune import Callback
 
 from trainables.common.context import ARTIFACTS, atomic_file
-from tune_jobs.core.adapter import DIVERGED_KEY, NODE_KEY, STOP_REASON_KEY, trial_point
+from tune_jobs.core.adapter import CUDA_DEVICES_KEY, DIVERGED_KEY, GPU_IDS_KEY, NODE_KEY, STOP_REASON_KEY, trial_point
 from tune_jobs.core.config import to_nested
 from tune_jobs.core.errors import one_line
 from tune_jobs.core.paths import sqlite_file, uri_scheme
@@ -66,7 +67,13 @@ LOCK_FILE = ".mlflow_mirror.lock"
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
-NODE_TAGS = {"ray.node_id": NODE_KEY, "ray.node_ip": "node_ip", "ray.hostname": "hostname"}
+NODE_TAGS = {
+    "ray.node_id": NODE_KEY,
+    "ray.node_ip": "node_ip",
+    "ray.hostname": "hostname",
+    "ray.gpu_ids": GPU_IDS_KEY,
+    "ray.cuda_visible_devices": CUDA_DEVICES_KEY,
+}
 __all__ = ["CLIENT_DEFAULTS", "Mirror", "MlflowTracker", "client_for", "replay", "send_journal"]
 
 # The end of a sweep waits for MLflow to take what is left while it makes progress: never more
