@@ -130,7 +130,7 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
         exc.from_store = True  # type: ignore[attr-defined]
         print(
             f"error: the report could not be built: {failure_line(exc, uri)}; build it with: "
-            f"python tune_jobs/report.py {sweep_id}",
+            f"python tune_jobs/report.py {sweep_id} --mlflow-uri {uri}",
             file=sys.stderr,
         )
         return 1
