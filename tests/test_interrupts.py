@@ -105,7 +105,6 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_finishes_it(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="failed its last run on a loaded machine, cause not yet read; rerun it")
 def test_a_second_ctrl_c_exits_at_once_and_the_sweep_still_resumes(workdir):
     driver = start_job(["phase1.py", *ARGS], workdir, output=True)
     _wait_for_running_trials(workdir, driver)
@@ -124,7 +123,6 @@ def test_a_second_ctrl_c_exits_at_once_and_the_sweep_still_resumes(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="not yet run to a pass; rerun it")
 def test_sigterm_is_a_clean_stop_like_ctrl_c(workdir):
     driver = start_job(["phase1.py", *ARGS], workdir, output=True)
     _wait_for_running_trials(workdir, driver, n=1)

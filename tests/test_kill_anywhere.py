@@ -80,10 +80,6 @@ def _report_building(workdir: Path) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(
-    reason="not yet run to a pass: its first runs found a Ctrl-C during the entry script's imports "
-    "(now exits 130 quietly) and a resume after Ctrl-C that skipped the closed trials (fixed); rerun it"
-)
 def test_a_sweep_killed_anywhere_ends_with_exactly_what_an_uninterrupted_one_holds(tmp_path):
     reference, workdir = tmp_path / "reference", tmp_path / "work"
     reference.mkdir()

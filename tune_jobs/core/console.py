@@ -601,6 +601,12 @@ class SweepOutput:
         self._lock = threading.Lock()
         self.terminal: IO[str] = sys.stdout
 
+    @classmethod
+    def user_stderr(cls) -> int:
+        """The file descriptor of the stderr the user sees (fd 2 points at ray.log during a sweep)."""
+        active = cls.active
+        return active._saved[1] if active is not None and active._saved is not None else 2
+
     @property
     def live(self) -> bool:
         return self.verbose == 1 and self.terminal.isatty()

@@ -15,6 +15,7 @@ experiment state one last time and returns. Everything around that is ours:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -82,7 +83,12 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
         line = _describe(Interrupted(progress.sweep_id, progress.stage))
     except Exception:
         line = "interrupted"
-    os.write(2, f"\n{line}\n".encode())
+    fd = 2
+    with contextlib.suppress(Exception):
+        from tune_jobs.core.console import SweepOutput
+
+        fd = SweepOutput.user_stderr()  # not fd 2: during a sweep that is Ray's log
+    os.write(fd, f"\n{line}\n".encode())
     os._exit(EXIT_INTERRUPTED)
 
 
