@@ -7,7 +7,7 @@ import pytest
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.plan import compose, plan
 from tune_jobs.core.space import load_experiment
-from tune_jobs.core.study import STUDY_MODULES, load_study
+from tune_jobs.core.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -26,10 +26,14 @@ def test_every_shipped_experiment_file_validates_and_plans(path):
             assert p.count >= 1
 
 
-def test_studies_registry_points_at_entry_scripts():
-    for name, module in STUDY_MODULES.items():
-        assert (ROOT / (module.replace(".", "/") + ".py")).is_file()
+def test_the_shipped_studies_are_found_by_name_without_a_list():
+    for name in ("phase1", "autoencoder", "denoising", "phase1a_lora"):
         assert load_study(name).name == name
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown study 'phase9'; the studies shipped here: autoencoder, denoising, phase1, phase1a_lora",
+    ):
+        load_study("phase9")
 
 
 def write(tmp_path, text):

@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if db is not None and not db.exists():
             raise ConfigError(f"no MLflow store at {uri}; run from the folder holding mlflow.db or pass --mlflow-uri")
         parent = find_parent(open_client(uri), args.sweep)
-        study = load_study(parent.data.tags["sweep.study"])
+        tags = parent.data.tags
+        study = load_study(tags["sweep.study"], tags.get("sweep.study_module", ""), tags.get("sweep.study_file", ""))
         out, best = build_report(study, uri, parent.info.run_id, Path(args.results_dir or "results").resolve())
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
@@ -89,6 +90,7 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     try:
         saved = json.loads((sweep_dir / SWEEP_FILE).read_text())
         saved_uri, study_name, sweep_id = saved["tracking_uri"], saved["study"], saved["sweep_id"]
+        study_module, study_file = saved.get("study_module", ""), saved.get("study_file", "")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"{sweep_dir / SWEEP_FILE} is damaged ({one_line(exc)[:120]}); it cannot be replayed"
@@ -101,7 +103,8 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
         return 1
     try:
         if mirror.recovered or not mirror.state:
-            resume = f"python tune_jobs/{study_name}.py --resume {sweep_id} --results-dir {sweep_dir.parents[1]}"
+            script = study_file or f"tune_jobs/{study_name}.py"
+            resume = f"python {script} --resume {sweep_id} --results-dir {sweep_dir.parents[1]}"
             print(
                 f"error: {mirror.state_path} and its previous version are damaged; the sweep's resume rebuilds "
                 f"them from its settings, its journal and MLflow: {resume}",
@@ -119,9 +122,7 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     finally:
         mirror.release()
     print(f"sent to {uri}: {pending or 'nothing was pending'}")
-    study = load_study(study_name)
-    if study.report is None:
-        return 0
+    study = load_study(study_name, study_module, study_file)
     try:
         out, best = build_report(study, uri, mirror.parent_run_id, Path(results_dir or sweep_dir.parents[1]).resolve())
     except Exception as exc:

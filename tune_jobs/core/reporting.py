@@ -110,7 +110,8 @@ def save_figure(fig: Any, out_dir: Path, stem: str) -> list[Path]:
 
 
 def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Path) -> tuple[Path, str]:
-    """Rebuild `study`'s report for one sweep from MLflow and attach it to the parent run.
+    """Rebuild `study`'s report for one sweep from MLflow and attach it to the parent run: the
+    study's own (when it has one) and the summary every sweep gets (tune_jobs/core/summary.py).
 
     Returns the report folder and a line naming the best trial.
     """
@@ -127,7 +128,11 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
     building = out_dir.with_name(f".{out_dir.name}.building")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
-    study.report(sweep, building)
+    if study.report is not None:
+        study.report(sweep, building)
+    from tune_jobs.core.summary import write_sweep_summary
+
+    write_sweep_summary(sweep, building, study)  # every sweep's, beside the study's own
     stopped = write_trial_status(sweep, building)
     partial = parent.info.status != "FINISHED"
     if partial:

@@ -24,6 +24,7 @@ from tune_jobs.core.paths import artifact_location, git_commit, safe_name
 from tune_jobs.core.plan import Composed, Plan
 from tune_jobs.core.preflight import check_fits
 from tune_jobs.core.space import Experiment, ray_resources
+from tune_jobs.core.study import declared_in
 
 log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
@@ -44,7 +45,7 @@ class SweepResult:
     ray_log: Path | None = None  # Ray's own output (Tune's tables, the workers' logs)
     browse: str = ""  # how to look at the sweep in the MLflow UI, with its comparison view
     dashboard: str = ""  # the optuna-dashboard command of an Optuna search
-    summary: Path | None = None  # the generic sweep summary, once there is one
+    summary: Path | None = None  # the sweep summary every sweep gets (tune_jobs/core/summary.py)
 
 
 def new_sweep_id() -> str:
@@ -269,12 +270,15 @@ def _run_sweep(
             # forever. Checked before anything is written.
             check_fits(per_trial, ray.cluster_resources())
 
+    declared = declared_in(study)
     if resume_dir is None:
         sweep_id = new_sweep_id()
         sweep_dir = ray_dir / f"{safe_name(experiment.name)}-{sweep_id}"
         sweep_dir.mkdir(parents=True)
         description = {
             "study": study.name,
+            "study_module": declared["module"],
+            "study_file": declared["file"],
             "experiment": experiment.name,
             "experiment_file": str(experiment.path),
             "sweep_id": sweep_id,
@@ -322,6 +326,8 @@ def _run_sweep(
             tags={
                 "sweep.id": sweep_id,
                 "sweep.study": study.name,
+                "sweep.study_module": declared["module"],
+                "sweep.study_file": declared["file"],
                 "sweep.experiment": experiment.name,
                 "sweep.profile": description["profile"],
                 "sweep.space_file": str(experiment.path),
@@ -374,7 +380,7 @@ def _run_sweep(
 
     report_dir, best = None, ""
     pending = mirror.pending()
-    if study.report is not None and not pending:
+    if not pending:
         from tune_jobs.core.reporting import build_report
 
         progress.stage = "report"
@@ -392,6 +398,7 @@ def _run_sweep(
         best=best,
         diverged=diverged,
         pending=pending,
+        summary=report_dir / "sweep_summary.md" if report_dir else None,
         ray_log=sweep_dir / RAY_LOG,
         browse="" if pending else runs_view(tracking_uri, mirror.state.get("experiment_id"), experiment, points),
         dashboard=dashboard_command(sweep_dir) if experiment.search == "optuna" else "",

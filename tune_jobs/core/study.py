@@ -9,17 +9,11 @@ is answered in a fraction of a second, and the report's plotting libraries load 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
-
-# Study name -> module whose STUDY attribute declares it; used by `tune_jobs/report.py`.
-STUDY_MODULES = {
-    "phase1": "tune_jobs.phase1",
-    "autoencoder": "tune_jobs.autoencoder",
-    "denoising": "tune_jobs.denoising",
-    "phase1a_lora": "tune_jobs.phase1a_lora",
-}
 
 
 @dataclass(frozen=True)
@@ -76,11 +70,66 @@ class Study:
                 object.__setattr__(self, f.name, Ref(getattr(self, f.name)))
 
 
-def load_study(name: str) -> Study:
-    import importlib
+def declared_in(study: Study) -> dict[str, str]:
+    """Where `study` is declared: the module holding it as `STUDY` and that module's file.
 
+    A sweep records this (sweep.json, the parent run's tags), so that its report can be
+    rebuilt and its records replayed for any study, in this repository or in a folder of the
+    user's own, without a list of studies to keep."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "STUDY", None) is study:
+            return {"module": name, "file": str(Path(getattr(module, "__file__", "") or "").resolve())}
+    return {"module": "", "file": ""}
+
+
+def load_study(name: str, module: str = "", file: str = "") -> Study:
+    """The study a sweep recorded: from its module, else from the file declaring it (an entry
+    script run as `python path/to/study.py` is the module `__main__`), else the entry script
+    tune_jobs/<name>.py of a study shipped here."""
     from tune_jobs.core.errors import ConfigError
 
-    if name not in STUDY_MODULES:
-        raise ConfigError(f"unknown study {name!r}; known studies: {', '.join(sorted(STUDY_MODULES))}")
-    return importlib.import_module(STUDY_MODULES[name]).STUDY
+    if module and module != "__main__":
+        try:
+            return _study_of(importlib.import_module(module), name)
+        except ImportError:
+            pass  # moved or renamed: its file, or the shipped script, may still declare it
+    if file and Path(file).is_file():
+        return _study_of(_import_file(Path(file), f"_study_{name}"), name)
+    shipped = Path(__file__).resolve().parents[1] / f"{name}.py"
+    if shipped.is_file() and _declares_a_study(shipped):
+        return _study_of(importlib.import_module(f"tune_jobs.{name}"), name)
+    if file:
+        raise ConfigError(f"study {name!r} was declared in {file}, which is gone; put the file back there")
+    here = ", ".join(sorted(p.stem for p in shipped.parent.glob("*.py") if _declares_a_study(p)))
+    raise ConfigError(f"unknown study {name!r}; the studies shipped here: {here}")
+
+
+def _study_of(module: Any, name: str) -> Study:
+    from tune_jobs.core.errors import ConfigError
+
+    study = getattr(module, "STUDY", None)
+    if not isinstance(study, Study) or study.name != name:
+        raise ConfigError(f"{module.__name__} declares no study {name!r} as STUDY")
+    return study
+
+
+def _import_file(path: Path, module_name: str) -> Any:
+    """Import a study's entry script by path, as `python path` would see it (its folder first
+    on sys.path, so that its own modules import); its `if __name__ == "__main__"` part does not run."""
+    import importlib.util
+
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _declares_a_study(path: Path) -> bool:
+    return "STUDY = Study(" in path.read_text(errors="replace")

@@ -1,0 +1,73 @@
+"""The sweep summary every sweep gets (tune_jobs/core/summary.py), on sweeps as MLflow returns
+them: ranked trials, outcomes from the study's budget, importances, the two plots."""
+
+from __future__ import annotations
+
+import math
+
+from tune_jobs.core.reporting import SweepData, TrialRun
+from tune_jobs.core.study import Study
+from tune_jobs.core.summary import importances, outcome, write_sweep_summary
+
+
+class Sweep(SweepData):
+    """SweepData with its runs given, not read from MLflow."""
+
+    def __init__(self, trials, histories, **tags):
+        self.trials, self._histories = trials, histories
+        self.tags = {"sweep.id": "s1", "sweep.experiment": "e", "sweep.metric": "val/loss", "sweep.mode": "min", **tags}
+
+    def history(self, run_id, key):
+        return self._histories[run_id]
+
+
+def trial(i, lr, wd, steps, status="finished"):
+    final = (lr - 0.03) ** 2 * 100 + wd + 0.1
+    history = [(s, final + 1.0 / (s + 1)) for s in [*range(0, steps - 1, 10), steps - 1]]
+    run = TrialRun(
+        run_id=f"r{i}",
+        name=f"e/lr={lr},wd={wd}",
+        status="FINISHED" if status == "finished" else "FAILED",
+        point={"trainer.lr": lr, "trainer.wd": wd},
+        params={"trainer.steps": "100"},
+        metrics={"val/loss": history[-1][1]},
+        tags={"sweep.status": status},
+    )
+    return run, history
+
+
+def study(**kw) -> Study:
+    return Study(
+        name="e", train=lambda cfg, ctx: None, config=object, metrics=("val/loss",), default_experiment="e", **kw
+    )
+
+
+def test_a_search_gets_its_trials_ranked_the_best_named_and_importances(tmp_path):
+    made = [trial(i, lr, wd, 100) for i, (lr, wd) in enumerate([(a, b) for a in (0.003, 0.03, 0.3) for b in (0, 1)])]
+    made.append(trial(9, 0.3, 1, 30))  # stopped at step 29 of its 100
+    sweep = Sweep([t for t, _ in made], {t.run_id: h for t, h in made})
+    files = write_sweep_summary(sweep, tmp_path, study(budget=lambda p: (int(p["trainer.steps"]), "steps")))
+    names = {p.name for p in files}
+    assert {"sweep_summary.md", "sweep_curves.png", "sweep_parallel.png", "sweep_curves.pdf"} <= names
+    text = (tmp_path / "sweep_summary.md").read_text()
+    assert "7 trials: 6 finished, 1 stopped early; metric val/loss (min)." in text
+    assert "Best trial: e/lr=0.03,wd=0" in text
+    rows = [line for line in text.splitlines() if line.startswith("| e/")]
+    assert rows[0].startswith("| e/lr=0.03,wd=0 | finished |")  # ranked by the metric
+    found = importances(sweep.trials, ["trainer.lr", "trainer.wd"], "val/loss", "min")
+    assert set(found) == {"trainer.lr", "trainer.wd"} and math.isclose(sum(found.values()), 1.0)
+    assert found["trainer.lr"] > found["trainer.wd"]  # lr moves the loss by up to 7.3, wd by 1
+    assert found == importances(sweep.trials, ["trainer.lr", "trainer.wd"], "val/loss", "min")  # seeded
+
+
+def test_a_measurement_names_no_best_and_a_failed_trial_keeps_its_outcome(tmp_path):
+    ok, ok_h = trial(1, 0.03, 0, 100)
+    bad, bad_h = trial(2, 0.3, 0, 40, status="diverged")
+    bad.metrics = {}
+    sweep = Sweep([ok, bad], {"r1": ok_h, "r2": bad_h}, **{"sweep.goal": "measure"})
+    write_sweep_summary(sweep, tmp_path, study())
+    text = (tmp_path / "sweep_summary.md").read_text()
+    assert "Best trial" not in text and "no trial is best" in text
+    assert "| e/lr=0.3,wd=0 | diverged |" in text and "Importances need 4 trials" in text
+    assert outcome(ok, 100, 99) == "finished" and outcome(ok, 100, 50) == "stopped early"
+    assert outcome(ok, None, 50) == "finished"
