@@ -7,7 +7,7 @@ import pytest
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.plan import compose, plan
 from tune_jobs.core.space import load_experiment
-from tune_jobs.core.study import load_study
+from tune_jobs.core.study import load_study, shipped_studies
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -27,7 +27,8 @@ def test_every_shipped_experiment_file_validates_and_plans(path):
 
 
 def test_the_shipped_studies_are_found_by_name_without_a_list():
-    for name in ("phase1", "autoencoder", "denoising", "phase1a_lora"):
+    assert shipped_studies() == ["autoencoder", "denoising", "phase1", "phase1a_lora"]
+    for name in shipped_studies():
         assert load_study(name).name == name
     with pytest.raises(
         ConfigError,

@@ -7,18 +7,16 @@ passes. Then the case a user met, through the command line: nothing starts, noth
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 from conftest import files_under, run_job
 
 from tune_jobs.core.config import _condition, iter_fields, to_flat, unused_settings
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.study import STUDY_MODULES
+from tune_jobs.core.study import load_study, shipped_studies
 
 
 def _configs() -> list[type]:
-    return [importlib.import_module(m).STUDY.config for m in STUDY_MODULES.values()]
+    return [load_study(name).config for name in shipped_studies()]
 
 
 def _other(tp: type, meta: dict, value):

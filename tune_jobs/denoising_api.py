@@ -103,7 +103,7 @@ def quick_run(
     """Train `config` in this process with at most `epochs` epochs of `samples_per_epoch`
     samples (no Ray, no MLflow). Returns the per-epoch history, the last row, the folder."""
     from trainables.common import LocalContext
-    from trainables.denoising import train
+    from trainables.denoising.train import train
 
     flat = to_flat(config)
     flat["trainer.epochs"] = min(epochs, config.trainer.epochs)
@@ -155,7 +155,7 @@ def run_experiment(
 
 
 def _write_experiment(config: Config, name: str, folder: Path, *, cpus: int, gpus: float) -> Path:
-    """A one-trial experiment file pinning every key of `config` under both profiles."""
+    """A one-trial experiment file fixing every key of `config`."""
     flat = to_flat(config)
     path = folder / f"{safe_name(name)}.yaml"
     folder.mkdir(parents=True, exist_ok=True)
@@ -168,8 +168,8 @@ def _write_experiment(config: Config, name: str, folder: Path, *, cpus: int, gpu
         "scheduler": {"kind": "fifo"},
         "resources": {"cpu": cpus, "gpu": gpus},
         "max_failures": 1,
-        # Every key pinned for both profiles, so the profile layer cannot change any of them.
-        "profiles": {"local": flat, "full": flat},
+        # Every key fixed: an experiment's `fixed:` wins over the study's profiles.
+        "fixed": flat,
     }
     path.write_text(f"# python tune_jobs/denoising.py --experiment {path}\n" + yaml.safe_dump(spec, sort_keys=False))
     return path

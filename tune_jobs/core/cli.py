@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from tune_jobs.core.config import describe_fields
+from tune_jobs.core.config import build_config, describe_fields, to_flat
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.interrupts import EXIT_INTERRUPTED, Interrupted, describe_with
 from tune_jobs.core.paths import experiment_file, tracking_uri
-from tune_jobs.core.plan import Plan, compose, plan, trial_label
+from tune_jobs.core.plan import Composed, Plan, compose, plan, trial_label
 from tune_jobs.core.preflight import check_fits, check_paths, local_resources
 from tune_jobs.core.space import load_experiment, ray_resources
 from tune_jobs.core.study import Study
@@ -86,6 +86,23 @@ def _fmt_big(x: float) -> str:
     return f"{x:.3g}"
 
 
+def print_settings(c: Composed) -> None:
+    """Every shared setting that a layer sets or that differs from the config's default, with
+    where it was set: the study's profile, the experiment file (its `fixed:` or its per-profile
+    values), --quick, or an override on the command line."""
+    defaults = to_flat(c.study.config())
+    values = to_flat(build_config(c.study.config, c.base, cross_check=False))
+    shown = [k for k, v in values.items() if k in c.sources or defaults.get(k) != v]
+    if not shown:
+        return
+    print("settings and where they come from (default: the study's config class):")
+    width = max(len(f"{k} = {values[k]}") for k in shown)
+    for key in shown:
+        source = c.sources.get(key, "default")
+        same = " (= the default)" if key in c.sources and defaults.get(key) == values[key] else ""
+        print(f"  {f'{key} = {values[key]}'.ljust(width)}   {source}{same}")
+
+
 def print_plan(p: Plan) -> None:
     c = p.composed
     exp = c.experiment
@@ -99,6 +116,7 @@ def print_plan(p: Plan) -> None:
     print(f"resources per trial: {res}; max_failures={exp.max_failures}")
     if c.overrides:
         print("overrides: " + " ".join(c.overrides))
+    print_settings(c)
     if p.sampled:
         print(f"{p.count} trials sampled by {exp.search} from:")
         for dim in exp.space:

@@ -1,4 +1,4 @@
-"""Compose a sweep (defaults <- experiment YAML <- profile <- overrides) and expand its trials.
+"""Compose a sweep (defaults <- study profile <- experiment YAML <- quick <- overrides) and expand its trials.
 
 Everything here is pure and fast: a bad key, type or value fails with ConfigError before
 Ray starts or any file is written.
@@ -29,6 +29,8 @@ class Composed:
     quick: bool
     base: dict[str, Any]  # dotted settings common to every trial (not yet defaults-filled)
     overrides: list[str] = field(default_factory=list)
+    # Where each key of `base` was set (see PRECEDENCE), for --dry-run.
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_flat(self) -> dict[str, Any]:
@@ -128,12 +130,23 @@ def compose(
         allowed = [p for p in profiles if p != "quick"]
         raise ConfigError(f"profile {profile!r} is not defined for {study.name}; use one of {', '.join(allowed)}")
 
-    base: dict[str, Any] = dict(experiment.fixed)
-    base.update(profiles[profile])
-    base.update(experiment.profiles.get(profile, {}))
+    # What the YAML says is what runs: its `fixed:` over the study's profile, its own
+    # per-profile values over both; --quick shrinks whatever that gives; overrides last.
+    layers = [
+        (f"profile {profile}", profiles[profile]),
+        ("experiment", experiment.fixed),
+        (f"experiment, profile {profile}", experiment.profiles.get(profile, {})),
+    ]
     if quick:
-        base.update(study.profiles.get("quick", {}))
-        base.update(experiment.profiles.get("quick", {}))
+        layers += [
+            ("quick", study.profiles.get("quick", {})),
+            ("experiment, quick", experiment.profiles.get("quick", {})),
+        ]
+    base: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, values in layers:
+        base.update(values)
+        sources.update(dict.fromkeys(values, source))
     searched = {d.key for d in experiment.space}
     grouped = {  # keys set together by a grid of configurations (mapping values)
         k: d.key
@@ -161,8 +174,15 @@ def compose(
             )
         else:
             base[key] = value
+            sources[key] = "override"
     composed = Composed(
-        study=study, experiment=experiment, profile=profile, quick=quick, base=base, overrides=list(overrides)
+        study=study,
+        experiment=experiment,
+        profile=profile,
+        quick=quick,
+        base=base,
+        overrides=list(overrides),
+        sources=sources,
     )
     # The settings every trial shares must be valid on their own; when a grid of configurations
     # sets keys together (grouped), the rules across fields are checked per trial in plan().

@@ -100,8 +100,13 @@ def load_study(name: str, module: str = "", file: str = "") -> Study:
         return _study_of(importlib.import_module(f"tune_jobs.{name}"), name)
     if file:
         raise ConfigError(f"study {name!r} was declared in {file}, which is gone; put the file back there")
-    here = ", ".join(sorted(p.stem for p in shipped.parent.glob("*.py") if _declares_a_study(p)))
-    raise ConfigError(f"unknown study {name!r}; the studies shipped here: {here}")
+    raise ConfigError(f"unknown study {name!r}; the studies shipped here: {', '.join(shipped_studies())}")
+
+
+def shipped_studies() -> list[str]:
+    """The studies of this repository: the entry scripts in tune_jobs/ that declare a STUDY."""
+    folder = Path(__file__).resolve().parents[1]
+    return sorted(p.stem for p in folder.glob("*.py") if _declares_a_study(p))
 
 
 def _study_of(module: Any, name: str) -> Study:
