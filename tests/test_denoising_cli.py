@@ -18,6 +18,24 @@ def test_dry_run_of_the_default_search_and_the_reference(workdir):
     assert files_under(workdir) == []
 
 
+def test_what_the_yaml_says_is_what_runs_and_the_dry_run_says_where_each_value_came_from(workdir):
+    full = run_job(["denoising.py", "--dry-run", "--experiment", "reference_3blob", "profile=full"], workdir)
+    local = run_job(["denoising.py", "--dry-run", "--experiment", "reference_3blob", "trainer.lr=0.01"], workdir)
+    quick = run_job(["denoising.py", "--dry-run", "--experiment", "reference_3blob", "--quick"], workdir)
+    assert full.returncode == local.returncode == quick.returncode == 0, full.stderr + local.stderr + quick.stderr
+
+    def source(out, key):
+        (line,) = [line for line in out.stdout.splitlines() if line.strip().startswith(f"{key} = ")]
+        value, where = line.split("   ", 1)[0].split(" = ")[1], line.rsplit("   ", 1)[1].strip()
+        return value, where
+
+    assert source(full, "data.d") == ("1024", "experiment (= the default)")  # the YAML's fixed:
+    assert source(local, "data.d") == ("512", "experiment, profile local")  # the YAML's profiles: local:
+    assert source(local, "trainer.lr") == ("0.01", "override")
+    assert source(local, "trainer.batch_size") == ("512", "profile local")  # the study's profile
+    assert source(quick, "data.d") == ("256", "quick")  # --quick shrinks what the YAML gives
+
+
 REF = ["--experiment", "reference_3blob"]
 BAD = [
     ([*REF, "data.noise_variance=-0.1"], "data.noise_variance: must be >= 0, got -0.1"),
