@@ -546,7 +546,13 @@ class Mirror:
 
     def add_trial(self, trial_id: str, point: Mapping[str, Any]) -> None:
         with self.lock:
-            if trial_id in self.state["trials"]:
+            entry = self.state["trials"].get(trial_id)
+            if entry is not None:
+                if point and not entry["point"]:
+                    # Adopted from the journal after a rebuild, its point unknown until now
+                    # (Tune gives it back with the trial): its params and name follow it.
+                    entry.update(point=dict(point), name=trial_label(point))
+                    self.save()
                 return
             self.state["trials"][trial_id] = self._new_trial(point, now_ms())
             self.save()
