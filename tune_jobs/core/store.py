@@ -174,12 +174,27 @@ def prepare_store(uri: str) -> None:
         return
     from mlflow import MlflowClient
 
-    with store_lock(db):
+    with store_lock(db), _quiet_migration():
         check_sqlite_store(db)
         try:
             MlflowClient(uri)  # MLflow creates (migrates) a new store here; the store stays cached
         except Exception as exc:
             raise ConfigError(f"cannot open the MLflow store {db}: {one_line(exc)[:300]}") from None
+
+
+@contextlib.contextmanager
+def _quiet_migration() -> Iterator[None]:
+    """MLflow's "Creating initial MLflow database tables..." and alembic's migration steps are
+    INFO lines on the terminal before a sweep's first line; they say nothing a user acts on."""
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def open_client(uri: str) -> Any:
