@@ -22,12 +22,13 @@ prints that line instead of Tune's traceback of it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import posixpath
 import tempfile
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,10 @@ GPU_IDS_KEY = "gpu_ids"  # the GPU ids Ray gave the trial, "0,1" (only when it a
 CUDA_DEVICES_KEY = "cuda_visible_devices"  # CUDA_VISIBLE_DEVICES as Ray set it for the trial
 DIVERGED_KEY = "sweep/diverged"
 STOP_REASON_KEY = "sweep/stop_reason"
+# Warnings the trainable's side logged (a damaged checkpoint skipped, a trial started over):
+# they ride on the trial's next result to the driver, which shows each once on the terminal
+# (a trial's own output goes to the sweep's ray.log with the rest of Ray's).
+WARNINGS_KEY = "sweep/warnings"
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +127,7 @@ class RayContext:
         self._start_over = bool({self.trial_id, label} & set(start_over))
         self._resume_command = resume_command
         self._node = {NODE_KEY: ray.get_runtime_context().get_node_id(), **gpu_placement(ray.get_gpu_ids())}
+        self._warnings: list[str] = []
 
     @property
     def artifact_dir(self) -> Path:
@@ -134,6 +140,9 @@ class RayContext:
             self.stop_diverged(f"{bad} became {metrics[bad]}{where}", metrics)
         self._last_step = int(metrics.get("step", self._last_step + 1))
         result = {**metrics, **self._node}
+        if self._warnings:
+            result[WARNINGS_KEY] = "\n".join(self._warnings)
+            self._warnings = []
         if state is None:
             self._tune.report(result)
             return
@@ -155,12 +164,30 @@ class RayContext:
         if checkpoint is None:
             return None
         how = f"to start it over from scratch: {self._resume_command} --start-over {self.trial_id}"
-        return restore_newest(
-            checkpoint_chain(checkpoint),
-            trial=self.trial,
-            start_over=self._start_over,
-            how_to_start_over=how if self._resume_command else "",
-        )
+        with _warnings_into(self._warnings):
+            return restore_newest(
+                checkpoint_chain(checkpoint),
+                trial=self.trial,
+                start_over=self._start_over,
+                how_to_start_over=how if self._resume_command else "",
+            )
+
+
+@contextlib.contextmanager
+def _warnings_into(found: list[str]) -> Iterator[None]:
+    """Collect the warnings the trial context logs meanwhile (they are logged as well)."""
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    context_log = logging.getLogger("trainables.common.context")
+    context_log.addHandler(handler)
+    try:
+        yield
+    finally:
+        context_log.removeHandler(handler)
 
 
 def checkpoint_chain(checkpoint: Any) -> list[tuple[str, Callable[[], dict[str, Any]]]]:

@@ -48,6 +48,7 @@ NOTE_LIMIT = 7500  # MLflow keeps tag values up to 8000 characters
 # Ray messages the view already says better (a failed trial, by its name and error) or that are
 # about Tune's own bookkeeping; they stay in ray.log.
 RAY_QUIET = re.compile(r"Trial task failed|The `[\w.]+` operation took")
+TRIAL_FAILED_LOGGER = "ray.tune.execution.tune_controller"  # logs each failed trial's error at ERROR
 STATUS = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused", "TERMINATED": "done", "ERROR": "done"}
 
 
@@ -535,6 +536,14 @@ class SweepView(Callback):
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._snapshot(trials)
 
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        from tune_jobs.core.adapter import WARNINGS_KEY
+
+        output = SweepOutput.active
+        if result.get(WARNINGS_KEY) and output is not None:
+            for line in str(result[WARNINGS_KEY]).splitlines():
+                output.message(f"warning: {line}", to_log=False)  # the trial's log has it already
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._event(trials, trial, "RUNNING", "started")
 
@@ -572,6 +581,8 @@ class _ToTerminal(logging.Handler):
             text = record.getMessage().strip().splitlines()[0] if record.getMessage().strip() else ""
             if record.name.startswith("ray") and RAY_QUIET.match(text):
                 return
+            if record.name == TRIAL_FAILED_LOGGER and record.levelno >= logging.ERROR:
+                return  # a trial's failure: the view's "failed" line shows it, with its error
             if not text or text in self.seen:
                 return
             self.seen.add(text)
