@@ -102,7 +102,7 @@ def assert_everything_once(uri: str) -> MlflowClient:
     return client
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_server_down_mid_sweep_and_back_loses_nothing(workdir, server):
     server.start()
     driver = start_sweep(workdir, server.uri)
@@ -128,7 +128,7 @@ def test_server_down_mid_sweep_and_back_loses_nothing(workdir, server):
     assert "report" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_server_that_never_returns_is_replayed_later_with_one_command(workdir, server):
     server.start()
     driver = start_sweep(workdir, server.uri)

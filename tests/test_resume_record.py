@@ -136,4 +136,5 @@ def test_a_trial_that_finished_after_tunes_last_save_is_not_run_again(tmp_path, 
         assert sorted(steps) == list(range(STEPS)), (r.info.run_name, steps)
     after = sweep_state(sweep_dir)
     for tid, entry in before["trials"].items():  # each trial kept the one run it had
-        assert after["trials"][tid]["run_id"] == entry["run_id"]
+        if entry.get("run_id"):  # (runs are created by the sync thread: one may not exist yet)
+            assert after["trials"][tid]["run_id"] == entry["run_id"]
