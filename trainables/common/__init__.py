@@ -20,20 +20,7 @@ _CONTEXT = (
     "user_path",
 )
 
-__all__ = [  # noqa: PLE0604 (the context's names resolve through __getattr__)
-    "LocalContext",
-    "NoLoadableCheckpoint",
-    "RefusedCheckpoint",
-    "TrialContext",
-    "UnreadableCheckpoint",
-    "atomic_file",
-    "load_state",
-    "param",
-    "pick_device",
-    "save_state",
-    "section",
-    "user_path",
-]
+__all__ = ["param", "section", *_CONTEXT]  # noqa: PLE0604 (the context's names resolve through __getattr__)
 
 
 def __getattr__(name: str) -> Any:
