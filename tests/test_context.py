@@ -211,6 +211,7 @@ TINY = {
     "trainer.eval_every": 10,
     "trainer.checkpoint_every": 20,
     "trainer.eval_prompts": 32,
+    "trainer.final_eval_prompts": 64,
     "trainer.warmup_steps": 5,
     "data.n_components": 2,
 }

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from trainables.icl_mixture.baselines import lstsq_nmse, zero_nmse
 from trainables.icl_mixture.config import DataConfig
-from trainables.icl_mixture.data import sample_prompts
+from trainables.icl_mixture.data import sample_eval_prompts, sample_prompts
 
 KS = [1, 2, 3, 4, 5, 6, 8, 10]
 
@@ -85,3 +86,35 @@ def test_curriculum_schedule():
     assert [active_dims(cfg, s) for s in (0, 599, 600, 1200, 1800, 5000)] == [2, 2, 3, 4, 5, 5]
     off = build_config(Config, {"trainer.curriculum_start_dims": 0})
     assert active_dims(off, 0) == 5
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 8, 10])
+def test_evaluation_prompts_are_the_training_distribution_with_a_structure_like_training(k):
+    cfg = DataConfig(n_components=k)
+    p = sample_eval_prompts(cfg, 4000, seed=5)
+    c, n = cfg.block_size, cfg.n_points
+    assert p.xs.shape == (4000, n, cfg.n_dims) and p.ys.shape == (4000, n)
+    # Each point's y is its component's weights applied to its x; the target block and the
+    # query share one component, which is one of the context blocks' (each block one component).
+    w_point = torch.gather(p.weights, 1, p.component.unsqueeze(-1).expand(-1, -1, cfg.n_dims))
+    assert torch.allclose(p.ys, (p.xs * w_point).sum(-1), atol=1e-6)
+    assert (p.component[:, k * c :] == p.component[:, -1:]).all()
+    blocks = p.component[:, : k * c].reshape(4000, k, c)
+    assert (blocks == blocks[..., :1]).all() and (blocks[..., 0].sort(dim=1).values == torch.arange(k)).all()
+    assert (p.weights / cfg.scale).std().item() == pytest.approx(1.0, abs=0.02)
+    if k > 1:  # the target component is uniform over the K
+        share = torch.bincount(p.query_component, minlength=k).float() / 4000
+        assert share.min().item() > 1 / k - 0.05 and share.max().item() < 1 / k + 0.05
+
+
+def test_evaluation_prompts_share_the_target_and_query_across_k():
+    # The zero predictor and least squares on the target block judge the same prompts at every K.
+    ref = DataConfig(n_components=1)
+    p1 = sample_eval_prompts(ref, 512, seed=3)
+    for k in (2, 4, 10):
+        cfg = DataConfig(n_components=k)
+        pk = sample_eval_prompts(cfg, 512, seed=3)
+        tail = cfg.target_points + 1
+        assert torch.equal(pk.xs[:, -tail:], p1.xs[:, -tail:]) and torch.equal(pk.ys[:, -tail:], p1.ys[:, -tail:])
+        assert lstsq_nmse(pk, cfg) == lstsq_nmse(p1, ref) and zero_nmse(pk, cfg) == zero_nmse(p1, ref)
+    assert not torch.equal(sample_eval_prompts(ref, 512, seed=4).xs, p1.xs)  # another seed, other prompts

@@ -18,6 +18,7 @@ TINY = {
     "trainer.eval_every": 10,
     "trainer.checkpoint_every": 20,
     "trainer.eval_prompts": 32,
+    "trainer.final_eval_prompts": 64,
     "trainer.warmup_steps": 5,
     "data.n_components": 2,
 }
@@ -30,6 +31,10 @@ def test_reports_every_eval_and_the_baselines(tmp_path):
     last = ctx.history[-1]
     assert set(last) >= {"train/loss", "val/nmse", "baseline/zero_nmse", "baseline/lstsq_nmse", "baseline/oracle_nmse"}
     assert last["val/nmse_rel_oracle"] == pytest.approx(last["val/nmse"] - last["baseline/oracle_nmse"])
+    # The last step also judges the model on the large held-out set, with standard errors.
+    assert all(not any(k.startswith("final/") for k in m) for m in ctx.history[:-1])
+    assert last["final/nmse_minus_lstsq"] == pytest.approx(last["final/nmse"] - last["final/lstsq_nmse"])
+    assert 0 < last["final/nmse_se"] < last["final/nmse"] and last["final/nmse_minus_lstsq_se"] > 0
     assert ctx.checkpoint_path.exists()
 
 
@@ -60,6 +65,7 @@ def test_each_profile_builds_and_runs_a_few_steps_on_cpu(tmp_path, profile):
         "trainer.eval_every": 1,
         "trainer.checkpoint_every": 1,
         "trainer.eval_prompts": 16,
+        "trainer.final_eval_prompts": 16,
         "trainer.batch_size": 4,
         "trainer.device": "cpu",
     }

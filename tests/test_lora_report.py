@@ -44,3 +44,20 @@ def test_findings_name_the_best_config_its_gain_and_collapses():
     assert out["band"].startswith("significant")
     text = " ".join(out["lines"])
     assert "Collapse flag" in text and "r=4 a=8 L=8" in text and "ASHA stopped 1 of 3" in text
+
+
+@pytest.mark.parametrize("smoke,text_f1", [(True, 0.9), (False, 0.0), (False, float("nan"))])
+def test_a_smoke_run_or_a_base_model_that_cannot_do_the_task_draws_no_conclusion(smoke, text_f1):
+    row = dict(em=0.2, text_f1=text_f1, collapsed=False, epochs=3)
+    df = pd.DataFrame(
+        [
+            dict(config="r=8 a=16 L=12", lora=True, f1=0.31, **row),
+            dict(config="baseline (no LoRA)", lora=False, f1=0.0, **row),
+        ]
+    )
+    out = findings(df, smoke=smoke)
+    first, text = out["lines"][0], " ".join(out["lines"])
+    assert ("Smoke run" in first) if smoke else ("cannot do the task" in first)
+    assert "no conclusion" in first and out["band"] is None
+    assert not any(word in text for word in ("significant", "marginal", "strong", "Next step"))
+    assert "+31.0 points" in text  # the numbers are still there

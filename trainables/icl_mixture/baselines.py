@@ -36,18 +36,27 @@ def _split(prompts: Prompts, cfg: DataConfig):
     return ctx_x, ctx_y, tgt_x, tgt_y, xs[:, -1], ys[:, -1]
 
 
-def zero_nmse(prompts: Prompts, cfg: DataConfig) -> float:
+def zero_errors(prompts: Prompts, cfg: DataConfig) -> torch.Tensor:
+    """Each prompt's squared error at the query over d (their mean is the nMSE)."""
     *_, y_q = _split(prompts, cfg)
-    return float((y_q**2).mean() / cfg.n_dims)
+    return y_q**2 / cfg.n_dims
+
+
+def lstsq_errors(prompts: Prompts, cfg: DataConfig) -> torch.Tensor:
+    _, _, tgt_x, tgt_y, x_q, y_q = _split(prompts, cfg)
+    if cfg.target_points == 0:
+        return zero_errors(prompts, cfg)
+    w = torch.linalg.pinv(tgt_x) @ tgt_y.unsqueeze(-1)  # [B, d, 1]
+    pred = (x_q.unsqueeze(1) @ w).squeeze(-1).squeeze(-1)
+    return (pred - y_q) ** 2 / cfg.n_dims
+
+
+def zero_nmse(prompts: Prompts, cfg: DataConfig) -> float:
+    return float(zero_errors(prompts, cfg).mean())
 
 
 def lstsq_nmse(prompts: Prompts, cfg: DataConfig) -> float:
-    _, _, tgt_x, tgt_y, x_q, y_q = _split(prompts, cfg)
-    if cfg.target_points == 0:
-        return zero_nmse(prompts, cfg)
-    w = torch.linalg.pinv(tgt_x) @ tgt_y.unsqueeze(-1)  # [B, d, 1]
-    pred = (x_q.unsqueeze(1) @ w).squeeze(-1).squeeze(-1)
-    return float(((pred - y_q) ** 2).mean() / cfg.n_dims)
+    return float(lstsq_errors(prompts, cfg).mean())
 
 
 def _posterior(x: torch.Tensor, y: torch.Tensor, noise_var: float):
@@ -62,6 +71,10 @@ def _posterior(x: torch.Tensor, y: torch.Tensor, noise_var: float):
 
 
 def oracle_nmse(prompts: Prompts, cfg: DataConfig) -> float:
+    return float(oracle_errors(prompts, cfg).mean())
+
+
+def oracle_errors(prompts: Prompts, cfg: DataConfig) -> torch.Tensor:
     ctx_x, ctx_y, tgt_x, tgt_y, x_q, y_q = _split(prompts, cfg)
     noise_var = (cfg.noise_std / cfg.scale) ** 2 + _JITTER_VAR
     b, k, _, d = ctx_x.shape
@@ -81,7 +94,7 @@ def oracle_nmse(prompts: Prompts, cfg: DataConfig) -> float:
     both_y = torch.cat([ctx_y, tgt_y.unsqueeze(1).expand(b, k, t)], dim=2)
     mean_kt, _ = _posterior(both_x, both_y, noise_var)
     pred = (weight * (mean_kt @ x_q.unsqueeze(-1)).squeeze(-1)).sum(1)
-    return float(((pred - y_q) ** 2).mean() / cfg.n_dims)
+    return (pred - y_q) ** 2 / cfg.n_dims
 
 
 def all_baselines(prompts: Prompts, cfg: DataConfig) -> dict[str, float]:

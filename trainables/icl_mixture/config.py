@@ -40,6 +40,11 @@ class ModelConfig:
     n_embd: int = param(256, "transformer width", ge=8)
     n_layer: int = param(12, "transformer layers", ge=1)
     n_head: int = param(8, "attention heads (must divide n_embd)", ge=1)
+    backbone: str = param(
+        "gpt2",
+        "gpt2 (transformers' GPT2Model) or lean (the same blocks on torch's fused attention, faster on CPU)",
+        choices=["gpt2", "lean"],
+    )
 
 
 @dataclass
@@ -64,6 +69,12 @@ class TrainerConfig:
     )
     eval_every: int = param(100, "steps between evaluations on the fixed validation prompts", ge=1)
     eval_prompts: int = param(1024, "validation prompts (the baselines use the same ones)", ge=16)
+    final_eval_prompts: int = param(
+        32768,
+        "held-out prompts the trained model and the baselines are judged on at the last step "
+        "(large, so the zero predictor's nMSE is within about 2% of 1)",
+        ge=16,
+    )
     checkpoint_every: int = param(500, "steps between checkpoints (a multiple of eval_every)", ge=1)
     device: str = param("auto", "cpu, cuda or auto (cuda when present)", choices=["auto", "cpu", "cuda"])
 
@@ -109,6 +120,7 @@ PROFILES: dict[str, dict[str, object]] = {
         "trainer.eval_every": 50,
         "trainer.checkpoint_every": 100,
         "trainer.eval_prompts": 256,
+        "trainer.final_eval_prompts": 2048,
         "trainer.warmup_steps": 30,
         "trainer.curriculum_every": 50,
     },
@@ -123,4 +135,9 @@ METRICS = (
     "baseline/zero_nmse",
     "baseline/lstsq_nmse",
     "baseline/oracle_nmse",
+    *(
+        f"final/{name}{se}"
+        for name in ("nmse", "zero_nmse", "lstsq_nmse", "oracle_nmse", "nmse_minus_lstsq")
+        for se in ("", "_se")
+    ),
 )

@@ -47,3 +47,34 @@ def sample_prompts(cfg: DataConfig, batch: int, gen: torch.Generator, active_dim
     if cfg.noise_std > 0:
         ys = ys + cfg.noise_std * torch.randn(batch, n, generator=gen)
     return Prompts(xs=xs, ys=ys, component=component, weights=weights)
+
+
+def sample_eval_prompts(cfg: DataConfig, batch: int, seed: int) -> Prompts:
+    """Validation prompts from the same distribution, drawn so that every K shares its rulers.
+
+    What a prompt's target block and query are made of (the target component's weights, the
+    target points and the query point, and their noise) comes from a stream of its own, seeded
+    by `seed` alone, and is the same for every K, block size and component order; the context
+    blocks, the other components and where the target's block sits come from a second stream.
+    So the zero predictor and least squares on the target block score the same prompts at
+    every K, and differences between K are the model's, not the evaluation set's.
+    """
+    k, d, c, t = cfg.n_components, cfg.n_dims, cfg.block_size, cfg.target_points
+    shared = torch.Generator().manual_seed(seed)
+    w_target = cfg.scale * torch.randn(batch, d, generator=shared)
+    x_tail = torch.randn(batch, t + 1, d, generator=shared)  # the target points, then the query
+    noise_tail = torch.randn(batch, t + 1, generator=shared)
+    rest = torch.Generator().manual_seed(seed + 7919 * k + 104729 * c)
+    weights = cfg.scale * torch.randn(batch, k, d, generator=rest)
+    order = torch.argsort(torch.rand(batch, k, generator=rest), dim=1)
+    target = torch.randint(0, k, (batch,), generator=rest)
+    weights[torch.arange(batch), target] = w_target
+    x_ctx = torch.randn(batch, k * c, d, generator=rest)
+    noise_ctx = torch.randn(batch, k * c, generator=rest)
+    component = torch.cat([order.repeat_interleave(c, dim=1), target[:, None].expand(batch, t + 1)], dim=1)
+    xs = torch.cat([x_ctx, x_tail], dim=1)
+    w_point = torch.gather(weights, 1, component.unsqueeze(-1).expand(batch, k * c + t + 1, d))
+    ys = (xs * w_point).sum(-1)
+    if cfg.noise_std > 0:
+        ys = ys + cfg.noise_std * torch.cat([noise_ctx, noise_tail], dim=1)
+    return Prompts(xs=xs, ys=ys, component=component, weights=weights)

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from trainables.common import TrialContext, pick_device
-from trainables.icl_mixture.baselines import all_baselines
+from trainables.icl_mixture.baselines import all_baselines, lstsq_errors, oracle_errors, zero_errors
 from trainables.icl_mixture.config import Config
-from trainables.icl_mixture.data import Prompts, sample_prompts
+from trainables.icl_mixture.data import Prompts, sample_eval_prompts, sample_prompts
 from trainables.icl_mixture.model import ICLTransformer
 
 # What `train` reports; the sweep metric is checked against this before Ray starts.
@@ -23,6 +23,7 @@ def build_model(cfg: Config) -> ICLTransformer:
         n_embd=cfg.model.n_embd,
         n_layer=cfg.model.n_layer,
         n_head=cfg.model.n_head,
+        backbone=cfg.model.backbone,
     )
 
 
@@ -37,16 +38,45 @@ def _loss(model: ICLTransformer, prompts: Prompts, cfg: Config, device: torch.de
 
 
 @torch.no_grad()
-def query_nmse(model: ICLTransformer, prompts: Prompts, cfg: Config, device: torch.device) -> float:
-    """MSE at the query over scale^2 * d, in batches so large validation sets fit anywhere."""
+def query_errors(model: ICLTransformer, prompts: Prompts, cfg: Config, device: torch.device) -> torch.Tensor:
+    """Each prompt's squared error at the query over scale^2 * d (their mean is the nMSE), in
+    batches so large evaluation sets fit anywhere."""
     model.eval()
-    total = 0.0
+    out = []
     for i in range(0, prompts.xs.shape[0], 512):
         xs = prompts.xs[i : i + 512].to(device)
         ys = (prompts.ys[i : i + 512] / cfg.data.scale).to(device)
-        total += float(((model(xs, ys)[:, -1] - ys[:, -1]) ** 2).sum())
+        out.append(((model(xs, ys)[:, -1] - ys[:, -1]) ** 2).double().cpu())
     model.train()
-    return total / prompts.xs.shape[0] / cfg.data.n_dims
+    return torch.cat(out) / cfg.data.n_dims
+
+
+def query_nmse(model: ICLTransformer, prompts: Prompts, cfg: Config, device: torch.device) -> float:
+    return float(query_errors(model, prompts, cfg, device).mean())
+
+
+def _mean_se(errors: torch.Tensor) -> tuple[float, float]:
+    return float(errors.mean()), float(errors.std() / math.sqrt(errors.numel()))
+
+
+def final_evaluation(model: ICLTransformer, cfg: Config, device: torch.device) -> dict[str, float]:
+    """The trained model and the baselines on `trainer.final_eval_prompts` held-out prompts
+    (seed+2, shared across K like the validation set), each with its standard error, and the
+    model's difference to least squares paired prompt by prompt (its error is far smaller
+    than either value's, since both are judged on the same prompts)."""
+    prompts = sample_eval_prompts(cfg.data, cfg.trainer.final_eval_prompts, cfg.seed + 2)
+    model_err = query_errors(model, prompts, cfg, device)
+    errors = {
+        "nmse": model_err,
+        "zero_nmse": zero_errors(prompts, cfg.data),
+        "lstsq_nmse": lstsq_errors(prompts, cfg.data),
+        "oracle_nmse": oracle_errors(prompts, cfg.data),
+        "nmse_minus_lstsq": model_err - lstsq_errors(prompts, cfg.data),
+    }
+    out: dict[str, float] = {}
+    for name, err in errors.items():
+        out[f"final/{name}"], out[f"final/{name}_se"] = _mean_se(err)
+    return out
 
 
 def _run_log(ctx: TrialContext, start: int) -> Path:
@@ -74,7 +104,7 @@ def train(cfg: Config, ctx: TrialContext) -> None:
     warmup = cfg.trainer.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     data_gen = torch.Generator().manual_seed(cfg.seed)
-    val = sample_prompts(cfg.data, cfg.trainer.eval_prompts, torch.Generator().manual_seed(cfg.seed + 1))
+    val = sample_eval_prompts(cfg.data, cfg.trainer.eval_prompts, cfg.seed + 1)
     baselines = all_baselines(val, cfg.data)
 
     start = 0
@@ -111,6 +141,8 @@ def train(cfg: Config, ctx: TrialContext) -> None:
             "val/nmse_rel_oracle": nmse - baselines["baseline/oracle_nmse"],
             **baselines,
         }
+        if last:
+            metrics.update(final_evaluation(model, cfg, device))
         loss_sum, loss_n = 0.0, 0
         with open(log_path, "a") as f:
             f.write(f"[{step}/{steps}] val/nmse={nmse:.4f} train/loss={metrics['train/loss']:.4f}\n")

@@ -29,6 +29,12 @@ class TrialRun:
     tags: dict[str, str]
 
 
+SMOKE_NOTE = (
+    "Smoke run (--quick): tiny models trained briefly to check the pipeline end to end; "
+    "these numbers answer none of the study's questions, and no conclusion is drawn from them."
+)
+
+
 class SweepData:
     """One sweep as MLflow holds it: the parent run and its nested trial runs."""
 
@@ -60,6 +66,11 @@ class SweepData:
     @property
     def sweep_id(self) -> str:
         return self.tags["sweep.id"]
+
+    @property
+    def smoke(self) -> bool:
+        """A --quick sweep: a check of the pipeline, whose numbers support no conclusion."""
+        return self.tags.get("sweep.quick") == "true"
 
     @property
     def experiment(self) -> str:

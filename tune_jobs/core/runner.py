@@ -330,6 +330,7 @@ def _run_sweep(
                 "sweep.study_file": declared["file"],
                 "sweep.experiment": experiment.name,
                 "sweep.profile": description["profile"],
+                "sweep.quick": str(bool(description.get("quick"))).lower(),
                 "sweep.space_file": str(experiment.path),
                 "sweep.metric": experiment.metric,
                 "sweep.mode": experiment.mode,

@@ -20,7 +20,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from tune_jobs.core.reporting import SweepData, save_figure
+from tune_jobs.core.reporting import SMOKE_NOTE, SweepData, save_figure
 
 KEEP_UP = 0.5  # a model "keeps up" while it closes at least half of the LS -> oracle gap
 # varied key -> (axis label, name in sentences, plot file suffix)
@@ -49,6 +49,16 @@ def first_below(history: list[tuple[int, float]], threshold: float) -> int | Non
     return None
 
 
+def still_improving(history: list[tuple[int, float]], tail: float = 0.2) -> bool:
+    """Whether the validation nMSE still fell over the last `tail` of training: the smoothed
+    curve's last value is clearly (5%) below its value where that tail began."""
+    if len(history) < 5:
+        return False
+    values = smooth([v for _, v in history])
+    start = values[int(len(values) * (1 - tail)) - 1]
+    return values[-1] < 0.95 * start
+
+
 def collect(sweep: SweepData) -> tuple[pd.DataFrame, str]:
     rows = []
     x_key = next(iter(sweep.trials[0].point), "data.n_components") if sweep.trials else "data.n_components"
@@ -58,20 +68,32 @@ def collect(sweep: SweepData) -> tuple[pd.DataFrame, str]:
             rows.append({"x": t.point.get(x_key), "status": t.status, "run": t.name})
             continue
         hist = sweep.history(t.run_id, "val/nmse")
-        ls, oracle = m["baseline/lstsq_nmse"], m["baseline/oracle_nmse"]
+        # The last step's large held-out set when the trial has one (final/*), else the
+        # validation set the curves use; the curves' thresholds use that set's own baselines.
+        final = "final/nmse" in m
+        nmse = m["final/nmse"] if final else m["val/nmse"]
+        ls = m["final/lstsq_nmse"] if final else m["baseline/lstsq_nmse"]
+        oracle = m["final/oracle_nmse"] if final else m["baseline/oracle_nmse"]
+        val_ls, val_oracle = m["baseline/lstsq_nmse"], m["baseline/oracle_nmse"]
         gap = ls - oracle
+        nan = float("nan")
         rows.append(
             {
                 "x": t.point.get(x_key, t.params.get(x_key)),
-                "final_nmse": m["val/nmse"],
+                "final_nmse": nmse,
+                "final_se": m.get("final/nmse_se", nan),
                 "best_nmse": min(v for _, v in hist),
-                "zero_nmse": m["baseline/zero_nmse"],
+                "zero_nmse": m["final/zero_nmse"] if final else m["baseline/zero_nmse"],
+                "zero_se": m.get("final/zero_nmse_se", nan),
                 "lstsq_nmse": ls,
                 "oracle_nmse": oracle,
-                "excess_over_oracle": m["val/nmse"] - oracle,
-                "gap_closed": (ls - m["val/nmse"]) / gap if gap > 1e-6 else float("nan"),
-                "steps_to_lstsq": first_below(hist, ls),
-                "steps_to_halfway": first_below(hist, oracle + 0.5 * gap),
+                "minus_lstsq": m.get("final/nmse_minus_lstsq", nmse - ls),
+                "minus_lstsq_se": m.get("final/nmse_minus_lstsq_se", nan),
+                "excess_over_oracle": nmse - oracle,
+                "gap_closed": (ls - nmse) / gap if gap > 1e-6 else nan,
+                "steps_to_lstsq": first_below(hist, val_ls),
+                "steps_to_halfway": first_below(hist, val_oracle + 0.5 * (val_ls - val_oracle)),
+                "still_improving": still_improving(hist),
                 "final_step": hist[-1][0] if hist else None,
                 "status": t.status,
                 "run": t.name,
@@ -94,7 +116,17 @@ def plot_loss(df: pd.DataFrame, x_label: str, stem: str, out: Path, title: str) 
     ax.plot(df.x, df.zero_nmse, ":", color="grey", label="zero predictor")
     ax.plot(df.x, df.lstsq_nmse, "--", color="tab:orange", label="least squares on target block")
     ax.plot(df.x, df.oracle_nmse, "-.", color="tab:green", label="Bayes oracle (block matching)")
-    ax.plot(df.x, df.final_nmse, "o-", color="tab:blue", lw=2, label="transformer (final)")
+    # Error bars: two standard errors over the evaluation prompts (absent for old sweeps).
+    ax.errorbar(
+        df.x,
+        df.final_nmse,
+        yerr=2 * df.final_se.fillna(0),
+        fmt="o-",
+        color="tab:blue",
+        lw=2,
+        capsize=3,
+        label="transformer (final, ±2 SE)",
+    )
     ax.set_xlabel(x_label)
     ax.set_ylabel("query nMSE  (MSE / scale² d)")
     ax.set_xticks(list(df.x))
@@ -162,30 +194,78 @@ def plot_convergence(df: pd.DataFrame, x_label: str, out: Path, title: str) -> l
     return save_figure(fig, out, "convergence_steps")
 
 
+def _list(xs: Any) -> str:
+    return ", ".join(str(x) for x in xs)
+
+
 def findings(df: pd.DataFrame, x_name: str) -> list[str]:
+    """The study's questions answered from the numbers, each claim no stronger than its error:
+    a difference counts when it exceeds two standard errors over the evaluation prompts."""
     lines = []
-    beats = df[df.final_nmse < df.lstsq_nmse]
-    lines.append(
-        f"The transformer beats least squares on the target block at {x_name} = "
-        f"{', '.join(str(x) for x in beats.x)} (of {', '.join(str(x) for x in df.x)})."
-        if not beats.empty
-        else f"The transformer does not beat least squares on the target block at any {x_name} tried."
-    )
-    lost = df[df.gap_closed < KEEP_UP]
-    if lost.empty:
-        lines.append(
-            f"It closes at least {KEEP_UP:.0%} of the least-squares -> oracle gap at every {x_name}: no capacity limit within this range."
-        )
+    se = df.minus_lstsq_se.fillna(0)
+    beats = df[df.minus_lstsq + 2 * se < 0]
+    worse = df[df.minus_lstsq - 2 * se > 0]
+    tied = df[~df.index.isin(beats.index) & ~df.index.isin(worse.index)]
+    if beats.empty:
+        lines.append(f"The transformer does not beat least squares on the target block at any {x_name} tried.")
     else:
         lines.append(
-            f"It stops keeping up with the oracle at {x_name} = {lost.x.iloc[0]} "
-            f"(closes {100 * lost.gap_closed.iloc[0]:.0f}% of the gap; below {KEEP_UP:.0%})."
+            f"The transformer beats least squares on the target block at {x_name} = {_list(beats.x)} "
+            f"(by {_list(f'{-v:.3f}' for v in beats.minus_lstsq)} nMSE; paired over the same prompts, "
+            f"each more than two standard errors)."
         )
-    slow = df[df.steps_to_halfway.isna()]
-    if not slow.empty:
+    if not tied.empty:
         lines.append(
-            f"Not halfway to the oracle within the budget at {x_name} = {', '.join(str(x) for x in slow.x)}: more steps or a wider model may help there."
+            f"At {x_name} = {_list(tied.x)} it cannot be told apart from least squares (within two standard errors)."
         )
+    if not worse.empty:
+        lines.append(f"At {x_name} = {_list(worse.x)} it is worse than least squares.")
+    # Does the error rise with x beyond the oracle's rise?
+    if len(df) >= 2:
+        first, last = df.iloc[0], df.iloc[-1]
+        rise = last.excess_over_oracle - first.excess_over_oracle
+        noise = 2 * math.hypot(*(0.0 if math.isnan(v) else v for v in (first.final_se, last.final_se)))
+        if rise > noise:
+            lines.append(
+                f"Its excess over the Bayes oracle rises from {first.excess_over_oracle:.3f} at {x_name} = {first.x} "
+                f"to {last.excess_over_oracle:.3f} at {x_name} = {last.x}: the error grows with {x_name} beyond the oracle's own rise."
+            )
+        else:
+            lines.append(
+                f"Its excess over the Bayes oracle does not rise from {x_name} = {first.x} to {last.x} by more than "
+                f"the evaluation's error ({first.excess_over_oracle:.3f} and {last.excess_over_oracle:.3f})."
+            )
+    # A limit: the model stays at the zero predictor (it learned nothing usable) from some x on.
+    zero_se = df.zero_se.fillna(0)
+    at_zero = df[df.final_nmse >= df.zero_nmse - 2 * (df.final_se.fillna(0) + zero_se) - 0.02]
+    if at_zero.empty:
+        lines.append(f"At every {x_name} it does better than the zero predictor.")
+    else:
+        lines.append(f"At {x_name} = {_list(at_zero.x)} it stays at the zero predictor's level.")
+    # Budget or capacity: a curve still falling at the end says the budget, not the model, limits it.
+    improving = df[df.still_improving.fillna(False).astype(bool)]
+    if not improving.empty:
+        lines.append(
+            f"At {x_name} = {_list(improving.x)} the validation nMSE was still falling over the last fifth of "
+            "training: those values are limited by the training budget; they say nothing yet about the "
+            "model's capacity."
+        )
+    reached = df[df.steps_to_lstsq.notna()]
+    if not reached.empty:
+        lines.append(
+            f"Steps to reach the least-squares level (smoothed validation curve): "
+            f"{_list(f'{int(s)} at {x_name} = {x}' for x, s in zip(reached.x, reached.steps_to_lstsq, strict=True))}"
+            + (
+                f"; not reached within the budget at {x_name} = {_list(df[df.steps_to_lstsq.isna()].x)}."
+                if len(reached) < len(df)
+                else "."
+            )
+        )
+    else:
+        lines.append("The least-squares level was not reached within the budget at any value tried.")
+    lost = df[df.gap_closed < KEEP_UP]
+    if lost.empty:
+        lines.append(f"It closes at least {KEEP_UP:.0%} of the least-squares -> oracle gap at every {x_name} tried.")
     return lines
 
 
@@ -203,7 +283,7 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
     files += plot_loss(done, x_label, f"loss_vs_{x_file}", out, title)
     files += plot_capacity(done, x_label, out, title)
     files += plot_convergence(done, x_label, out, title)
-    notes = findings(done, x_name)
+    notes = [SMOKE_NOTE] if sweep.smoke else findings(done, x_name)
     records = json.loads(df.to_json(orient="records"))
     (out / "summary.json").write_text(
         json.dumps({"sweep": sweep.sweep_id, "x": x_key, "findings": notes, "trials": records}, indent=1)
@@ -212,6 +292,9 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
         [
             "x",
             "final_nmse",
+            "final_se",
+            "minus_lstsq",
+            "minus_lstsq_se",
             "best_nmse",
             "zero_nmse",
             "lstsq_nmse",

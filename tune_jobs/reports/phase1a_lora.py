@@ -17,7 +17,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from tune_jobs.core.reporting import SweepData, save_figure
+from tune_jobs.core.reporting import SMOKE_NOTE, SweepData, save_figure
 
 BANDS = (  # (upper bound in F1 points, verdict, the seed's next step)
     (
@@ -105,8 +105,15 @@ def collect(sweep: SweepData) -> pd.DataFrame:
     return df
 
 
-def findings(df: pd.DataFrame) -> dict[str, Any]:
-    """The seed's question answered on the numbers: baseline, best LoRA, gain, band."""
+# Below this F1 the base model cannot answer the questions reading the text itself: its
+# compressed-context numbers, LoRA or not, then measure nothing the study asks about.
+CAN_DO_THE_TASK_F1 = 0.05
+
+
+def findings(df: pd.DataFrame, smoke: bool = False) -> dict[str, Any]:
+    """The seed's question answered on the numbers: baseline, best LoRA, gain, band. From a
+    smoke run, or when the base model cannot do the task reading the text, the report says so
+    first and gives the numbers without a verdict."""
     base = df[~df["lora"]]
     lora = df[df["lora"] & df["f1"].notna()]
     out: dict[str, Any] = {"lines": []}
@@ -122,6 +129,22 @@ def findings(df: pd.DataFrame) -> dict[str, Any]:
     verdict, step = band(gain)
     out.update(baseline_f1=b["f1"], best_config=best["config"], best_f1=best["f1"], gain_points=gain, band=verdict)
     text = b["text_f1"]
+    caveat = None
+    if smoke:
+        caveat = SMOKE_NOTE
+    elif not text >= CAN_DO_THE_TASK_F1:  # NaN too: never measured
+        caveat = (
+            f"The base model scores F1 {100 * text:.1f}% reading the text itself: it cannot do the task, "
+            "so no gain over its compressed baseline means anything here; no conclusion is drawn."
+        )
+    if caveat is not None:
+        out.update(baseline_f1=b["f1"], best_config=best["config"], best_f1=best["f1"], gain_points=gain, band=None)
+        lines += [
+            caveat,
+            f"Numbers only: baseline F1 {100 * b['f1']:.1f}%; best LoRA {best['config']} F1 {100 * best['f1']:.1f}% "
+            f"({gain:+.1f} points).",
+        ]
+        return out
     lines += [
         f"Baseline (no LoRA, pure reconstruction + first-token CE): F1 {100 * b['f1']:.1f}%, EM {100 * b['em']:.1f}%"
         f" (the same LLM reading the text itself: F1 {100 * text:.1f}%).",
@@ -231,7 +254,7 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
         (out / "summary.md").write_text(f"# {title}\n\nNo trial reported results.\n")
         (out / "sweep_summary.txt").write_text(f"{title}\nNo trial reported results.\n")
         return files + [out / "summary.md", out / "sweep_summary.txt"]
-    found = findings(df)
+    found = findings(df, smoke=sweep.smoke)
     files += save_figure(bar_figure(df, title, found.get("baseline_f1")), out, "f1_by_config")
     table = _markdown(df)
     md = [f"# {title}", "", *[f"- {line}" for line in found["lines"]], "", "![F1 by config](f1_by_config.png)", ""]

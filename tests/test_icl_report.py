@@ -1,0 +1,66 @@
+"""The in-context study's report answers its questions from the numbers, no stronger than they
+are: differences count when they exceed two standard errors over the evaluation prompts."""
+
+import math
+
+import pandas as pd
+
+from tune_jobs.reports.phase1 import findings, still_improving
+
+
+def table(rows):
+    """Rows as the report's collect() makes them: x, nMSE and its SE, baselines, the paired
+    difference to least squares and its SE, steps to the LS level, whether still improving."""
+    out = []
+    for x, nmse, se, minus, minus_se, steps, improving in rows:
+        out.append(
+            dict(
+                x=x,
+                final_nmse=nmse,
+                final_se=se,
+                zero_nmse=1.0,
+                zero_se=0.01,
+                lstsq_nmse=0.4,
+                oracle_nmse=0.0,
+                minus_lstsq=minus,
+                minus_lstsq_se=minus_se,
+                excess_over_oracle=nmse,
+                gap_closed=(0.4 - nmse) / 0.4,
+                steps_to_lstsq=steps,
+                still_improving=improving,
+            )
+        )
+    return pd.DataFrame(out)
+
+
+def test_claims_follow_the_paired_differences_and_their_errors():
+    df = table(
+        [
+            (1, 0.05, 0.002, -0.35, 0.004, 400, False),  # clearly better than least squares
+            (2, 0.39, 0.005, -0.006, 0.004, math.nan, True),  # within two SE: a tie
+            (4, 0.70, 0.008, 0.30, 0.006, math.nan, True),  # worse
+            (10, 1.00, 0.010, 0.60, 0.008, math.nan, False),  # at the zero predictor
+        ]
+    )
+    lines = findings(df, "K")
+    text = "\n".join(lines)
+    assert lines[0].startswith("The transformer beats least squares on the target block at K = 1 (by 0.350")
+    assert "At K = 2 it cannot be told apart from least squares" in text
+    assert "At K = 4, 10 it is worse than least squares." in text
+    assert "rises from 0.050 at K = 1 to 1.000 at K = 10" in text
+    assert "At K = 10 it stays at the zero predictor's level." in text
+    assert "At K = 2, 4 the validation nMSE was still falling" in text and "limited by the training budget" in text
+    assert "400 at K = 1" in text and "not reached within the budget at K = 2, 4, 10" in text
+
+
+def test_no_claim_of_a_rise_within_the_evaluation_noise():
+    df = table([(1, 0.300, 0.01, -0.1, 0.004, 300, False), (2, 0.305, 0.01, -0.095, 0.004, 320, False)])
+    text = "\n".join(findings(df, "K"))
+    assert "does not rise from K = 1 to 2 by more than the evaluation's error" in text
+    assert "At every K it does better than the zero predictor." in text
+
+
+def test_still_improving_reads_the_end_of_the_smoothed_curve():
+    falling = [(s, 1.0 - 0.01 * s) for s in range(50)]
+    flat = [(s, 0.5) for s in range(50)]
+    assert still_improving(falling) and not still_improving(flat) and not still_improving(falling[:3])
