@@ -220,6 +220,23 @@ def test_sweep_scheduler_overrides_are_checked_as_the_yaml_is(tmp_path):
         ("sweep.scheduler.grace_period=20", "sweep.scheduler.grace_period: 20 is above max_t=9"),
         ("sweep.scheduler.eta=3", "sweep.scheduler.eta: unknown setting for asha"),
         ("sweep.scheduler.kind=fifo", "the scheduler kind is the experiment's"),
+        ("sweep.scheduler.max_t=2.5", r"sweep.scheduler.max_t: expected an integer >= 1, got 2.5"),
+        ("sweep.scheduler.time_attr=stepz", "scheduler.time_attr: 'stepz' is not in the results of study phase1"),
     ):
         with pytest.raises(ConfigError, match=message):
             compose(study, exp, overrides=[override])
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("max_t: 2.5", "scheduler.max_t: expected an integer >= 1, got 2.5"),
+        ("time_attr: stepz", "scheduler.time_attr: 'stepz' is not in the results of study phase1"),
+    ],
+)
+def test_the_yaml_and_the_overrides_meet_the_same_scheduler_rules(tmp_path, setting, message):
+    with pytest.raises(ConfigError, match=message):  # when the file loads, or when it meets the study
+        exp = load_experiment(write(tmp_path, GOOD + f"scheduler: {{kind: asha, max_t: 9, {setting}}}\n"))
+        compose(load_study("phase1"), exp)
+    ok = load_experiment(write(tmp_path, GOOD + "scheduler: {kind: asha, max_t: 9, time_attr: step}\n"))
+    assert compose(load_study("phase1"), ok).experiment.scheduler["time_attr"] == "step"

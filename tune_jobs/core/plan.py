@@ -175,6 +175,7 @@ def compose(
         else:
             base[key] = value
             sources[key] = "override"
+    check_time_attr(experiment, study)
     composed = Composed(
         study=study,
         experiment=experiment,
@@ -195,6 +196,22 @@ def compose(
     searched_now = {d.key for d in experiment.space} | set(grouped)
     unused_settings(study.config, to_flat(shared), dict.fromkeys(given), searched_now)
     return composed
+
+
+# Keys Tune adds to every result, which a scheduler may count in as well as the study's own.
+TUNE_RESULT_KEYS = ("training_iteration", "time_total_s", "time_this_iter_s")
+
+
+def check_time_attr(experiment: Experiment, study: Any) -> None:
+    """A scheduler's `time_attr` must be a key every result carries: one the scheduler never
+    sees would leave every trial unscheduled (never stopped, never promoted), silently."""
+    attr = experiment.scheduler.get("time_attr")
+    if attr is None or attr in TUNE_RESULT_KEYS or attr in study.metrics:
+        return
+    allowed = ", ".join([*TUNE_RESULT_KEYS, *study.metrics])
+    raise ConfigError(
+        f"scheduler.time_attr: {attr!r} is not in the results of study {study.name}; use one of {allowed}"
+    )
 
 
 def _check_searched_used(cls: type, trials: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:
