@@ -89,8 +89,10 @@ def icl(k: int, steps: int, smoke: bool, work: Path) -> dict:
         f"\nstudy A, profile=full, K={k}: {steps} steps in {wall:.1f} s = {steps / wall:.1f} steps/s "
         f"(evaluations included) on {device}; peak memory {peak_memory(device)}"
     )
-    print(f"  baselines (validation prompts): zero {last['baseline/zero_nmse']:.3f}  "
-          f"least squares {last['baseline/lstsq_nmse']:.3f}  oracle {last['baseline/oracle_nmse']:.3f}")
+    print(
+        f"  baselines (validation prompts): zero {last['baseline/zero_nmse']:.3f}  "
+        f"least squares {last['baseline/lstsq_nmse']:.3f}  oracle {last['baseline/oracle_nmse']:.3f}"
+    )
     print("  step   val nMSE")
     for row in ctx.history:
         print(f"  {int(row['step']):>5}  {row['val/nmse']:.4f}")
@@ -138,7 +140,9 @@ def main() -> int:
     if not args.smoke and not torch.cuda.is_available():
         print("no GPU here: this bench is for a GPU machine; --smoke checks it on CPU", file=sys.stderr)
         return 2
-    print(f"torch {torch.__version__}; device {torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.smoke else 'cpu'}")
+    print(
+        f"torch {torch.__version__}; device {torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.smoke else 'cpu'}"
+    )
     with tempfile.TemporaryDirectory(prefix="gpu_full_profile-") as tmp:
         work = Path(tmp)
         out = {"icl": [icl(k, steps, args.smoke, work) for k in (1, 4, 10)], "denoising": denoising(args.smoke, work)}

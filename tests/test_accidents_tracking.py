@@ -32,14 +32,14 @@ from mlflow import MlflowClient
 
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.store import open_client
-from tune_jobs.core.tracking import BACKUP_FILE, JOURNAL_FILE, STATE_FILE, Mirror
+from tune_jobs.core.record import BACKUP_FILE, JOURNAL_FILE, STATE_FILE, Mirror
 
 # -- many processes open one new store ------------------------------------------------------------
 
 OPENER = """
 import sys, time
 from pathlib import Path
-from tune_jobs.core.tracking import client_for
+from tune_jobs.core.record import client_for
 go, uri, name = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 (go.parent / f"ready-{name}").touch()
 while not go.exists():
@@ -587,7 +587,8 @@ class FakeTrial:
 
 
 def test_tune_callbacks_never_wait_for_a_hung_server_and_the_end_waits_a_bounded_time(tmp_path, caplog):
-    from tune_jobs.core.tracking import END_PROBE_S, MlflowTracker
+    from tune_jobs.core.record import END_PROBE_S
+    from tune_jobs.core.tracking import MlflowTracker
 
     trials = [FakeTrial(f"t{i}", tmp_path / f"t{i}") for i in (1, 2)]
     with hung_server() as uri, caplog.at_level(logging.WARNING):

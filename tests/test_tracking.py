@@ -6,7 +6,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tune_jobs.core.tracking import JOURNAL_FILE, STATE_FILE, Mirror, client_for, replay, send_journal
+from tune_jobs.core.record import JOURNAL_FILE, STATE_FILE, Mirror, client_for, replay, send_journal
 
 
 def row(run, step, value):
@@ -91,3 +91,24 @@ def test_mirror_keeps_everything_while_mlflow_is_down_and_sends_it_once_later(tm
     assert replay(store, sweep) == ""
     assert len(store.search_runs([state["experiment_id"]])) == 3
     assert len(store.get_metric_history(runs["t2"], "val/nmse")) == 4
+
+
+def test_the_record_and_its_replay_do_not_start_or_import_ray(tmp_path):
+    # report.py --replay and the report read the record and send it without Ray.
+    code = f"""
+import sys
+from tune_jobs.core.record import Mirror, client_for, replay
+import tune_jobs.report  # noqa: F401
+m = Mirror.create({str(tmp_path / "sweep")!r}, experiment_name="e", artifact_location=None,
+                  tags={{"sweep.id": "s1"}}, base={{}}, run_prefix="e")
+m.add_trial("t1", {{"data.n_components": 1}})
+m.append({{"trial": "t1", "step": 0, "ts": 1000, "metrics": {{"val/nmse": 0.5}}}})
+m.end_trial("t1", "FINISHED", {{"sweep.status": "finished"}}, [])
+m.save()
+print(replay(client_for({f"sqlite:///{tmp_path / 'm.db'}"!r}), m.dir) == "", "ray" in sys.modules)
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "False"], out.stdout + out.stderr[-3000:]

@@ -7,7 +7,6 @@ python tune_jobs/report.py --replay results/ray/phase1-20261121-070828-1dbb
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if not _store_error(exc):
             raise
-        from tune_jobs.core.tracking import failure_line
+        from tune_jobs.core.record import failure_line
 
         exc.from_store = True  # type: ignore[attr-defined]
         print(f"error: {failure_line(exc, tracking_uri(args.mlflow_uri))}; try again", file=sys.stderr)
@@ -76,25 +75,20 @@ def _store_error(exc: BaseException) -> bool:
 
 def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     """Sync a sweep's recorded runs and results to MLflow, then build its report."""
+    from tune_jobs.core.record import STATE_FILE, Mirror, SweepFileError, failure_line
     from tune_jobs.core.reporting import build_report
-    from tune_jobs.core.runner import SWEEP_FILE
     from tune_jobs.core.store import open_client
     from tune_jobs.core.study import load_study
-    from tune_jobs.core.tracking import STATE_FILE, Mirror, SweepFileError, failure_line
+    from tune_jobs.core.sweep_record import SWEEP_FILE, SweepRecord
 
     if not (sweep_dir / SWEEP_FILE).exists() or not list(sweep_dir.glob(f"{STATE_FILE}*")):
         raise ConfigError(
             f"{sweep_dir} is not a sweep folder (no {STATE_FILE} or {SWEEP_FILE}); "
             "pass results/ray/<experiment>-<sweep id>"
         )
-    try:
-        saved = json.loads((sweep_dir / SWEEP_FILE).read_text())
-        saved_uri, study_name, sweep_id = saved["tracking_uri"], saved["study"], saved["sweep_id"]
-        study_module, study_file = saved.get("study_module", ""), saved.get("study_file", "")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"{sweep_dir / SWEEP_FILE} is damaged ({one_line(exc)[:120]}); it cannot be replayed"
-        ) from None
+    saved = SweepRecord.read(sweep_dir)
+    saved_uri, study_name, sweep_id = saved.tracking_uri, saved.study, saved.sweep_id
+    study_module, study_file = saved.study_module, saved.study_file
     uri = tracking_uri(uri or saved_uri)  # where the sweep's runs belong
     try:
         mirror = Mirror(sweep_dir, hold_s=0)  # the one writer of the sweep's files while it runs

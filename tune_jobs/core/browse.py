@@ -89,7 +89,7 @@ def runs_view(
     scheme = uri_scheme(tracking_uri)
     if experiment_id is None or scheme not in ("sqlite", "http", "https"):
         return ""
-    from tune_jobs.core.tracking import client_for
+    from tune_jobs.core.record import client_for
 
     try:
         publish_view(client_for(tracking_uri), experiment_id, experiment, searched_keys(experiment, points))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,7 +142,8 @@ def print_plan(p: Plan) -> None:
 
 
 def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> tuple[Plan, Path]:
-    from tune_jobs.core.runner import SWEEP_FILE, find_sweep
+    from tune_jobs.core.runner import find_sweep
+    from tune_jobs.core.sweep_record import SweepRecord
 
     if args.overrides or args.quick or args.profile or args.start_from or args.stop_at:
         raise ConfigError(
@@ -151,19 +151,19 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
         )
     name = Path(args.experiment).stem
     sweep_dir = find_sweep(results_dir / "ray", name, args.resume or None)
-    saved = json.loads((sweep_dir / SWEEP_FILE).read_text())
-    if saved["study"] != study.name:
+    saved = SweepRecord.read(sweep_dir)
+    if saved.study != study.name:
         raise ConfigError(
-            f"sweep {saved['sweep_id']} belongs to study {saved['study']}; resume it with python tune_jobs/{saved['study']}.py --resume {saved['sweep_id']}"
+            f"sweep {saved.sweep_id} belongs to study {saved.study}; resume it with python {saved.script} --resume {saved.sweep_id}"
         )
-    experiment = load_experiment(Path(saved["experiment_file"]))
-    composed = compose(study, experiment, profile=saved["profile"], quick=saved["quick"], overrides=saved["overrides"])
+    experiment = load_experiment(Path(saved.experiment_file))
+    composed = compose(study, experiment, profile=saved.profile, quick=saved.quick, overrides=saved.overrides)
     p = plan(composed)
-    if saved["points"]:
-        p.trials = [t for t in p.trials if t.point in saved["points"]]
-    if composed.base != saved["base"] or [t.point for t in p.trials] != saved["points"]:
+    if saved.points:
+        p.trials = [t for t in p.trials if t.point in saved.points]
+    if composed.base != saved.base or [t.point for t in p.trials] != saved.points:
         raise ConfigError(
-            f"{experiment.path} changed since sweep {saved['sweep_id']} started; restore the file or start a new sweep"
+            f"{experiment.path} changed since sweep {saved.sweep_id} started; restore the file or start a new sweep"
         )
     return p, sweep_dir
 
@@ -232,11 +232,12 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             return 0
         preflight(p, results_dir, uri, args.address)
         print_plan(p)
-        from tune_jobs.core.runner import SWEEP_FILE, run_sweep
+        from tune_jobs.core.runner import run_sweep
         from tune_jobs.core.store import prepare_store
+        from tune_jobs.core.sweep_record import SweepRecord
 
         # The store is created, checked or repaired once, under its lock, before Ray starts.
-        prepare_store(json.loads((resume_dir / SWEEP_FILE).read_text())["tracking_uri"] if resume_dir else uri)
+        prepare_store(SweepRecord.read(resume_dir).tracking_uri if resume_dir else uri)
 
         describe_with(lambda exc: interrupted_line(study, args, exc))
         result = run_sweep(

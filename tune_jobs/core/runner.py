@@ -25,9 +25,10 @@ from tune_jobs.core.plan import Composed, Plan
 from tune_jobs.core.preflight import check_fits
 from tune_jobs.core.space import Experiment, ray_resources
 from tune_jobs.core.study import declared_in
+from tune_jobs.core.sweep_record import SWEEP_FILE, SweepRecord
 
 log = logging.getLogger(__name__)
-SWEEP_FILE = "sweep.json"
+__all__ = ["SWEEP_FILE", "SweepResult", "find_sweep", "run_sweep"]
 
 
 @dataclass
@@ -169,7 +170,7 @@ def trainable_for(composed: Composed, *, sweep_id: str = "", start_over: Sequenc
 
 def check_start_over(sweep_dir: Path, trials: Sequence[str]) -> None:
     """ConfigError unless every name is a trial of the sweep (its id or its label)."""
-    from tune_jobs.core.tracking import STATE_FILE
+    from tune_jobs.core.record import STATE_FILE
 
     path = sweep_dir / STATE_FILE
     known = json.loads(path.read_text()).get("trials", {}) if path.exists() else {}
@@ -232,6 +233,31 @@ def run_sweep(
                 ray.shutdown()
 
 
+def _record_sweep(plan: Plan, ray_dir: Path, tracking_uri: str) -> SweepRecord:
+    """A new sweep's folder and its record (sweep.json), before the first trial starts."""
+    composed = plan.composed
+    declared = declared_in(composed.study)
+    record = SweepRecord(
+        study=composed.study.name,
+        study_module=declared["module"],
+        study_file=declared["file"],
+        experiment=composed.experiment.name,
+        experiment_file=str(composed.experiment.path),
+        sweep_id=new_sweep_id(),
+        profile=composed.profile,
+        quick=composed.quick,
+        overrides=list(composed.overrides),
+        base=composed.base,
+        points=[t.point for t in plan.trials],
+        tracking_uri=tracking_uri,
+        git_commit=git_commit(),
+    )
+    sweep_dir = ray_dir / f"{safe_name(composed.experiment.name)}-{record.sweep_id}"
+    sweep_dir.mkdir(parents=True)
+    record.write(sweep_dir)
+    return record
+
+
 def _run_sweep(
     plan: Plan,
     progress: interrupts.Progress,
@@ -270,38 +296,20 @@ def _run_sweep(
             # forever. Checked before anything is written.
             check_fits(per_trial, ray.cluster_resources())
 
-    declared = declared_in(study)
     if resume_dir is None:
-        sweep_id = new_sweep_id()
-        sweep_dir = ray_dir / f"{safe_name(experiment.name)}-{sweep_id}"
-        sweep_dir.mkdir(parents=True)
-        description = {
-            "study": study.name,
-            "study_module": declared["module"],
-            "study_file": declared["file"],
-            "experiment": experiment.name,
-            "experiment_file": str(experiment.path),
-            "sweep_id": sweep_id,
-            "profile": composed.profile,
-            "quick": composed.quick,
-            "overrides": composed.overrides,
-            "base": composed.base,
-            "points": points,
-            "tracking_uri": tracking_uri,
-            "git_commit": git_commit(),
-            "created": time.time(),
-        }
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(description, indent=1, default=str))
+        record = _record_sweep(plan, ray_dir, tracking_uri)
+        sweep_dir = ray_dir / f"{safe_name(experiment.name)}-{record.sweep_id}"
     else:
         sweep_dir = resume_dir
-        description = json.loads((sweep_dir / SWEEP_FILE).read_text())
-        sweep_id = description["sweep_id"]
-        tracking_uri = description["tracking_uri"]  # the runs live where the sweep started them
+        record = SweepRecord.read(sweep_dir)
+    sweep_id = record.sweep_id
+    tracking_uri = record.tracking_uri  # a resumed sweep's runs live where it started them
     progress.sweep_id, progress.stage = sweep_id, "sweep"
     from ray import tune
 
     from tune_jobs.core.console import RAY_LOG, SweepView, facts_for
-    from tune_jobs.core.tracking import Mirror, MlflowTracker
+    from tune_jobs.core.record import Mirror
+    from tune_jobs.core.tracking import MlflowTracker
 
     output.log_to(sweep_dir / RAY_LOG)
 
@@ -326,17 +334,17 @@ def _run_sweep(
             tags={
                 "sweep.id": sweep_id,
                 "sweep.study": study.name,
-                "sweep.study_module": declared["module"],
-                "sweep.study_file": declared["file"],
+                "sweep.study_module": record.study_module,
+                "sweep.study_file": record.study_file,
                 "sweep.experiment": experiment.name,
-                "sweep.profile": description["profile"],
-                "sweep.quick": str(bool(description.get("quick"))).lower(),
+                "sweep.profile": record.profile,
+                "sweep.quick": str(record.quick).lower(),
                 "sweep.space_file": str(experiment.path),
                 "sweep.metric": experiment.metric,
                 "sweep.mode": experiment.mode,
                 "sweep.goal": experiment.goal,
-                "git.commit": description["git_commit"],
-                "mlflow.source.git.commit": description["git_commit"].removesuffix("-dirty"),
+                "git.commit": record.git_commit,
+                "mlflow.source.git.commit": record.git_commit.removesuffix("-dirty"),
             },
             base=composed.base_flat,
             metrics=study.metrics,

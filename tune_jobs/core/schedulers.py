@@ -338,7 +338,7 @@ def ended_trials(sweep_dir: str | Path) -> dict[str, str]:
     """Trials the sweep's record (mlflow_runs.json) says have ended: trial id -> outcome
     (finished, diverged or error). The tracker writes a trial's end there, atomically, in
     the same controller step as Tune learns of it."""
-    from tune_jobs.core.tracking import Mirror
+    from tune_jobs.core.record import Mirror
 
     trials = Mirror(sweep_dir).state.get("trials", {})
     return {
