@@ -65,8 +65,8 @@ def reset_peak(device: torch.device) -> None:
 
 
 def icl(k: int, steps: int, smoke: bool, work: Path) -> dict:
-    from trainables.icl_mixture import PROFILES, Config
-    from trainables.icl_mixture.train import train
+    from trainables.phase1 import PROFILES, Config
+    from trainables.phase1.train import train
 
     every = max(1, steps // 10)
     settings = {

@@ -2,7 +2,7 @@
 
 import pytest
 
-from trainables.icl_mixture import Config
+from trainables.phase1 import Config
 from tune_jobs.core.config import build_config, coerce, describe_fields, parse_value, to_flat, to_nested
 from tune_jobs.core.errors import ConfigError
 

@@ -102,9 +102,9 @@ def test_rows_name_trials_as_mlflow_does_and_say_how_they_ended():
 
 
 def test_budget_comes_from_the_study_config():
-    from trainables import denoising, icl_mixture
+    from trainables import denoising, phase1
 
-    assert budget_of(icl_mixture.Config()) == ("step", 5001, "trainer.steps")
+    assert budget_of(phase1.Config()) == ("step", 5001, "trainer.steps")
     assert budget_of(denoising.Config()) == ("epoch", denoising.Config().trainer.epochs, "trainer.epochs")
     assert budget_of(object()) == ("report", None, None)
 

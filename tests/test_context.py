@@ -15,8 +15,8 @@ from conftest import Interrupt, StopAfter
 
 from trainables.common import LocalContext, NoLoadableCheckpoint, UnreadableCheckpoint, load_state, save_state
 from trainables.common.context import STATE_FILE, restore_newest
-from trainables.icl_mixture import Config
-from trainables.icl_mixture.train import train
+from trainables.phase1 import Config
+from trainables.phase1.train import train
 from tune_jobs.core.config import build_config
 
 

@@ -1,4 +1,4 @@
-"""The loss against its closed forms (shared/DESIGN.md, study C) and the model's init."""
+"""The loss against its closed forms (study C) and the model's init."""
 
 import pytest
 import torch

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainables.icl_mixture import Config
+from trainables.phase1 import Config
 from tune_jobs.core.cli import main
 from tune_jobs.core.config import to_flat
 from tune_jobs.phase1 import STUDY

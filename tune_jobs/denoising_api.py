@@ -180,7 +180,7 @@ def _write_experiment(config: Config, name: str, folder: Path, *, cpus: int, gpu
 class ExperimentResults:
     experiment: str
     sweep_id: str
-    trials: pd.DataFrame  # one row per trial, best blob score first (tune_jobs/reports/denoising.py)
+    trials: pd.DataFrame  # one row per trial, best blob score first (trainables/denoising/report.py)
     history: pd.DataFrame  # run, step, metric, value: the four panels and the blob score per epoch
     params: dict[str, dict[str, str]]  # run name -> its whole config as MLflow holds it
 
@@ -194,9 +194,9 @@ class ExperimentResults:
 
 def load_results(name: str, *, mlflow_uri: str | None = None) -> ExperimentResults:
     """The newest sweep of experiment `name` (or a sweep id), read back from MLflow."""
+    from trainables.denoising.report import PANELS, SCORE, collect
     from tune_jobs.core.reporting import SweepData, find_parent
     from tune_jobs.core.store import open_client
-    from tune_jobs.reports.denoising import PANELS, SCORE, collect
 
     uri = tracking_uri(mlflow_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
@@ -220,7 +220,7 @@ def load_results(name: str, *, mlflow_uri: str | None = None) -> ExperimentResul
 
 def compare_experiments(names: Sequence[str], *, mlflow_uri: str | None = None) -> pd.DataFrame:
     """One row per experiment: its best trial's blob diagnostics and key hyperparameters."""
-    from tune_jobs.reports.denoising import FINAL
+    from trainables.denoising.report import FINAL
 
     rows = []
     for name in names:

@@ -32,8 +32,8 @@ def draw(client, parent_run_id: str, out: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from trainables.denoising.report import SCORE, panel_figure
     from tune_jobs.core.reporting import SweepData
-    from tune_jobs.reports.denoising import SCORE, panel_figure
 
     parent = client.get_run(parent_run_id)
     sweep = SweepData(client, parent)

@@ -97,8 +97,7 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
         return 1
     try:
         if mirror.recovered or not mirror.state:
-            script = study_file or f"tune_jobs/{study_name}.py"
-            resume = f"python {script} --resume {sweep_id} --results-dir {sweep_dir.parents[1]}"
+            resume = f"python {saved.script} --resume {sweep_id} --results-dir {sweep_dir.parents[1]}"
             print(
                 f"error: {mirror.state_path} and its previous version are damaged; the sweep's resume rebuilds "
                 f"them from its settings, its journal and MLflow: {resume}",

@@ -1,4 +1,4 @@
-"""Sparse denoising, the 3-blob hunt (study C, shared/DESIGN.md).
+"""Sparse denoising, the 3-blob hunt (study C).
 
 Read in order: config.py (what can be set), data.py (two-hot signals plus noise), model.py
 (Linear -> tanh^3 -> Linear and the lambda_on loss), diagnostics.py (the blob metrics of the

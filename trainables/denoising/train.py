@@ -44,7 +44,7 @@ def build_optimizer(model: Denoiser, cfg: Config) -> torch.optim.Optimizer:
 
 
 def baselines(cfg: Config) -> dict[str, float]:
-    """The closed-form losses a trained model is read against (shared/DESIGN.md, study C)."""
+    """The closed-form losses a trained model is read against (study C)."""
     return {
         "baseline/zero_loss": zero_predictor_loss(cfg.loss.lambda_on),
         "baseline/identity_loss": identity_loss(cfg.loss.lambda_on, cfg.data.d, cfg.data.noise_variance),

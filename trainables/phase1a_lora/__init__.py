@@ -1,4 +1,4 @@
-"""Phase 1a + LoRA: compressed-embedding QA with a LoRA sweep (study D, shared/DESIGN.md).
+"""Phase 1a + LoRA: compressed-embedding QA with a LoRA sweep (study D).
 
 Read in order: config.py (what can be set), data.py (SQuAD v1.1 reader and synthetic QA, one
 path), metrics.py (official SQuAD F1/EM, collapse diagnostics), model.py (compressor, adapter,

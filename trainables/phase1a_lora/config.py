@@ -1,4 +1,4 @@
-"""Config of the Phase 1a + LoRA study (study D, shared/DESIGN.md), with its size profiles.
+"""Config of the Phase 1a + LoRA study (study D), with its size profiles.
 
 Every loss weight is explicit here (the original sweep left k_ce_weight at 0.5 by accident).
 LoRA layer counts are the seed's, counted on Llama-3.1-8B's 32 decoder layers

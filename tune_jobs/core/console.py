@@ -83,7 +83,7 @@ def budget_of(cfg: Any) -> tuple[str, int | None, str | None]:
     """(unit, budget, config key) of a study config: trainer.epochs, else trainer.steps.
 
     The trainables report `epoch` (or `step`) counting from 1 in epoch-budget studies and
-    `step` counting from 0 in step-budget studies (icl_mixture); row_of reads them so."""
+    `step` counting from 0 in step-budget studies (phase1); row_of reads them so."""
     trainer = getattr(cfg, "trainer", None)
     for unit, name in (("epoch", "epochs"), ("step", "steps")):
         value = getattr(trainer, name, None)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -241,6 +242,7 @@ def _record_sweep(plan: Plan, ray_dir: Path, tracking_uri: str) -> SweepRecord:
         study=composed.study.name,
         study_module=declared["module"],
         study_file=declared["file"],
+        entry_script=sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "",
         experiment=composed.experiment.name,
         experiment_file=str(composed.experiment.path),
         sweep_id=new_sweep_id(),

@@ -76,16 +76,25 @@ def declared_in(study: Study) -> dict[str, str]:
     A sweep records this (sweep.json, the parent run's tags), so that its report can be
     rebuilt and its records replayed for any study, in this repository or in a folder of the
     user's own, without a list of studies to keep."""
-    for name, module in list(sys.modules.items()):
-        if getattr(module, "STUDY", None) is study:
-            return {"module": name, "file": str(Path(getattr(module, "__file__", "") or "").resolve())}
+    holders = [(name, m) for name, m in list(sys.modules.items()) if getattr(m, "STUDY", None) is study]
+    # The module that declares it, not an entry script that imports it (its __main__).
+    holders.sort(key=lambda item: "STUDY = Study(" not in _source(item[1]))
+    for name, module in holders:
+        return {"module": name, "file": str(Path(getattr(module, "__file__", "") or "").resolve())}
     return {"module": "", "file": ""}
+
+
+def _source(module: Any) -> str:
+    try:
+        return Path(module.__file__).read_text(errors="replace")
+    except (AttributeError, TypeError, OSError):
+        return ""
 
 
 def load_study(name: str, module: str = "", file: str = "") -> Study:
     """The study a sweep recorded: from its module, else from the file declaring it (an entry
-    script run as `python path/to/study.py` is the module `__main__`), else the entry script
-    tune_jobs/<name>.py of a study shipped here."""
+    script run as `python path/to/study.py` is the module `__main__`), else the declaration
+    trainables/<name>/study.py of a study shipped here."""
     from tune_jobs.core.errors import ConfigError
 
     if module and module != "__main__":
@@ -95,18 +104,22 @@ def load_study(name: str, module: str = "", file: str = "") -> Study:
             pass  # moved or renamed: its file, or the shipped script, may still declare it
     if file and Path(file).is_file():
         return _study_of(_import_file(Path(file), f"_study_{name}"), name)
-    shipped = Path(__file__).resolve().parents[1] / f"{name}.py"
+    shipped = _trainables() / name / "study.py"
     if shipped.is_file() and _declares_a_study(shipped):
-        return _study_of(importlib.import_module(f"tune_jobs.{name}"), name)
+        return _study_of(importlib.import_module(f"trainables.{name}.study"), name)
     if file:
         raise ConfigError(f"study {name!r} was declared in {file}, which is gone; put the file back there")
     raise ConfigError(f"unknown study {name!r}; the studies shipped here: {', '.join(shipped_studies())}")
 
 
+def _trainables() -> Path:
+    return Path(__file__).resolve().parents[2] / "trainables"
+
+
 def shipped_studies() -> list[str]:
-    """The studies of this repository: the entry scripts in tune_jobs/ that declare a STUDY."""
-    folder = Path(__file__).resolve().parents[1]
-    return sorted(p.stem for p in folder.glob("*.py") if _declares_a_study(p))
+    """The studies of this repository: the packages trainables/<name>/ whose study.py declares
+    a STUDY (each has its entry script tune_jobs/<name>.py)."""
+    return sorted(p.parent.name for p in _trainables().glob("*/study.py") if _declares_a_study(p))
 
 
 def _study_of(module: Any, name: str) -> Study:

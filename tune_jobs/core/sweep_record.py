@@ -27,6 +27,7 @@ class SweepRecord:
     tracking_uri: str
     study_module: str = ""  # empty in sweeps recorded before studies were found by module
     study_file: str = ""
+    entry_script: str = ""  # the script the sweep was started with (empty: from Python)
     quick: bool = False
     overrides: list[str] = field(default_factory=list)
     base: dict[str, Any] = field(default_factory=dict)
@@ -36,8 +37,13 @@ class SweepRecord:
 
     @property
     def script(self) -> str:
-        """The entry script that runs the sweep's study (its declaring file when known)."""
-        return self.study_file or f"tune_jobs/{self.study}.py"
+        """The script that runs the sweep's study: the one it was started with, else the file
+        declaring it (a study of one's own is its own script), else tune_jobs/<study>.py."""
+        if self.entry_script:
+            return self.entry_script
+        if self.study_file and not self.study_file.endswith("/study.py"):
+            return self.study_file
+        return f"tune_jobs/{self.study}.py"
 
     def write(self, sweep_dir: Path) -> None:
         from trainables.common.context import atomic_file

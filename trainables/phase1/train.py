@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from trainables.common import TrialContext, pick_device
-from trainables.icl_mixture.baselines import all_baselines, lstsq_errors, oracle_errors, zero_errors
-from trainables.icl_mixture.config import Config
-from trainables.icl_mixture.data import Prompts, sample_eval_prompts, sample_prompts
-from trainables.icl_mixture.model import ICLTransformer
+from trainables.phase1.baselines import all_baselines, lstsq_errors, oracle_errors, zero_errors
+from trainables.phase1.config import Config
+from trainables.phase1.data import Prompts, sample_eval_prompts, sample_prompts
+from trainables.phase1.model import ICLTransformer
 
 # What `train` reports; the sweep metric is checked against this before Ray starts.
 

@@ -5,9 +5,9 @@ read-in and read-out), baselines.py (zero, target-only least squares, Bayes orac
 train.py (the loop).
 
 Importing the package loads its config only (no torch): the training function is
-`trainables.icl_mixture.train.train`, imported where a trial runs.
+`trainables.phase1.train.train`, imported where a trial runs.
 """
 
-from trainables.icl_mixture.config import METRICS, PROFILES, Config
+from trainables.phase1.config import METRICS, PROFILES, Config
 
 __all__ = ["METRICS", "PROFILES", "Config"]

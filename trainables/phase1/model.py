@@ -9,7 +9,7 @@ Two backbones of the same architecture (pre-LayerNorm GPT-2 blocks, learned posi
 GELU-tanh MLP, a final LayerNorm; GPT-2's initialisation): `gpt2`, transformers' GPT2Model as
 the design names it, and `lean`, the same blocks written on torch's fused attention
 (`scaled_dot_product_attention`) without the library's generality, which runs faster on CPU
-(`python bench/icl_backbone.py` measures both side by side).
+(`python bench/phase1_backbone.py` measures both side by side).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ import math
 
 import pandas as pd
 
-from tune_jobs.reports.phase1 import findings, still_improving
+from trainables.phase1.report import findings, still_improving
 
 
 def table(rows):

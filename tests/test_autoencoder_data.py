@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.particle_ae import Config
-from trainables.particle_ae.data import (
+from trainables.autoencoder import Config
+from trainables.autoencoder.data import (
     DataFileError,
     EventSplit,
     check_file,

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from trainables.icl_mixture.baselines import lstsq_nmse, zero_nmse
-from trainables.icl_mixture.config import DataConfig
-from trainables.icl_mixture.data import sample_eval_prompts, sample_prompts
+from trainables.phase1.baselines import lstsq_nmse, zero_nmse
+from trainables.phase1.config import DataConfig
+from trainables.phase1.data import sample_eval_prompts, sample_prompts
 
 KS = [1, 2, 3, 4, 5, 6, 8, 10]
 
@@ -78,8 +78,8 @@ def test_curriculum_zeroes_the_inactive_dimensions_and_keeps_the_stream():
 
 
 def test_curriculum_schedule():
-    from trainables.icl_mixture import Config
-    from trainables.icl_mixture.train import active_dims
+    from trainables.phase1 import Config
+    from trainables.phase1.train import active_dims
     from tune_jobs.core.config import build_config
 
     cfg = build_config(Config, {"trainer.curriculum_start_dims": 2, "trainer.curriculum_every": 600})

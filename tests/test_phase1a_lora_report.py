@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from tune_jobs.reports.phase1a_lora import band, config_name, findings
+from trainables.phase1a_lora.report import band, config_name, findings
 
 
 @pytest.mark.parametrize(

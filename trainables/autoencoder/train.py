@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
+from trainables.autoencoder.config import METRICS, Config
+from trainables.autoencoder.data import EventSplit, Stats, resolve_path
+from trainables.autoencoder.model import ParticleAutoencoder, losses
+from trainables.autoencoder.vq import VectorQuantizer, usage
 from trainables.common import TrialContext, atomic_file, pick_device
-from trainables.particle_ae.config import METRICS, Config
-from trainables.particle_ae.data import EventSplit, Stats, resolve_path
-from trainables.particle_ae.model import ParticleAutoencoder, losses
-from trainables.particle_ae.vq import VectorQuantizer, usage
 
 
 def build_model(cfg: Config) -> ParticleAutoencoder:
@@ -278,7 +278,7 @@ def train(cfg: Config, ctx: TrialContext) -> None:
 
 def check(cfg: Config) -> None:
     """What the sweep service checks before Ray starts: a user's data file (raises ValueError)."""
-    from trainables.particle_ae.data import check_file
+    from trainables.autoencoder.data import check_file
 
     check_file(cfg.data)
 

@@ -17,8 +17,8 @@ import math
 
 import torch
 
-from trainables.icl_mixture.config import DataConfig
-from trainables.icl_mixture.data import Prompts
+from trainables.phase1.config import DataConfig
+from trainables.phase1.data import Prompts
 
 # Observation noise of the oracle when the data has none: keeps the Gaussian algebra finite
 # while being far below any error the baselines or the model can reach.

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trainables.particle_ae.config import ModelConfig, VQConfig
-from trainables.particle_ae.data import N_TYPES, TOKEN_FEATURES, Batch
-from trainables.particle_ae.vq import VectorQuantizer
+from trainables.autoencoder.config import ModelConfig, VQConfig
+from trainables.autoencoder.data import N_TYPES, TOKEN_FEATURES, Batch
+from trainables.autoencoder.vq import VectorQuantizer
 
 
 def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainables.autoencoder.config import DataConfig
 from trainables.common import atomic_file, user_path
-from trainables.particle_ae.config import DataConfig
 
 N_TYPES = 8  # ids 0..7; 0 is a pad
 TOKEN_FEATURES = ("E", "pT", "eta", "phi")

@@ -6,7 +6,7 @@ import matplotlib
 import pytest
 
 from tune_jobs.core.reporting import TrialRun
-from tune_jobs.reports import autoencoder as report
+from trainables.autoencoder import report
 
 matplotlib.use("Agg")
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.icl_mixture.baselines import lstsq_nmse, oracle_nmse, zero_nmse
-from trainables.icl_mixture.config import DataConfig
-from trainables.icl_mixture.data import sample_prompts
+from trainables.phase1.baselines import lstsq_nmse, oracle_nmse, zero_nmse
+from trainables.phase1.config import DataConfig
+from trainables.phase1.data import sample_prompts
 
 
 def prompts(n=4000, seed=0, **kw):

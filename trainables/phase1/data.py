@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainables.icl_mixture.config import DataConfig
+from trainables.phase1.config import DataConfig
 
 
 @dataclass

@@ -5,9 +5,9 @@ the streaming reader), vq.py (the EMA vector quantiser), model.py (encoder, bott
 decoder, globals head), train.py (the loop and the per-trial files).
 
 Importing the package loads its config only (no torch): the training function is
-`trainables.particle_ae.train.train`, imported where a trial runs.
+`trainables.autoencoder.train.train`, imported where a trial runs.
 """
 
-from trainables.particle_ae.config import LATENT_SPACES, METRICS, PROFILES, Config
+from trainables.autoencoder.config import LATENT_SPACES, METRICS, PROFILES, Config
 
 __all__ = ["LATENT_SPACES", "METRICS", "PROFILES", "Config"]

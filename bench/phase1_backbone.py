@@ -1,8 +1,8 @@
 """Training steps per second of study A's transformer: transformers' GPT-2 against the lean
 backbone (the same blocks on torch's fused attention), side by side in one run.
 
-    python bench/icl_backbone.py                 # the local profile's model, K = 1 and 10
-    python bench/icl_backbone.py profile=full    # the paper's model (on a GPU when present)
+    python bench/phase1_backbone.py                 # the local profile's model, K = 1 and 10
+    python bench/phase1_backbone.py profile=full    # the paper's model (on a GPU when present)
 
 Each round times `--steps` optimizer steps of each backbone in turn (after a warm-up), at the
 threads a trial gets (`--threads`, default 1), and prints the median steps/s of each and
@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from trainables.common import pick_device  # noqa: E402
-from trainables.icl_mixture import PROFILES, Config  # noqa: E402
-from trainables.icl_mixture.data import sample_prompts  # noqa: E402
-from trainables.icl_mixture.train import _loss, build_model  # noqa: E402
+from trainables.phase1 import PROFILES, Config  # noqa: E402
+from trainables.phase1.data import sample_prompts  # noqa: E402
+from trainables.phase1.train import _loss, build_model  # noqa: E402
 from tune_jobs.core.config import build_config  # noqa: E402
 
 

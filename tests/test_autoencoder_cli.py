@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import files_under, run_job
 
-from trainables.particle_ae.data import synthesize
+from trainables.autoencoder.data import synthesize
 
 # The seed's run matrix: run N (0-based) is trial N + 1; beta outer, latent space inner.
 SEED_ORDER = [(b, x) for b in ("0", "1", "10") for x in ("none", "linear", "vq")]

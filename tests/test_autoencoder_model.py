@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from trainables.particle_ae import Config
-from trainables.particle_ae.data import Batch
-from trainables.particle_ae.model import ParticleAutoencoder, losses
-from trainables.particle_ae.vq import VectorQuantizer, usage
+from trainables.autoencoder import Config
+from trainables.autoencoder.data import Batch
+from trainables.autoencoder.model import ParticleAutoencoder, losses
+from trainables.autoencoder.vq import VectorQuantizer, usage
 from tune_jobs.core.config import build_config
 
 T = 18

@@ -8,8 +8,8 @@ import torch
 from conftest import Interrupt, StopAfter
 
 from trainables.common import LocalContext
-from trainables.particle_ae import PROFILES, Config
-from trainables.particle_ae.train import log_line, train
+from trainables.autoencoder import PROFILES, Config
+from trainables.autoencoder.train import log_line, train
 from tune_jobs.core.config import build_config
 
 LINE = re.compile(

@@ -1,6 +1,6 @@
 import torch
 
-from trainables.icl_mixture.model import ICLTransformer
+from trainables.phase1.model import ICLTransformer
 
 
 def model(**kw):

@@ -5,8 +5,8 @@ import torch
 from conftest import Interrupt, StopAfter
 
 from trainables.common import LocalContext
-from trainables.icl_mixture import PROFILES, Config
-from trainables.icl_mixture.train import train
+from trainables.phase1 import PROFILES, Config
+from trainables.phase1.train import train
 from tune_jobs.core.config import build_config
 
 TINY = {
