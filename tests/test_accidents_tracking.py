@@ -629,3 +629,29 @@ def test_tune_callbacks_never_wait_for_a_hung_server_and_the_end_waits_a_bounded
     assert f"python tune_jobs/report.py --replay {tmp_path / 'sweep'}" in caplog.text
     rows = (tmp_path / "sweep" / JOURNAL_FILE).read_text().splitlines()
     assert len(rows) == 40  # everything kept for the replay
+
+
+def test_a_failed_trial_started_over_is_run_again_and_its_run_reopened_without_its_error(tmp_path):
+    from tune_jobs.core.schedulers import ended_trials
+
+    sweep, uri = tmp_path / "sweep", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mirror = new_mirror(sweep)
+    mirror.add_trial("t1", {"data.n_components": 1})
+    mirror.add_trial("t2", {"data.n_components": 2})
+    mirror.append(row("t1", 0))
+    mirror.end_trial("t1", "FAILED", {"sweep.status": "error", "sweep.error": "no checkpoint of it loads"}, [])
+    mirror.end_trial("t2", "FINISHED", {"sweep.status": "finished"}, [])
+    client = open_client(uri)
+    mirror.sync(client)
+    run_id = mirror.state["trials"]["t1"]["run_id"]
+    assert client.get_run(run_id).info.status == "FAILED" and set(ended_trials(sweep)) == {"t1", "t2"}
+
+    # --start-over names it by its label; a resumed sweep runs it and reopens its run.
+    assert mirror.start_over(["n_components=1"]) == ["t1"]
+    assert set(ended_trials(sweep)) == {"t2"}  # the scheduler does not file it as ended
+    mirror.reopen()
+    mirror.sync(client)
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.data.tags["sweep.status"] == "running"
+    assert "sweep.error" not in run.data.tags
+    assert client.get_run(mirror.state["trials"]["t2"]["run_id"]).info.status == "FINISHED"  # untouched

@@ -151,11 +151,6 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_older_one(workdir, uninter
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="open defect: with the live view, the line comes once per Tune retry (max_failures) as a "
-    "'restarting'/'failed' event decorated with progress and the error file, not once and bare",
-    strict=False,
-)
 def test_no_loadable_checkpoint_is_one_line_and_its_command_starts_the_trial_over(workdir, uninterrupted):
     sweep, trial = killed_with_two_checkpoints(workdir)
     older, newest = registered_checkpoints(sweep)[-2:]

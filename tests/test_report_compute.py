@@ -12,7 +12,9 @@ from tune_jobs.core.reporting import Compute, SweepData, add_compute_line, compu
 from tune_jobs.core.study import Study
 
 
-def make_sweep(tmp_path, histories: dict[str, list[int]], epochs: int) -> tuple[MlflowClient, SweepData]:
+def make_sweep(
+    tmp_path, histories: dict[str, list[int]], epochs: int, failed: tuple[str, ...] = ()
+) -> tuple[MlflowClient, SweepData]:
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
     parent = client.create_run(exp, tags={"sweep.id": "s1", "sweep.experiment": "e", "sweep.metric": "val/x"})
@@ -27,6 +29,9 @@ def make_sweep(tmp_path, histories: dict[str, list[int]], epochs: int) -> tuple[
             metrics=[Metric("val/x", 0.1 * s, 0, s) for s in steps],
             params=[Param("trainer.epochs", str(epochs))],
         )
+        if name in failed:
+            client.set_tag(run.info.run_id, "sweep.status", "error")
+        client.set_terminated(run.info.run_id, "FAILED" if name in failed else "FINISHED")
     return client, SweepData(client, client.get_run(parent.info.run_id))
 
 
@@ -55,3 +60,14 @@ def test_zero_based_steps_and_studies_without_a_budget(tmp_path):
     steps = study(budget=lambda p: (int(p["trainer.epochs"]), "steps"), units_run=lambda s: max(s) + 1)
     assert compute_used(sweep, steps) == Compute(run=301, budget=400, unit="steps", trials=2)
     assert compute_used(sweep, study()) is None
+
+
+def test_what_a_failed_trial_did_not_run_is_not_counted_as_saved_by_early_stopping(tmp_path):
+    # 2 trials of 9 epochs: one stopped at rung 3 by the scheduler, one failed at epoch 2.
+    _, sweep = make_sweep(tmp_path, {"a": [1, 2, 3], "b": [1, 2]}, epochs=9, failed=("b",))
+    compute = compute_used(sweep, study(budget=lambda p: (int(p["trainer.epochs"]), "epochs")))
+    assert compute == Compute(run=5, budget=18, unit="epochs", trials=2, unfinished=1, not_run_unfinished=7)
+    assert compute.line() == (
+        "compute: 5 of 18 trial-epochs run (28% of the full budget of its 2 trials); early stopping saved 33%; "
+        "7 trial-epochs not run by the 1 trial(s) that did not finish"
+    )

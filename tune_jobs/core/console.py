@@ -471,6 +471,20 @@ class PlainDisplay:
 # -- the Tune callback ----------------------------------------------------------------------
 
 
+def _unloadable(trial: Any) -> str | None:
+    """The one line of a trial that failed because none of its checkpoints loads, else None.
+    Such a failure repeats the same way on every retry, and its line already names the files
+    and the command that starts the trial over; nothing is added to it."""
+    from trainables.common import NoLoadableCheckpoint
+
+    try:
+        error = trial.get_pickled_error()
+    except Exception:
+        return None
+    cause = getattr(error, "cause", error)  # Ray wraps what the trainable raised
+    return str(cause).strip() if isinstance(cause, NoLoadableCheckpoint) else None
+
+
 def _error_line(trial: Any) -> str:
     try:
         error = trial.get_error()
@@ -548,13 +562,24 @@ class SweepView(Callback):
         self._event(trials, trial, "RUNNING", "started")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if _unloadable(trial) is not None:  # it fails the same way again; its failure says it once
+            if self._display is not None:
+                self._snapshot(trials, force=True, changed=(trial, "PENDING"))
+            return
         self._event(trials, trial, "PENDING", "restarting", f"{_error_line(trial)}; from its last checkpoint")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._event(trials, trial, "TERMINATED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._event(trials, trial, "ERROR", detail=_error_line(trial))
+        unloadable = _unloadable(trial)
+        if unloadable is None:
+            self._event(trials, trial, "ERROR", detail=_error_line(trial))
+            return
+        # Its line ends with the command to run, so it stands alone, not after the progress.
+        self._event(trials, trial, "ERROR", detail="its checkpoints do not load:")
+        if SweepOutput.active is not None and self._display is not None:
+            SweepOutput.active.message(unloadable)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self._display is None:

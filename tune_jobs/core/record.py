@@ -599,6 +599,19 @@ class Mirror:
                     entry.update(end_ms=now_ms(), ended=False, interrupted=True)
             self.end_sweep({**tags, "sweep.status": "interrupted"}, status="KILLED")
 
+    def start_over(self, names: Sequence[str]) -> list[str]:
+        """Trials (ids or labels) that `--start-over` runs again from scratch: their ended runs
+        are filed as interrupted, so the resumed sweep runs them and reopens their runs
+        (see reopen). Returns their ids."""
+        with self.lock:
+            ids = [tid for tid, e in self.state["trials"].items() if tid in names or e.get("name") in names]
+            for trial_id in ids:
+                entry = self.state["trials"][trial_id]
+                if "status" in entry:
+                    entry["interrupted"] = True
+            self.save()
+            return ids
+
     @property
     def interrupted(self) -> bool:
         return bool(self.state.get("end")) and self.state["end"].get("status") == "KILLED"
@@ -609,9 +622,11 @@ class Mirror:
             st, changed = self.state, False
             for entry in st["trials"].values():
                 if entry.pop("interrupted", False):
+                    # An ended run started over loses its end's tags (an error, a reason).
+                    stale = sorted(set(entry.get("end_tags", {})) - {"sweep.status"}) if entry.get("ended") else []
                     for key in ("status", "end_tags", "artifacts", "end_ms"):
                         entry.pop(key, None)
-                    entry.update(ended=False, reopen=True)
+                    entry.update(ended=False, reopen=True, stale_tags=stale)
                     changed = True
             if self.interrupted:
                 st.update(end=None, ended=False, reopen=True)
@@ -737,6 +752,12 @@ class Mirror:
             store.update_run(parent, status="RUNNING")
             self._record(lambda s: s.update(reopen=False))
         for trial_id, run_id in todo:
+            stale = self.state["trials"][trial_id].get("stale_tags") or []
+            if stale:
+                tags = store.get_run(run_id).data.tags
+                for key in stale:
+                    if key in tags:
+                        store.delete_tag(run_id, key)
             store.set_tag(run_id, "sweep.status", "running")
             store.update_run(run_id, status="RUNNING")
             self._record(lambda s, t=trial_id: s["trials"][t].update(reopen=False))

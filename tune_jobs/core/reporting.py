@@ -224,15 +224,24 @@ class Compute:
     budget: int
     unit: str
     trials: int
+    unfinished: int = 0  # trials that failed, diverged or were interrupted
+    not_run_unfinished: int = 0  # the part of the budget those trials did not run
 
     def line(self) -> str:
-        saved = 1 - self.run / self.budget if self.budget else 0.0
-        return (
+        if not self.budget:
+            return f"compute: {self.run} trial-{self.unit} run"
+        # Only what the scheduler stopped counts as saved; a failed trial's rest is not a saving.
+        saved = (self.budget - self.run - self.not_run_unfinished) / self.budget
+        line = (
             f"compute: {self.run} of {self.budget} trial-{self.unit} run ({self.run / self.budget:.0%} of the full "
             f"budget of its {self.trials} trials); early stopping saved {saved:.0%}"
-            if self.budget
-            else f"compute: {self.run} trial-{self.unit} run"
         )
+        if self.not_run_unfinished:
+            line += (
+                f"; {self.not_run_unfinished} trial-{self.unit} not run by the {self.unfinished} trial(s) "
+                "that did not finish"
+            )
+        return line
 
 
 def compute_used(sweep: SweepData, study: Any) -> Compute | None:
@@ -241,14 +250,26 @@ def compute_used(sweep: SweepData, study: Any) -> Compute | None:
     if study.budget is None or not sweep.trials:
         return None
     metric = sweep.tags.get("sweep.metric", "")
-    run = budget = 0
+    run = budget = unfinished = not_run_unfinished = 0
     unit = ""
     for t in sweep.trials:
         full, unit = study.budget(t.params)
         steps = [step for step, _ in sweep.history(t.run_id, metric)]
-        run += min(study.units_run(steps), full) if steps else 0
+        done = min(study.units_run(steps), full) if steps else 0
+        run += done
         budget += full
-    return Compute(run=run, budget=budget, unit=unit, trials=len(sweep.trials))
+        status = t.tags.get("sweep.status") or ("finished" if t.status == "FINISHED" else t.status.lower())
+        if status != "finished":
+            unfinished += 1
+            not_run_unfinished += full - done
+    return Compute(
+        run=run,
+        budget=budget,
+        unit=unit,
+        trials=len(sweep.trials),
+        unfinished=unfinished,
+        not_run_unfinished=not_run_unfinished,
+    )
 
 
 def add_compute_line(client: Any, parent_run_id: str, out_dir: Path, compute: Compute) -> None:

@@ -318,6 +318,13 @@ def _run_sweep(
     trainable = trainable_for(composed, sweep_id=sweep_id, start_over=start_over)
     view = SweepView(facts_for(plan, sweep_id, tracking_uri))
 
+    if start_over:
+        # Their runs ended (failed); the resumed sweep runs them again and reopens their runs.
+        mirror = Mirror(sweep_dir, hold_s=60.0)
+        try:
+            mirror.start_over(start_over)
+        finally:
+            mirror.release()
     if resume_dir is not None and (sweep_dir / "tuner.pkl").exists():
         tuner = tune.Tuner.restore(
             str(sweep_dir),
