@@ -31,8 +31,8 @@ from conftest import ROOT, job_env, run_job, start_job, sweep_runs, sweep_state
 from mlflow import MlflowClient
 
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.store import open_client
 from tune_jobs.core.record import BACKUP_FILE, JOURNAL_FILE, STATE_FILE, Mirror
+from tune_jobs.core.store import open_client
 
 # -- many processes open one new store ------------------------------------------------------------
 

@@ -5,8 +5,8 @@ import json
 import matplotlib
 import pytest
 
-from tune_jobs.core.reporting import TrialRun
 from trainables.autoencoder import report
+from tune_jobs.core.reporting import TrialRun
 
 matplotlib.use("Agg")
 

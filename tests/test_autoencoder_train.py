@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import Interrupt, StopAfter
 
-from trainables.common import LocalContext
 from trainables.autoencoder import PROFILES, Config
 from trainables.autoencoder.train import log_line, train
+from trainables.common import LocalContext
 from tune_jobs.core.config import build_config
 
 LINE = re.compile(

@@ -14,9 +14,7 @@ from tune_jobs.core.study import load_study, shipped_studies
 def test_each_study_is_one_package_under_one_name():
     studies = shipped_studies()
     assert studies == ["autoencoder", "denoising", "phase1", "phase1a_lora"]
-    experiments = {
-        p.stem: yaml.safe_load(p.read_text())["study"] for p in (ROOT / "search_spaces").glob("*.yaml")
-    }
+    experiments = {p.stem: yaml.safe_load(p.read_text())["study"] for p in (ROOT / "search_spaces").glob("*.yaml")}
     for name in studies:
         package = ROOT / "trainables" / name
         for part in ("__init__.py", "config.py", "train.py", "report.py", "study.py"):
