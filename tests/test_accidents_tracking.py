@@ -227,14 +227,19 @@ def test_a_damaged_state_file_falls_back_to_its_previous_version_then_is_rebuilt
     mirror.end_trial("t1", "FINISHED", {"sweep.status": "finished"}, [])
     mirror.release()
 
-    # Torn in half: its previous version is used (one change behind: t1's end is recorded again).
+    # Torn in half: its previous version is used. That version may be some changes behind
+    # (the file is rewritten now and then, not per change): the trials' starts and ends come
+    # from the trials file, their runs are found again by their tags, nothing is made twice.
     text = (sweep / STATE_FILE).read_text()
     (sweep / STATE_FILE).write_text(text[: len(text) // 2])
     with caplog.at_level(logging.WARNING):
-        again = Mirror(sweep)
+        again = Mirror(sweep, hold_s=0)
     assert f"{sweep / STATE_FILE} is damaged (not JSON" in caplog.text and "using its previous version" in caplog.text
-    assert {t: e["run_id"] for t, e in again.state["trials"].items()} == runs
+    assert set(again.state["trials"]) == {"t1", "t2"} and again.state["trials"]["t1"]["status"] == "FINISHED"
     assert list(sweep.glob(f"{STATE_FILE}.damaged-*"))  # kept as evidence
+    again.sync(store)
+    assert {t: e["run_id"] for t, e in again.state["trials"].items()} == runs
+    again.release()
 
     # Both damaged (empty, garbage): rebuilt from the settings and the journal; the runs are
     # found by their tags in MLflow, the journal is sent again: nothing twice.
@@ -655,3 +660,41 @@ def test_a_failed_trial_started_over_is_run_again_and_its_run_reopened_without_i
     assert run.info.status == "RUNNING" and run.data.tags["sweep.status"] == "running"
     assert "sweep.error" not in run.data.tags
     assert client.get_run(mirror.state["trials"]["t2"]["run_id"]).info.status == "FINISHED"  # untouched
+
+
+def test_the_state_file_is_not_rewritten_per_change_and_a_trials_end_survives_a_kill(tmp_path, monkeypatch):
+    import tune_jobs.core.record as record
+
+    sweep = tmp_path / "sweep"
+    writes = []
+    real = record.write_json
+    monkeypatch.setattr(record, "write_json", lambda path, data: (writes.append(path), real(path, data)))
+    mirror = new_mirror(sweep)
+    for i in range(300):  # a large sweep's trials start, report where they run, and end
+        mirror.add_trial(f"t{i}", {"data.n_components": i})
+        mirror.set_node(f"t{i}", {"ray.node_id": "n1"})
+        mirror.end_trial(f"t{i}", "FINISHED", {"sweep.status": "finished"}, [])
+    assert len(writes) < 20  # 900 changes; the whole file rewritten a few times, not per change
+
+    # Killed now (no flush): every end is still known, from the ends file, to a resume.
+    from tune_jobs.core.schedulers import ended_trials
+
+    assert len(ended_trials(sweep)) == 300
+    again = Mirror(sweep)
+    assert len(again.state["trials"]) == 300
+    assert all(e["status"] == "FINISHED" and e["name"] for e in again.state["trials"].values())
+
+    # A torn last line (killed while appending) is skipped, and the next end does not glue onto it.
+    with open(sweep / record.TRIALS_FILE, "ab") as f:
+        f.write(b'{"trial": "t1", "sta')
+    mirror.add_trial("late", {"data.n_components": 999})
+    mirror.end_trial("late", "FAILED", {"sweep.status": "error"}, [])
+    lines = (sweep / record.TRIALS_FILE).read_bytes().splitlines()
+    assert lines[-3] == b'{"trial": "t1", "sta'
+    assert [(e["event"], e["trial"]) for e in map(record.parse_trial_event, lines[-2:])] == [
+        ("start", "late"),
+        ("end", "late"),
+    ]
+    assert ended_trials(sweep)["late"] == "error"
+    mirror.release()  # flushes: the state file itself then says so too
+    assert json.loads((sweep / STATE_FILE).read_text())["trials"]["late"]["status"] == "FAILED"

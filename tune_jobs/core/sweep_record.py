@@ -20,11 +20,11 @@ SWEEP_FILE = "sweep.json"
 @dataclass(frozen=True)
 class SweepRecord:
     study: str
-    experiment: str
-    experiment_file: str
     sweep_id: str
-    profile: str
     tracking_uri: str
+    experiment: str = ""  # a replay needs only the three above
+    experiment_file: str = ""
+    profile: str = "local"
     study_module: str = ""  # empty in sweeps recorded before studies were found by module
     study_file: str = ""
     entry_script: str = ""  # the script the sweep was started with (empty: from Python)

@@ -136,6 +136,7 @@ class MlflowTracker(Callback):
         else:
             self._mirror.end_sweep({**tags, "sweep.status": "finished"})
         why = self._syncer.finish(elapsed=time.monotonic() - self._started)
+        self._mirror.flush()  # what the sync recorded, for the report and the summary
         if self._syncer.stop():
             self._mirror.release()  # else the thread is stuck in a call; the lock goes with the process
         pending = self._mirror.pending()
