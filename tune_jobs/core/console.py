@@ -513,6 +513,7 @@ class SweepView(Callback):
         self._display = output.open_display(self.facts) if output is not None else None
         self._snap = Snapshot()
         self._next_snapshot = 0.0
+        self._rows: dict[str, Row] = {}  # the last row of each trial, by id
         self._next_slots = 0.0
         self._slots = 1
         if self._display is not None:
@@ -521,6 +522,15 @@ class SweepView(Callback):
     def _snapshot(self, trials: Sequence[Any], force: bool = False, changed: tuple[Any, str] | None = None) -> None:
         now = time.monotonic()
         if self._display is None or (not force and now < self._next_snapshot):
+            return
+        if now < self._next_snapshot and changed is not None:
+            # An event between two rebuilds: only its trial's row is made again, so a sweep of
+            # many trials does not rebuild every row at each of its many events.
+            trial, status = changed
+            self._rows[trial.trial_id] = row_of(trial, self.facts, status)
+            rows = tuple(self._rows.get(t.trial_id) or row_of(t, self.facts) for t in trials)
+            self._snap = Snapshot(rows=rows, started=self._snap.started, slots=self._slots, eta=self._snap.eta)
+            self._display.update(self._snap)
             return
         self._next_snapshot = now + SNAPSHOT_S
         if now >= self._next_slots:
@@ -532,6 +542,7 @@ class SweepView(Callback):
             except Exception:  # a view detail: never let it stop the sweep
                 pass
         rows = tuple(row_of(t, self.facts, changed[1] if changed and t is changed[0] else None) for t in trials)
+        self._rows = {row.trial_id: row for row in rows}
         self._snap = Snapshot(
             rows=rows,
             started=self._snap.started,
