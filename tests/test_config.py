@@ -24,7 +24,7 @@ def test_defaults_build_and_layers_apply_in_order():
         ({"data.n_components": 0}, "data.n_components: must be >= 1, got 0"),
         ({"data.scale": -0.1}, "data.scale: must be > 0, got -0.1"),
         ({"trainer.loss_positions": "last"}, "trainer.loss_positions: 'last' is not one of ['all', 'query']"),
-        ({"model.n_head": 3}, "model.n_embd=256 is not divisible by model.n_head=3"),
+        ({"model.n_head": 3}, "model.n_embd=64 is not divisible by model.n_head=3"),
         ({"trainer.device": 5}, "trainer.device: expected text, got 5"),
         ({"trainer.steps": True}, "trainer.steps: expected an integer, got True"),
     ],
@@ -51,7 +51,7 @@ def test_values_from_the_command_line_are_read_as_yaml():
 
 def test_flat_and_nested_round_trip():
     flat = to_flat(Config())
-    assert flat["model.n_embd"] == 256
+    assert flat["model.n_embd"] == 64  # the laptop size, as in every study (full: 256)
     assert build_config(Config, flat) == Config()
     assert to_nested({"a.b": 1, "a.c": 2, "d": 3}) == {"a": {"b": 1, "c": 2}, "d": 3}
 
