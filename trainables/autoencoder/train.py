@@ -181,8 +181,8 @@ def plot_curves(rows: list[dict[str, float]], path: Path, title: str) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_file(path, suffix=path.suffix) as tmp:  # never a half-drawn PNG
+        fig.savefig(tmp, dpi=120)
 
 
 def train(cfg: Config, ctx: TrialContext) -> None:

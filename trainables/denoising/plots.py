@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from trainables.common import atomic_file  # noqa: E402
+
 NOISE_COLOUR = "#b0b0b0"
 BLOB_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -46,7 +48,8 @@ def draw_pairs(ax, pairs: np.ndarray, labels: np.ndarray, title: str = "") -> No
 def save_scatter(path: Path, pairs: np.ndarray, labels: np.ndarray, title: str, dpi: int = 90) -> Path:
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     draw_pairs(ax, pairs, labels, title)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    with atomic_file(path, suffix=path.suffix) as tmp:  # never a half-drawn PNG
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 

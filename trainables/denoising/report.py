@@ -12,8 +12,10 @@ Built from MLflow alone (any time, also while the sweep runs):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ import numpy as np
 import pandas as pd
 
 from tune_jobs.core.reporting import SweepData, save_figure
+
+log = logging.getLogger(__name__)
 
 SCORE = "blob/score"
 PANELS = (
@@ -152,8 +156,14 @@ def best_regimes_figure(sweep: SweepData, df: pd.DataFrame, keys: list[str], tit
                 path = sweep.client.download_artifacts(row.run_id, PAIRS_FILE, f"{tmp}/{i}")
             except Exception:  # no artifact (trial still running, or it failed before an epoch)
                 continue
-            with np.load(path) as z:
-                loaded.append((row, z["pairs"], z["labels"], int(z["epoch"])))
+            try:
+                with np.load(path) as z:
+                    loaded.append((row, z["pairs"], z["labels"], int(z["epoch"])))
+            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+                # A damaged artifact costs its panel, never the report.
+                log.warning(
+                    "run %s: its %s is unreadable (%s); left out of the best regimes", row.run_id, PAIRS_FILE, exc
+                )
     if not loaded:
         return None
     fig, axes = plt.subplots(1, len(loaded), figsize=(4.6 * len(loaded), 4.6), squeeze=False)

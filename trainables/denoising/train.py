@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.common import TrialContext, pick_device
+from trainables.common import TrialContext, atomic_file, pick_device
 from trainables.denoising.config import Config
 from trainables.denoising.data import sample_batch
 from trainables.denoising.diagnostics import BlobReport, diagnose
@@ -110,8 +110,15 @@ def _want_scatter(cfg: Config, epoch: int, plots_s: float, train_s: float, last_
 
 
 def _save_pairs(ctx: TrialContext, report: BlobReport, epoch: int, cfg: Config) -> None:
+    # Whole or not at all: a trial stopped or paused mid-write (ASHA, HyperBand) must not leave
+    # a torn file for the report to read.
+    with atomic_file(ctx.artifact_dir / PAIRS_FILE, suffix=".npz") as tmp:
+        _savez(tmp, report, epoch)
+
+
+def _savez(path: Path, report: BlobReport, epoch: int) -> None:
     np.savez(
-        ctx.artifact_dir / PAIRS_FILE,
+        path,
         pairs=report.pairs,
         labels=report.labels,
         epoch=epoch,

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainables.common import TrialContext, pick_device, user_path
+from trainables.common import TrialContext, atomic_file, pick_device, user_path
 from trainables.phase1a_lora.base_model import (
     decode_answers,
     encode_answers,
@@ -304,7 +304,7 @@ def train(cfg: Config, ctx: TrialContext) -> None:
 
 def write_predictions(path: Path, examples: Sequence[QAExample], preds: Sequence[str], n: int, epoch: int) -> None:
     """The first `n` validation questions with their gold answers and this epoch's predictions."""
-    with path.open("w") as f:
+    with atomic_file(path, suffix=path.suffix) as tmp, tmp.open("w") as f:
         for e, p in list(zip(examples, preds, strict=True))[:n]:
             f.write(
                 json.dumps(
