@@ -31,7 +31,8 @@ def test_what_the_yaml_says_is_what_runs_and_the_dry_run_says_where_each_value_c
 
     assert source(full, "data.d") == ("1024", "experiment")  # the YAML's fixed: over the study's full profile
     assert source(full, "trainer.batch_size") == ("1024", "profile full")  # the study's full profile
-    assert source(local, "data.d") == ("512", "experiment, profile local (= the default)")  # the YAML's profiles: local:
+    # the YAML's profiles: local:
+    assert source(local, "data.d") == ("512", "experiment, profile local (= the default)")
     assert source(local, "trainer.lr") == ("0.01", "override")
     assert not [line for line in local.stdout.splitlines() if "trainer.batch_size" in line]  # the default: not listed
     assert source(quick, "data.d") == ("256", "quick")  # --quick shrinks what the YAML gives
