@@ -415,7 +415,7 @@ def test_three_sweeps_started_at_once_in_a_new_folder_then_report_and_replay_whi
     assert len(parents) == 4 and len(trials) == 4
 
 
-def freeze_when(driver: subprocess.Popen, condition, timeout: float = 600) -> None:
+def freeze_when(driver: subprocess.Popen, condition, timeout: float = 600, poll: float = 0.3) -> None:
     """SIGSTOP the driver at a moment `condition()` holds (checked while it is stopped)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -424,7 +424,7 @@ def freeze_when(driver: subprocess.Popen, condition, timeout: float = 600) -> No
         if condition():
             return
         os.killpg(driver.pid, signal.SIGCONT)
-        time.sleep(0.3)
+        time.sleep(poll)
     raise AssertionError("the moment never came")
 
 
@@ -507,14 +507,16 @@ def test_a_journal_line_torn_by_a_killed_driver_then_replay_and_resume(workdir):
 def test_a_damaged_state_file_then_resume_rebuilds_it_without_a_second_run(workdir):
     driver = start_job(["phase1.py", *KILL_ARGS], workdir)
 
-    def after_a_trial_closed() -> bool:
+    def after_a_trial_ended() -> bool:
+        # As a resume reads it: the state file, and the trials' starts and ends appended since.
         (sweep,) = find_sweep_dirs(workdir) or [None]
-        trials = sweep_state(sweep)["trials"].values() if sweep else []
-        ended = [t for t in trials if "status" in t]
-        return bool(ended) and all(t["ended"] for t in ended) and any("status" not in t for t in trials)
+        if sweep is None or not (sweep / STATE_FILE).exists():
+            return False
+        trials = Mirror(sweep).state.get("trials", {}).values()
+        return any("status" in t for t in trials) and any("status" not in t for t in trials)
 
     try:
-        freeze_when(driver, after_a_trial_closed)
+        freeze_when(driver, after_a_trial_ended, poll=0.05)
         kill(driver)
     finally:
         if driver.poll() is None:

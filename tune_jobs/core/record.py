@@ -509,10 +509,13 @@ class Mirror:
             if now or time.monotonic() - self._written >= every:
                 self._write()
 
-    def flush(self) -> None:
-        """Write the state if it is ahead of its file."""
+    def flush(self, due_only: bool = False) -> None:
+        """Write the state if it is ahead of its file (with `due_only`, only if its last write
+        is as old as save() allows)."""
         with self.lock:
-            if self._dirty:
+            if self._dirty and due_only:
+                self.save()
+            elif self._dirty:
                 self._write()
 
     def _write(self) -> None:
@@ -1060,6 +1063,7 @@ class Syncer:
                 except Exception as exc:
                     raise _mark_store(exc) from None
             self.mirror.sync(self._client, self._progressed)
+            self.mirror.flush(due_only=True)  # the file follows within a sync interval or so
         except Exception as exc:
             self._failed(exc)
         else:
