@@ -98,10 +98,14 @@ def start_job(args: list[str], cwd: Path, output: bool = False) -> subprocess.Po
 
 
 def sweep_state(sweep_dir: Path | None) -> dict:
-    """A sweep's mlflow_runs.json as it is now (empty while it does not exist yet)."""
-    import json
+    """A sweep's record as a resume reads it now: mlflow_runs.json (written at most every second
+    or so) and the trials' starts and ends appended to mlflow_trials.jsonl since. Empty while it
+    does not exist yet."""
+    from tune_jobs.core.record import STATE_FILE, Mirror, SweepFileError
 
+    if sweep_dir is None or not (sweep_dir / STATE_FILE).exists():
+        return {"trials": {}}
     try:
-        return json.loads((sweep_dir / "mlflow_runs.json").read_text()) if sweep_dir else {"trials": {}}
-    except (FileNotFoundError, json.JSONDecodeError):
+        return Mirror(sweep_dir).state or {"trials": {}}
+    except SweepFileError:
         return {"trials": {}}

@@ -285,6 +285,31 @@ def test_a_stopped_trial_in_the_journal_is_stopped_again_on_resume(tmp_path):
     assert sorted(ctl2.stopped) == ["a", "b"]
 
 
+def test_a_restored_trial_stopped_where_it_waits_tells_the_search_its_value_at_the_rung(tmp_path):
+    # Tune's saved state can be older than a trial's rung: restored, it has no result at all. The
+    # search must still hear the value the trial reached there (an Optuna trial told no value is
+    # filed as pruned, not complete).
+    journal = tmp_path / "asha_rungs.jsonl"
+    s = asha(journal=str(journal))
+    ctl = Controller(s, finished=False)
+    a, b, c = ctl.add("a", "b", "c")
+    report(ctl, a, 1, 0.5)  # waits at rung 1
+    report(ctl, b, 1, 0.2)  # waits at rung 1
+    assert report(ctl, c, 1, 0.9) == CONTINUE
+    assert json.loads(journal.read_text().splitlines()[0])["result"] == {"training_iteration": 1, "score": 0.5}
+
+    s2 = pickle.loads(pickle.dumps(s))
+    ctl2 = Controller(s2, finished=True)
+    restored = {t.trial_id: t for t in ctl2.add("a", "b", "c")}  # as Tune's older save gives them back
+    assert restored["a"].status == restored["b"].status == Trial.PAUSED
+    assert restored["a"].run_metadata.last_result == {"training_iteration": 1, "score": 0.5}
+    restored["c"].set_status(Trial.TERMINATED)  # c went on and finished
+    s2.on_trial_complete(ctl2, restored["c"], {})
+    s2.choose_trial_to_run(ctl2)  # the search is done: a and b are stopped where they wait
+    assert sorted(ctl2.stopped) == ["a", "b"]
+    assert ctl2.search_alg.results["a"]["score"] == 0.5 and ctl2.search_alg.results["b"]["score"] == 0.2
+
+
 # -- the paper's algorithm, independently, against the scheduler in a simulated cluster ---------
 
 
@@ -464,6 +489,26 @@ def test_a_resumed_sweep_files_the_trials_its_record_says_ended_as_ended(tmp_pat
     # ... and the scheduler never sees them (nor counts one as waiting at a rung).
     assert set(inner._trials) == {"running", "new"}
     assert inner._ended == {"done", "broke", "nan"}
+
+
+def test_a_trial_that_ended_after_tunes_last_save_tells_the_search_its_last_logged_result(tmp_path):
+    write_mirror(tmp_path, {"done": {"status": "FINISHED", "end_tags": {"sweep.status": "finished"}}})
+    trial_dir = tmp_path / "done_trial"
+    trial_dir.mkdir()
+    rows = [{"training_iteration": i, "score": s} for i, s in ((1, 0.1), (2, 0.7))]
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
+    (trial_dir / "result.json").write_text(lines + '{"training_iteration": 3, "sc')  # torn last line
+
+    class Restored(Trial):  # as Tune restores it: the trial folder, and its result at the older save
+        path = str(trial_dir)
+
+    s = SweepScheduler(FIFOScheduler(), sweep_dir=str(tmp_path))
+    ctl = Controller(s)
+    done = Restored("__fake", config={}, trial_id="done", stub=True)
+    done.run_metadata.last_result = {"training_iteration": 1, "score": 0.1}
+    s.on_trial_add(ctl, done)
+    assert done.status == Trial.TERMINATED
+    assert ctl.search_alg.results["done"] == rows[-1] == done.run_metadata.last_result
 
 
 def test_save_on_add_saves_tunes_state_once_per_step_that_added_trials():

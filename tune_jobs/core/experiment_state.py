@@ -98,6 +98,21 @@ class ResultLog(Callback):
             f.write(json.dumps(row, cls=SafeFallbackEncoder) + "\n")
 
 
+def last_logged_result(trial: Any) -> dict[str, Any] | None:
+    """The last result a trial reported, as ResultLog wrote it to the sweep folder; None when
+    it has none. Tune's saved state may hold an older one."""
+    try:
+        data = (Path(trial.path) / RESULT_FILE).read_bytes()
+    except (AttributeError, TypeError, OSError):  # no storage (a stub), or no result yet
+        return None
+    for line in reversed(data.splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue  # torn by a kill while it was appended
+    return None
+
+
 class CheckpointPruner(Callback):
     """Keeps each trial's newest `keep` checkpoints, and every checkpoint one of Tune's last
     saves of its experiment state points to (a resume restores from those)."""

@@ -34,10 +34,11 @@ from typing import Any
 
 from ray.train.constants import CHECKPOINT_DIR_NAME
 from ray.tune.experiment import Trial
-from ray.tune.result import DEFAULT_METRIC
+from ray.tune.result import DEFAULT_METRIC, TRAINING_ITERATION
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
 
 from tune_jobs.core.adapter import DIVERGED_KEY
+from tune_jobs.core.experiment_state import last_logged_result
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class PromotionASHA(FIFOScheduler):
         self._promoted: list[set[str]] = [set() for _ in self._rungs]
         self._next_rung: dict[str, int] = {}  # trial -> index of the next rung it will reach
         self._waiting: dict[str, int] = {}  # trial -> the rung it waits at (paused)
+        self._at_rung: dict[str, dict[str, Any]] = {}  # trial -> its result at its last rung (metric, time)
         self._queued: list[str] = []  # promoted trials that wait for a slot
         self._ended: set[str] = set()
         self._to_stop: list[str] = []  # restored trials the journal says were stopped
@@ -117,7 +119,9 @@ class PromotionASHA(FIFOScheduler):
         # Tune pickles the scheduler with the Tuner: keep the settings only; the decisions are
         # in the journal, replayed on the first trial a (resumed) sweep adds.
         state = self.__dict__.copy()
-        for key in ("_recorded", "_promoted", "_next_rung", "_waiting", "_queued", "_ended", "_to_stop", "_trials"):
+        for key in (
+            "_recorded", "_promoted", "_next_rung", "_waiting", "_at_rung", "_queued", "_ended", "_to_stop", "_trials",
+        ):  # fmt: skip
             state.pop(key)
         return state
 
@@ -161,7 +165,7 @@ class PromotionASHA(FIFOScheduler):
             event = json.loads(line)
             trial_id = event["trial"]
             if event["event"] == "rung":
-                self._record(trial_id, event["rung"], event["score"], write=False)
+                self._record(trial_id, event["rung"], event["score"], event.get("result"), write=False)
             elif event["event"] == "promote":
                 self._promote(trial_id, event["rung"], write=False)
             elif event["event"] == "end":
@@ -169,10 +173,14 @@ class PromotionASHA(FIFOScheduler):
         self._queued.clear()  # on resume Tune requeues the promoted ones itself (PENDING)
 
     # -- the rules ------------------------------------------------------------------------------
-    def _record(self, trial_id: str, rung: int, score: float, write: bool = True) -> None:
+    def _record(
+        self, trial_id: str, rung: int, score: float, result: dict[str, Any] | None, write: bool = True
+    ) -> None:
         if write:
-            self._write(event="rung", trial=trial_id, rung=rung, score=score)
+            self._write(event="rung", trial=trial_id, rung=rung, score=score, result=result)
         self._recorded[rung][trial_id] = score
+        if result:
+            self._at_rung[trial_id] = result
         self._waiting[trial_id] = rung  # until promoted, it waits here
 
     def _promote(self, trial_id: str, rung: int, write: bool = True) -> None:
@@ -228,11 +236,22 @@ class PromotionASHA(FIFOScheduler):
         if trial_id in self._ended:
             # Stopped at its rung before the driver died, after Tune last saved its state.
             trial.set_status(Trial.PAUSED)
+            self._restore_last_result(trial)
             self._to_stop.append(trial_id)
         elif trial_id in self._waiting:
             # Waited at a rung when the driver died: it waits there again, and is not started
             # until promoted. (Tune files the trial under the status it has after this hook.)
             trial.set_status(Trial.PAUSED)
+            self._restore_last_result(trial)
+
+    def _restore_last_result(self, trial: Trial) -> None:
+        """Give a trial restored to wait at (or be stopped at) its rung the result it had there.
+        Tune's saved state may be older than the rung: stopping the trial would then tell the
+        search an older value, or none at all (an Optuna trial filed as pruned, not complete)."""
+        at_rung = self._at_rung.get(trial.trial_id)
+        last = trial.run_metadata.last_result or {}
+        if at_rung and not last.get(self._time_attr, -math.inf) >= at_rung[self._time_attr]:
+            trial.run_metadata.last_result = {**last, **at_rung}
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         if result.get(DIVERGED_KEY) or self._time_attr not in result or self._metric not in result:
@@ -247,7 +266,8 @@ class PromotionASHA(FIFOScheduler):
         rung = self._next_rung.get(trial_id, 0)
         # Results can be coarser than the rungs: a result may pass several at once.
         while rung < len(self._rungs) and t >= self._rungs[rung]:
-            self._record(trial_id, rung, self._score(result))
+            at_rung = {self._time_attr: _plain(t), self._metric: float(result[self._metric])}
+            self._record(trial_id, rung, self._score(result), at_rung)
             job = self.promotable()
             if job != (trial_id, rung):
                 # It waits at this rung; its slot goes to the promoted trial, or to a new one.
@@ -334,6 +354,11 @@ class PromotionASHA(FIFOScheduler):
         return f"Using ASHA with promotion (eta={self._eta:g}, max_t={self._max_t:g}); rungs {rungs}; {len(self._waiting)} waiting"
 
 
+def _plain(value: Any) -> Any:
+    """A number as JSON writes it (a NumPy scalar becomes Python's)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def ended_trials(sweep_dir: str | Path) -> dict[str, str]:
     """Trials the sweep's record (mlflow_runs.json) says have ended: trial id -> outcome
     (finished, diverged or error). The tracker writes a trial's end there, atomically, in
@@ -410,8 +435,14 @@ class SweepScheduler(TrialScheduler):
         if outcome is not None and not trial.is_finished():
             log.info("trial %s ended before the driver stopped (%s); it is not run again", trial.trial_id, outcome)
             trial.set_status(Trial.ERROR if outcome == "error" else Trial.TERMINATED)
+            # Its last result, not the older one Tune's saved state may hold: the search hears
+            # the value it ended with (a search told none files the trial as pruned).
+            logged = last_logged_result(trial)
+            last = trial.run_metadata.last_result or {}
+            if logged and logged.get(TRAINING_ITERATION, 0) >= last.get(TRAINING_ITERATION, 0):
+                trial.run_metadata.last_result = logged
             tune_controller.search_alg.on_trial_complete(
-                trial.trial_id, result=dict(trial.last_result or {}) or None, error=outcome == "error"
+                trial.trial_id, result=dict(trial.run_metadata.last_result) or None, error=outcome == "error"
             )
             if isinstance(self.inner, PromotionASHA):
                 self.inner.on_trial_remove(tune_controller, trial)  # its rung records may say it waits
