@@ -6,7 +6,7 @@
 
 For each N: N trials that each sleep `--seconds` in `--reports` reports (a checkpoint with each,
 as the studies do), `--cpu` CPU per trial, random search, FIFO; run (a) through the service (a
-study written outside the repo, as tests/test_divergence.py writes one: entry script, YAML,
+study written outside the repo, as tests/core/test_divergence.py writes one: entry script, YAML,
 MLflow) and (b) through bare Ray Tune (the same loop as a function trainable, `tune.Tuner`,
 `reuse_actors=True`, Tune's defaults otherwise), each in a fresh process with its own Ray. The
 ideal is N x seconds / slots. Printed per N: wall times and their ratios, the time from the

@@ -3,7 +3,7 @@
 The cluster YAMLs start `python -m tune_jobs.mlflow_server ... --stop-with-ray $HEAD:6379` after
 `ray start --head`, so that `ray down` (which only runs `ray stop` on an on-prem head) leaves no
 server behind. The server watches the head's GCS port; here a plain listening socket stands in
-for it (tests/test_cluster_ray_up.py runs the real head).
+for it (tests/cluster/test_cluster_ray_up.py runs the real head).
 """
 
 import socket

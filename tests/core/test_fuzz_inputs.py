@@ -23,7 +23,7 @@ from tune_jobs.phase1 import STUDY
 CONFIG_KEYS = sorted(to_flat(Config()))
 TOP_KEYS = ["study", "metric", "mode", "search", "num_samples", "max_concurrent", "max_failures", "seed"]
 TOP_KEYS += ["scheduler", "resources", "fixed", "profiles", "space", "description"]
-VALID = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "phase1.yaml").read_text())
+VALID = yaml.safe_load((Path(__file__).resolve().parents[2] / "search_spaces" / "phase1.yaml").read_text())
 
 scalars = st.one_of(
     st.none(),

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAMLS = sorted((ROOT / "cluster").glob("*.yaml"))
 SBATCH = ROOT / "cluster" / "slurm" / "ray_sweep.sbatch"
 WORLD = ("0.0.0.0/0", "::/0")
@@ -118,13 +118,13 @@ def test_cluster_requirements_add_rays_dashboard_at_the_pinned_version():
 
 def test_the_onprem_head_runs_the_autoscaler_that_starts_its_workers():
     # Ray 2.60's default autoscaler (v2) never marks an on-prem head as running (only v1 does,
-    # in StandardAutoscaler.reset), so it never starts the worker_ips (tests/test_cluster_ray_up.py).
+    # in StandardAutoscaler.reset), so it never starts the worker_ips (tests/cluster/test_cluster_ray_up.py).
     (start,) = [c for c in load(ROOT / "cluster" / "onprem.yaml")["head_start_ray_commands"] if "--head" in c]
     assert "RAY_enable_autoscaler_v2=0 ray start --head" in start
 
 
 def test_onprem_workers_stop_their_ray_when_the_head_is_gone():
-    # `ray down` on machines you have only runs `ray stop` on the head (tests/test_cluster_ray_up.py
+    # `ray down` on machines you have only runs `ray stop` on the head (tests/cluster/test_cluster_ray_up.py
     # checks that nothing is left on the worker).
     script = ROOT / "cluster" / "stop_with_head.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0

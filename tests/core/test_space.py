@@ -9,7 +9,7 @@ from tune_jobs.core.plan import compose, plan
 from tune_jobs.core.space import load_experiment
 from tune_jobs.core.study import load_study, shipped_studies
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
 

@@ -47,7 +47,7 @@ metric: val/nmse
 mode: min
 search: grid
 # Tune's stop-only ASHA: a stopped trial's slot must go to a waiting trial at once (ray issue
-# 17939). (The promoting ASHA pauses trials instead; tests/test_asha_sweep.py runs it.)
+# 17939). (The promoting ASHA pauses trials instead; tests/core/test_asha_sweep.py runs it.)
 scheduler: {{kind: asha, promote: false, max_t: {REPORTS}, grace_period: 2, reduction_factor: 2}}
 resources: {{cpu: 0.25, gpu: 0.25}}
 max_failures: 0

@@ -1,6 +1,7 @@
 """One study, one package, one name: trainables/<name>/ holds its config, training, report and
 declaration; tune_jobs/<name>.py runs it; its experiments say `study: <name>`; its tests are
-tests/test_<name>_*.py. Training and report code import no Ray and no MLflow."""
+tests/<name>/test_<name>_*.py (the core's in tests/core, the cluster's in tests/cluster).
+Training and report code import no Ray and no MLflow."""
 
 import subprocess
 import sys
@@ -20,7 +21,9 @@ def test_each_study_is_one_package_under_one_name():
         for part in ("__init__.py", "config.py", "train.py", "report.py", "study.py"):
             assert (package / part).is_file(), f"{name}: no {part}"
         assert (ROOT / "tune_jobs" / f"{name}.py").is_file(), f"{name}: no entry script"
-        assert list((ROOT / "tests").glob(f"test_{name}_*.py")), f"{name}: no tests named after it"
+        tests = list((ROOT / "tests" / name).glob("test_*.py"))
+        assert tests, f"{name}: no tests/{name}/ folder of tests"
+        assert all(p.name.startswith(f"test_{name}_") for p in tests), f"tests/{name}/ holds another's tests"
         assert name in experiments.values(), f"{name}: no experiment says study: {name}"
         study = load_study(name)
         assert study.name == name and study.report.target.startswith(f"trainables.{name}.")
@@ -28,6 +31,8 @@ def test_each_study_is_one_package_under_one_name():
     assert set(experiments.values()) <= set(studies)
     packages = {p.name for p in (ROOT / "trainables").iterdir() if (p / "__init__.py").is_file()}
     assert packages == set(studies) | {"common"}
+    folders = {p.parent.relative_to(ROOT / "tests").as_posix() for p in (ROOT / "tests").rglob("test_*.py")}
+    assert folders == set(studies) | {"core", "cluster"}, "every test lives in a study's folder, core or cluster"
 
 
 def test_training_and_report_code_imports_no_ray_and_no_mlflow():

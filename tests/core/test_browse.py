@@ -1,6 +1,6 @@
 """The links a finished sweep prints: the MLflow UI on its saved comparison view, the Optuna dashboard.
 
-The pages themselves are checked in headless Chromium by tests/test_cluster_mlflow_ui.py."""
+The pages themselves are checked in headless Chromium by tests/cluster/test_cluster_mlflow_ui.py."""
 
 import json
 
