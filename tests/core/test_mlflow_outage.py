@@ -6,6 +6,7 @@ really stopped."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def wait_for(condition, what: str, driver: subprocess.Popen, timeout: float = 30
     while time.monotonic() < deadline:
         if condition():
             return
-        assert driver.poll() is None, f"the sweep ended before {what}:\n{driver.stdout.read()[-3000:]}"
+        assert driver.poll() is None, f"the sweep ended before {what}"
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -106,18 +107,28 @@ def assert_everything_once(uri: str) -> MlflowClient:
 def test_server_down_mid_sweep_and_back_loses_nothing(workdir, server):
     server.start()
     driver = start_sweep(workdir, server.uri)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
+    reader.start()
     try:
         wait_for(lambda: state(workdir).get("journal_offset", 0) > 0, "the first results were sent", driver)
         server.stop()
         down_at = journal_lines(workdir)
-        # Results keep coming while MLflow is down: they are journalled, not lost.
-        wait_for(lambda: journal_lines(workdir) >= down_at + 6, "results journalled while down", driver)
+        # Results keep coming while MLflow is down: they are journalled, not lost. The server
+        # comes back once the sweep has found it gone (a sync tried and failed).
+        wait_for(
+            lambda: journal_lines(workdir) >= down_at + 6 and "unreachable" in "".join(lines),
+            "results journalled while down, and the outage seen",
+            driver,
+        )
         assert driver.poll() is None
         server.start()
-        out, _ = driver.communicate(timeout=600)
+        driver.wait(timeout=600)
+        reader.join(timeout=10)
     finally:
         if driver.poll() is None:
             driver.kill()
+    out = "".join(lines)
     assert driver.returncode == 0, out[-3000:]
     assert "MLflow at http://127.0.0.1" in out and "unreachable" in out  # it said so, once
     assert "reachable again" in out
