@@ -84,6 +84,7 @@ def test_optuna_asha_driver_killed_then_resumed_keeps_the_study_and_one_run_per_
     for number, (params, value) in done_in_optuna.items():
         assert (after[number].params, after[number].value) == (params, value)
     assert sum(t.state.name == "COMPLETE" for t in after) == SAMPLES
+    assert not [t.number for t in after if t.state.name == "RUNNING"]  # none left running forever
 
     # No finished trial ran again.
     for name, text in rows_before.items():
@@ -101,3 +102,18 @@ def test_optuna_asha_driver_killed_then_resumed_keeps_the_study_and_one_run_per_
         assert sorted(steps) == evals[: len(steps)], (r.info.run_name, steps)
         lengths.append(len(steps))
     assert min(lengths) < max(lengths) == 16
+
+
+def test_an_optuna_trial_asked_for_by_a_driver_killed_before_it_started_is_filed_as_failed(tmp_path):
+    import optuna
+
+    from tune_jobs.core.runner import close_orphan_optuna_trials
+
+    assert close_orphan_optuna_trials(tmp_path) == 0  # no Optuna search here
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s")
+    done, orphan = study.ask(), study.ask()
+    study.tell(done, 0.5)
+    assert close_orphan_optuna_trials(tmp_path) == 1
+    states = {t.number: t.state.name for t in optuna_trials(tmp_path)}
+    assert states == {done.number: "COMPLETE", orphan.number: "FAIL"}
+    assert close_orphan_optuna_trials(tmp_path) == 0

@@ -108,6 +108,33 @@ def _search_alg(experiment: Experiment, sweep_dir: Path, sweep_id: str) -> Any:
     )
 
 
+def close_orphan_optuna_trials(sweep_dir: Path) -> int:
+    """File as failed the Optuna trials still running once a sweep has ended; their number.
+
+    The search asks Optuna for a trial (a RUNNING row in optuna.db) before Tune adds it and
+    saves its state: a driver killed in between leaves that row, and the resumed search, which
+    never heard of it, asks for another. Once the sweep has ended nothing runs, so the study
+    (and its dashboard) must not show a trial running forever."""
+    import optuna
+    from optuna.trial import TrialState
+
+    path = sweep_dir / "optuna.db"
+    if not path.exists():
+        return 0
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    closed = 0
+    try:
+        for study in storage.get_all_studies():
+            for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                closed += 1
+    finally:
+        storage.engine.dispose()
+    if closed:
+        log.info("%d Optuna trial(s) asked for by a driver that stopped before they started: filed as failed", closed)
+    return closed
+
+
 def _scheduler(experiment: Experiment, sweep_dir: Path, trials: int) -> Any:
     """The experiment's scheduler (tune_jobs/core/schedulers.py), in the wrapper that keeps a
     resumed sweep from running an ended trial again and has Tune save its state when
@@ -395,6 +422,8 @@ def _run_sweep(
 
     if mirror.interrupted:  # no report: it would compare half-trained trials
         raise interrupts.Interrupted(sweep_id, "sweep", finished, plan.count)
+    if experiment.search == "optuna":
+        close_orphan_optuna_trials(sweep_dir)
 
     report_dir, best = None, ""
     pending = mirror.pending()
