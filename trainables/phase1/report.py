@@ -241,7 +241,7 @@ def findings(df: pd.DataFrame, x_name: str) -> list[str]:
     if at_zero.empty:
         lines.append(f"At every {x_name} it does better than the zero predictor.")
     else:
-        lines.append(f"At {x_name} = {_list(at_zero.x)} it stays at the zero predictor's level.")
+        lines.append(f"At {x_name} = {_list(at_zero.x)} it stays at the zero predictor's level within this budget.")
     # Budget or capacity: a curve still falling at the end says the budget, not the model, limits it.
     improving = df[df.still_improving.fillna(False).astype(bool)]
     if not improving.empty:
@@ -249,6 +249,15 @@ def findings(df: pd.DataFrame, x_name: str) -> list[str]:
             f"At {x_name} = {_list(improving.x)} the validation nMSE was still falling over the last fifth of "
             "training: those values are limited by the training budget; they say nothing yet about the "
             "model's capacity."
+        )
+    # A flat curve above least squares is a plateau, not yet a capacity limit: in-context
+    # learning curves fall in sudden drops after long flat stretches.
+    flat = df[~df.still_improving.fillna(False).astype(bool) & df.index.isin(worse.index)]
+    if not flat.empty:
+        lines.append(
+            f"At {x_name} = {_list(flat.x)} the validation nMSE was flat over the last fifth of training, above "
+            "least squares: a plateau within this budget, not shown to be the model's capacity (these curves "
+            "fall in sudden drops after flat stretches); only a run with more steps tells the two apart."
         )
     reached = df[df.steps_to_lstsq.notna()]
     if not reached.empty:
