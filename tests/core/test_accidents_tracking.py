@@ -700,3 +700,54 @@ def test_the_state_file_is_not_rewritten_per_change_and_a_trials_end_survives_a_
     assert ended_trials(sweep)["late"] == "error"
     mirror.release()  # flushes: the state file itself then says so too
     assert json.loads((sweep / STATE_FILE).read_text())["trials"]["late"]["status"] == "FAILED"
+
+
+class SlowClient:
+    """A real MLflow client (a SQLite store) whose every call takes `delay` seconds, as a
+    distant or busy tracking server's would."""
+
+    def __init__(self, uri: str, delay: float) -> None:
+        self._client, self.delay = open_client(uri), delay
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+
+        def call(*args, **kwargs):
+            time.sleep(self.delay)
+            return method(*args, **kwargs)
+
+        return call
+
+
+@pytest.mark.parametrize("delay", [0.05, 5.0])
+def test_the_end_waits_for_a_server_while_it_takes_the_records_and_not_for_one_that_stalls(
+    tmp_path, monkeypatch, delay
+):
+    # The end of a sweep once cut a working server off after 5 s (a tenth of a short sweep),
+    # leaving runs unclosed while it was still uploading their checkpoints. A server that makes
+    # progress is waited for; one that makes none costs the stall limit only.
+    from tune_jobs.core import record
+
+    monkeypatch.setattr(record, "END_SERVER_MIN_S", 0.5)
+    monkeypatch.setattr(record, "END_SERVER_SHARE", 0.0)
+    sweep = tmp_path / "sweep"
+    mirror = new_mirror(sweep)
+    for t in ("t1", "t2", "t3"):
+        mirror.add_trial(t, {"data.n_components": int(t[1])})
+        for step in range(3):
+            mirror.append(row(t, step))
+        mirror.end_trial(t, "FINISHED", {"sweep.status": "finished"}, [])
+    mirror.end_sweep({"sweep.status": "finished"})
+    # A server by its scheme (no health check for this one): the end's server rules apply.
+    syncer = record.Syncer(mirror, "databricks://slow", interval=60.0)
+    syncer._client = SlowClient(f"sqlite:///{tmp_path / 'mlflow.db'}", delay)
+    syncer.start()
+    t0 = time.monotonic()
+    why = syncer.finish(elapsed=10.0)
+    took = time.monotonic() - t0
+    syncer.stop(wait_s=0.1)
+    if delay < 0.5:  # each call answers within the stall limit: everything is taken
+        assert why == "" and mirror.pending() == "" and took > 0.5, (why, took)
+    else:  # no call answers within it: the end gives up after the stall limit, names what is left
+        assert why.startswith("MLflow at databricks://slow made no progress for 0 s") and took < 2.0, (why, took)
+        assert "runs to create" in mirror.pending()

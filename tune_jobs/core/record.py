@@ -89,10 +89,12 @@ NODE_TAGS = {
 __all__ = ["CLIENT_DEFAULTS", "Mirror", "Syncer", "client_for", "replay", "send_journal"]
 
 # The end of a sweep waits for MLflow to take what is left while it makes progress: never more
-# than END_STALL_S without one successful call, nor END_WAIT_S in all; for a server (not a
-# local SQLite file) at most END_SERVER_SHARE of the sweep's time so far (END_SERVER_MIN_S at
-# least), and not at all when it does not answer its health check within END_PROBE_S. So a
-# hung or slow server costs a sweep about a tenth of its time at most; what is left is replayed.
+# than END_STALL_S without one successful call, nor END_WAIT_S in all. For a server (not a
+# local SQLite file) the wait without progress is at most END_SERVER_SHARE of the sweep's time
+# so far (END_SERVER_MIN_S at least), and there is no wait when it does not answer its health
+# check within END_PROBE_S. So a hung server costs a sweep about a tenth of its time at most,
+# while one that takes the records (closing runs uploads their checkpoints) is not cut off
+# half-way; what is left is replayed.
 END_PROBE_S = 2.0
 END_WAIT_S = 120.0
 END_STALL_S = 30.0
@@ -1103,11 +1105,11 @@ class Syncer:
         start = time.monotonic()
         if not self.mirror.pending():
             return ""
-        budget = END_WAIT_S
+        budget, stall = END_WAIT_S, END_STALL_S
         if sqlite_file(self.uri) is None:
             if uri_scheme(self.uri) in ("http", "https") and not probe(self.uri, END_PROBE_S):
                 return f"MLflow at {self.uri} did not answer within {END_PROBE_S:.0f} s at the end of the sweep"
-            budget = min(END_WAIT_S, max(END_SERVER_MIN_S, END_SERVER_SHARE * elapsed))
+            stall = min(END_STALL_S, max(END_SERVER_MIN_S, END_SERVER_SHARE * elapsed))
         with self._cond:
             self._ending = True
             self._retry_at = 0.0  # one more try at once, whatever the back-off
@@ -1118,8 +1120,8 @@ class Syncer:
             last = f" ({self.last_failure})" if self.failing_since is not None else ""
             if now - start >= budget:
                 return f"MLflow at {self.uri} was still taking the records after {budget:.0f} s at the end of the sweep{last}"
-            if now - max(self.last_progress, start) >= END_STALL_S:
-                return f"MLflow at {self.uri} made no progress for {END_STALL_S:.0f} s at the end of the sweep{last}"
+            if now - max(self.last_progress, start) >= stall:
+                return f"MLflow at {self.uri} made no progress for {stall:.0f} s at the end of the sweep{last}"
             time.sleep(0.2)
         return ""
 
