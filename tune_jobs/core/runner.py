@@ -313,6 +313,10 @@ def _run_sweep(
     import ray
 
     if not ray.is_initialized():
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            from tune_jobs.core import reaper
+
+            reaper.watch()  # the Ray started here ends with this driver, however it ends
         ray.init(
             address=address,
             include_dashboard=False,
