@@ -100,3 +100,25 @@ def test_tunes_own_save_timer_is_a_backstop_unless_the_user_set_it(monkeypatch):
     configure_experiment_state()
     assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
     assert save_period(1000) == 30.0  # the user's period is the sweep's too
+
+
+def test_tunes_list_of_a_trials_checkpoints_holds_only_those_on_disk_so_its_saves_stay_small(tmp_path):
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    a = FakeTrial("a", tmp_path / "a")
+    a.run_metadata = SimpleNamespace(checkpoint_manager=_CheckpointManager(CheckpointConfig()))
+    manager = a.run_metadata.checkpoint_manager
+    pruner = CheckpointPruner(keep=2)
+    pruner.setup()
+    for i in range(20):
+        checkpoint = write_checkpoint(a, i)
+        manager.register_checkpoint(_TrainingResult(Checkpoint(checkpoint.path), {"step": i}))
+        pruner.on_checkpoint(0, [], a, checkpoint)
+        a.checkpoint = checkpoint
+        if i % 5 == 4:
+            pruner.get_state()  # Tune saves now and then
+    listed = sorted(int(Path(r.checkpoint.path).name.split("_")[1]) for r in manager.best_checkpoint_results)
+    assert listed == on_disk(a) and len(listed) <= 2 + 3  # the newest two and the pinned
+    assert manager.latest_checkpoint_result.checkpoint.path == a.checkpoint.path

@@ -156,6 +156,22 @@ class CheckpointPruner(Callback):
         keep = set(paths[-self.keep :])
         if pinned:
             keep |= {pins[trial_id] for pins in self._pins if trial_id in pins}
-        for path in [p for p in paths if p not in keep]:
+        gone = [p for p in paths if p not in keep]
+        for path in gone:
             shutil.rmtree(path, ignore_errors=True)
         self._paths[trial_id] = [p for p in paths if p in keep]
+        if gone:
+            _forget_checkpoints(self._trials.get(trial_id), set(gone))
+
+
+def _forget_checkpoints(trial: Any, paths: set[str]) -> None:
+    """Drop deleted checkpoints from Tune's list of the trial's checkpoints.
+
+    Tune keeps every checkpoint a trial reported in that list (its own `num_to_keep` is off, see
+    above) and every save of the experiment state writes the list whole, so each save grew with
+    every checkpoint of every trial. Now the list names the checkpoints on disk."""
+    manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
+    results = getattr(manager, "_checkpoint_results", None)
+    if not isinstance(results, list):
+        return  # another Ray's layout: its list stays as it is
+    manager._checkpoint_results = [r for r in results if getattr(r.checkpoint, "path", None) not in paths]
