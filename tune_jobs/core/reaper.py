@@ -121,10 +121,13 @@ def _main(token: str, driver_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seen: dict[int, float] = {}
-    driver = psutil.Process(driver_pid)
     started = time.monotonic()
     pipe = sys.stdin.buffer.raw
-    while True:
+    try:
+        driver = psutil.Process(driver_pid)
+    except psutil.Error:
+        driver = None  # gone before the watcher looked: the pipe is closed already
+    while driver is not None:
         poll = FIRST_POLL_S if time.monotonic() - started < FIRST_S else POLL_S
         readable, _, _ = select.select([pipe], [], [], poll)
         if readable and not pipe.read(65536):
@@ -134,4 +137,7 @@ def _main(token: str, driver_pid: int) -> None:
 
 
 if __name__ == "__main__":
-    _main(sys.argv[1], int(sys.argv[2]))
+    try:
+        _main(sys.argv[1], int(sys.argv[2]))
+    except Exception:  # the driver's terminal is the user's: a watcher that fails stays quiet
+        sys.exit(1)
