@@ -4,7 +4,7 @@ service's `scheduler: {kind: asha}`) and Ray Tune's HyperBand.
 
     python bench/asha_vs_grid.py              # 12 points, local profile, 9 epochs each (~25 min, 2 cores)
     python bench/asha_vs_grid.py --quick      # the quick profile: checks the bench itself (~6 min)
-    python bench/asha_vs_grid.py --grace-period 2 --max-t 20   # other rungs (here: denoising_search.yaml's)
+    python bench/asha_vs_grid.py --grace-period 2 --max-t 20   # other rungs and budget (denoising_search.yaml's; ~25 min)
 
 Runs the same grid four times through the service, one trial per CPU (2 slots on a 2-core
 machine), then reads each sweep back from MLflow and prints: the trial-epochs each spent, its
@@ -115,6 +115,8 @@ def main() -> None:
     extra = (["--quick"] if args.quick else []) + args.overrides
     if args.quick and args.max_t == 9:
         args.max_t = 3  # the quick profile's epochs
+    if not any(o.startswith("trainer.epochs=") for o in args.overrides):
+        extra.append(f"trainer.epochs={args.max_t}")  # every trial's budget is max_t, under every scheduler
     print(f"load before: {os.getloadavg()[0]:.1f} (1-min average, {os.cpu_count()} cores)", flush=True)
     results, walls = {}, {}
     with tempfile.TemporaryDirectory(prefix="asha-bench-") as tmp:
