@@ -127,6 +127,7 @@ def test_a_sweep_killed_anywhere_ends_with_exactly_what_an_uninterrupted_one_hol
     # Finish: resume until the sweep says it is done (a last interrupt may have hit its end).
     final = run_job(["phase1.py", "--resume"], workdir, timeout=1200)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    print(f"interruptions that hit the sweep: {len(survived)} of {len(plan)}: {survived}")
     assert len(survived) >= 5, survived
     assert _histories(workdir) == expected
     state = sweep_state(_sweep_dir(workdir))
