@@ -109,3 +109,17 @@ def sweep_state(sweep_dir: Path | None) -> dict:
         return Mirror(sweep_dir).state or {"trials": {}}
     except SweepFileError:
         return {"trials": {}}
+
+
+def processes_in(folder: Path) -> list[str]:
+    """Processes whose working folder lies in `folder` (a driver, Ray's node and agents), as
+    "pid: command line"."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.readlink(proc / "cwd").startswith(str(folder)):
+                title = (proc / "cmdline").read_bytes()[:80].replace(b"\0", b" ").decode(errors="replace").strip()
+                found.append(f"{proc.name}: {title}")
+        except OSError:
+            continue
+    return found

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_job, start_job, sweep_runs, sweep_state
+from conftest import processes_in, run_job, start_job, sweep_runs, sweep_state
 
 ARGS = [
     "--quick",
@@ -43,18 +43,6 @@ def _histories(workdir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
             key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)) for key in METRICS
         }
     return out
-
-
-def _processes_in(folder: Path) -> list[str]:
-    """Processes whose working folder lies in `folder` (the driver, Ray's node, trial workers)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and str(Path(os.readlink(proc / "cwd"))).startswith(str(folder)):
-                found.append(f"{proc.name}: {(proc / 'cmdline').read_bytes()[:120]!r}")
-        except OSError:
-            continue
-    return found
 
 
 def _wait(condition, driver: subprocess.Popen, timeout: float = 600) -> bool:
@@ -133,4 +121,4 @@ def test_a_sweep_killed_anywhere_ends_with_exactly_what_an_uninterrupted_one_hol
     state = sweep_state(_sweep_dir(workdir))
     assert state["ended"] and all(t["ended"] for t in state["trials"].values())
     time.sleep(5)  # Ray's processes leave a moment after their driver
-    assert _processes_in(workdir) == []
+    assert processes_in(workdir) == []

@@ -4,15 +4,13 @@ only what the driver started."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
-from conftest import job_env, start_job
+from conftest import job_env, processes_in, start_job
 
 # A driver that starts the watcher, then a process that escapes its parent as Ray's agents do
 # (its own session, so nothing ties it to the driver), prints its pid and waits to be killed.
@@ -25,19 +23,6 @@ escaped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"
 print(escaped.pid, flush=True)
 time.sleep(600)
 """
-
-
-def _processes_in(folder: Path) -> list[str]:
-    """Processes whose working folder lies in `folder` (the driver, Ray's node, trial workers)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and os.readlink(proc / "cwd").startswith(str(folder)):
-                title = (proc / "cmdline").read_bytes()[:80].replace(b"\0", b" ").decode(errors="replace").strip()
-                found.append(f"{proc.name}: {title}")
-        except OSError:
-            continue
-    return found
 
 
 def _gone(check, timeout: float = 20.0) -> list:
@@ -93,4 +78,4 @@ def test_a_driver_killed_while_ray_starts_or_trials_run_leaves_no_process(tmp_pa
         _, left = psutil.wait_procs(started, timeout=20)
         titles = [_title(p) for p in left]
         assert titles == [], f"driver killed while {moment}; still running: {titles}"
-        assert _gone(lambda w=workdir: _processes_in(w), timeout=5) == []
+        assert _gone(lambda w=workdir: processes_in(w), timeout=5) == []
