@@ -21,7 +21,8 @@ from records whose cost per event does not grow with the sweep:
   through the staging folder that every save copies (Tune's CSV and TensorBoard loggers are
   off: MLflow holds the metrics);
 - checkpoints are pruned by `CheckpointPruner`: the newest two of each trial, plus the ones
-  Tune's recent saves point to, so a resume always finds the checkpoint it restores from.
+  Tune's recent saves point to and the one before each of those, so a resume always finds the
+  checkpoint it restores from, and an older one when that one turns out to be damaged.
   (Tune's own `num_to_keep` cannot promise that without saving its whole state each time a
   trial has written two checkpoints.)
 """
@@ -115,7 +116,8 @@ def last_logged_result(trial: Any) -> dict[str, Any] | None:
 
 class CheckpointPruner(Callback):
     """Keeps each trial's newest `keep` checkpoints, and every checkpoint one of Tune's last
-    saves of its experiment state points to (a resume restores from those)."""
+    saves of its experiment state points to (a resume restores from those), with the one
+    before it (the resume falls back to that one when the newest does not load)."""
 
     def __init__(self, keep: int = KEEP_CHECKPOINTS) -> None:
         self.keep = keep
@@ -155,7 +157,10 @@ class CheckpointPruner(Callback):
         paths = self._paths[trial_id]
         keep = set(paths[-self.keep :])
         if pinned:
-            keep |= {pins[trial_id] for pins in self._pins if trial_id in pins}
+            for pin in {pins[trial_id] for pins in self._pins if trial_id in pins}:
+                keep.add(pin)
+                if pin in paths and paths.index(pin) > 0:
+                    keep.add(paths[paths.index(pin) - 1])  # its fallback
         gone = [p for p in paths if p not in keep]
         for path in gone:
             shutil.rmtree(path, ignore_errors=True)
