@@ -62,9 +62,17 @@ def _results(workdir: Path) -> int:
     return len(journal.read_bytes().splitlines()) if journal.exists() else 0
 
 
-def _report_building(workdir: Path) -> bool:
+def _report_building(workdir: Path, since_ns: int) -> bool:
+    """A report is being built by a driver started at `since_ns` (a SIGKILLed earlier one may
+    have left its half-built folder; the next build replaces it)."""
     reports = workdir / "results" / "phase1"
-    return reports.exists() and any(p.name.endswith(".building") for p in reports.iterdir())
+    for path in reports.glob(".*.building") if reports.exists() else []:
+        try:
+            if path.stat().st_ctime_ns >= since_ns:
+                return True
+        except OSError:
+            continue  # swapped in as the report meanwhile
+    return False
 
 
 @pytest.mark.slow
@@ -90,6 +98,7 @@ def test_a_sweep_killed_anywhere_ends_with_exactly_what_an_uninterrupted_one_hol
     survived = []
     for moment, sig in plan:
         resume = ["--resume"] if _sweep_dir(workdir) else []
+        started_ns = time.time_ns()
         driver = start_job(["phase1.py", *(resume or ARGS)], workdir, output=True)
         if moment == "start":
             time.sleep(rng.uniform(1, 4))
@@ -98,7 +107,7 @@ def test_a_sweep_killed_anywhere_ends_with_exactly_what_an_uninterrupted_one_hol
             before = _results(workdir)
             hit = _wait(lambda b=before: _results(workdir) >= b + rng.randint(2, 8), driver)
         elif moment == "report":
-            hit = _wait(lambda: _report_building(workdir), driver)
+            hit = _wait(lambda s=started_ns: _report_building(workdir, s), driver)
         else:
             time.sleep(rng.uniform(2, 20))
             hit = driver.poll() is None
