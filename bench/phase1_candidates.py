@@ -23,6 +23,7 @@ import contextlib
 import csv
 import json
 import multiprocessing as mp
+import signal
 import sys
 import tempfile
 import time
@@ -76,6 +77,11 @@ def _run(name: str, settings: dict, k: int, seconds: float, out: str) -> None:
         train(cfg, Timed(tmp))
 
 
+def _ignore_ctrl_c() -> None:
+    """Runs leave a Ctrl-C to the bench, which stops them all and says so in one line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _parse_candidate(text: str) -> tuple[str, dict[str, str]]:
     name, _, body = text.partition(":")
     if not body:
@@ -105,23 +111,39 @@ def main() -> int:
     from trainables.phase1 import PROFILES, Config
     from tune_jobs.core.config import ConfigError, build_config
 
+    if args.minutes <= 0:
+        raise SystemExit(f"--minutes {args.minutes:g}: each run needs a positive wall time, e.g. --minutes 4")
+    if args.parallel < 1:
+        raise SystemExit(f"--parallel {args.parallel}: at least one run at a time")
     for name, settings in candidates.items():  # a typo fails here, before minutes of training
-        try:
-            build_config(Config, PROFILES["local"], settings)
-        except (ConfigError, ValueError) as exc:
-            raise SystemExit(f"candidate {name!r}: {exc}") from None
+        for k in (None, *args.k):
+            try:
+                build_config(Config, PROFILES["local"], settings | ({} if k is None else {"data.n_components": k}))
+            except (ConfigError, ValueError) as exc:
+                raise SystemExit(f"candidate {name!r}{'' if k is None else f' at K = {k}'}: {exc}") from None
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        log = args.out.with_suffix(".jsonl")
+        log.write_bytes(b"")
+    except OSError as exc:
+        raise SystemExit(f"--out {args.out}: cannot write there ({exc.strerror}); pick a writable folder") from None
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    log = args.out.with_suffix(".jsonl")
-    log.unlink(missing_ok=True)
     seconds = args.minutes * 60
     jobs = [(name, settings, k, seconds, str(log)) for k in args.k for name, settings in candidates.items()]
     print(
         f"{len(candidates)} candidates x K = {args.k}, {args.minutes:g} min each, {args.parallel} at a time, "
         f"one thread each: about {len(jobs) * args.minutes / args.parallel:.0f} min"
     )
-    with mp.get_context("spawn").Pool(args.parallel, maxtasksperchild=1) as pool:
+    pool = mp.get_context("spawn").Pool(args.parallel, initializer=_ignore_ctrl_c, maxtasksperchild=1)
+    try:
         pool.starmap(_run, jobs, chunksize=1)
+    except KeyboardInterrupt:
+        pool.terminate()
+        print(f"\ninterrupted; the evaluations so far are in {log}", file=sys.stderr)
+        return 130
+    finally:
+        pool.close()
+        pool.join()
 
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     fractions = (0.25, 0.5, 0.75, 1.0)
