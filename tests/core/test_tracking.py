@@ -112,3 +112,92 @@ print(replay(client_for({f"sqlite:///{tmp_path / 'm.db'}"!r}), m.dir) == "", "ra
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "False"], out.stdout + out.stderr[-3000:]
+
+
+class _Calls:
+    """A real MLflow client that counts its calls, and can fail one create after the store
+    made the run (a server whose answer was lost)."""
+
+    def __init__(self, client, lose_create_answer=False):
+        self.client, self.calls, self.lose = client, [], lose_create_answer
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            out = method(*args, **kwargs)
+            if name == "create_run" and self.lose and kwargs.get("tags", {}).get("sweep.role") == "trial":
+                self.lose = False
+                raise MlflowException("Read timed out after the run was made")
+            return out
+
+        return call
+
+
+def _sweep(tmp_path, trials):
+    mirror = Mirror.create(
+        tmp_path / "sweep",
+        experiment_name="e",
+        artifact_location=None,
+        tags={"sweep.id": "s1", "sweep.study": "phase1"},
+        base={"seed": 0},
+        run_prefix="e",
+    )
+    for t in trials:
+        mirror.add_trial(t, {"data.n_components": int(t[1:])})
+        mirror.set_node(t, {"ray.node_id": "n1", "ray.node_ip": "10.0.0.1", "ray.hostname": "h"})
+    return mirror
+
+
+def test_runs_of_new_trials_are_made_without_searching_and_tags_go_in_one_call(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    mirror = _sweep(tmp_path, ["t1", "t2", "t3"])
+    counted = _Calls(client)
+    mirror.sync(counted)
+    # One search, for the sweep's parent run; none for the three trials this driver started.
+    assert counted.calls.count("search_runs") == 1
+    assert counted.calls.count("create_run") == 4 and "set_tag" not in counted.calls
+    # Each trial's params and where it runs go in one call.
+    assert counted.calls.count("log_batch") == 3
+    for t in ("t1", "t2", "t3"):
+        mirror.end_trial(t, "FINISHED", {"sweep.status": "finished", "sweep.reason": "done"}, [])
+    mirror.end_sweep({"sweep.status": "finished", "sweep.best": "t1"})
+    counted.calls.clear()
+    mirror.sync(counted)
+    assert "set_tag" not in counted.calls and counted.calls.count("set_terminated") == 4
+    runs = client.search_runs([mirror.state["experiment_id"]], filter_string="tags.`sweep.role` = 'trial'")
+    assert len(runs) == 3
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {k: run.data.tags[k] for k in ("ray.node_id", "ray.node_ip", "ray.hostname", "sweep.reason")} == {
+            "ray.node_id": "n1",
+            "ray.node_ip": "10.0.0.1",
+            "ray.hostname": "h",
+            "sweep.reason": "done",
+        }
+        assert run.data.params["data.n_components"] in {"1", "2", "3"}
+
+
+def test_a_trial_from_an_earlier_driver_or_a_lost_answer_is_searched_not_made_twice(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    mirror = _sweep(tmp_path, ["t1"])
+    lossy = _Calls(client, lose_create_answer=True)
+    with pytest.raises(MlflowException):
+        mirror.sync(lossy)  # the store made t1's run; the answer never came
+    mirror.sync(lossy)  # t1's run is searched for now, found, and not made again
+    assert lossy.calls.count("create_run") == 2 and lossy.calls.count("search_runs") == 2
+    mirror.save(now=True)
+
+    # A trial the state holds from an earlier driver, its run made before the state said so.
+    mirror.add_trial("t2", {"data.n_components": 2})
+    mirror.sync(client)
+    mirror.state["trials"]["t2"].update(run_id=None, params_logged=False)
+    mirror.save(now=True)
+    mirror.release()
+    again = Mirror(tmp_path / "sweep", hold_s=0)
+    counted = _Calls(client)
+    again.sync(counted)
+    assert counted.calls.count("search_runs") == 1 and "create_run" not in counted.calls
+    runs = client.search_runs([again.state["experiment_id"]], filter_string="tags.`sweep.role` = 'trial'")
+    assert sorted(r.data.tags["sweep.trial_id"] for r in runs) == ["t1", "t2"]

@@ -380,6 +380,11 @@ class Mirror:
         self.trials_log = self.dir / TRIALS_FILE
         self._dirty = False  # the state in memory is ahead of the file (see SAVE_EVERY_S)
         self._written = -math.inf  # when the state file was last written (monotonic)
+        # Trials first recorded by this object whose run no earlier create may have made: their
+        # runs are created without first searching MLflow for them (a search per trial is a
+        # query over the whole experiment). A trial leaves the set when a create of it fails,
+        # since a server may have made the run and lost the answer.
+        self._new_trials: set[str] = set()
         if hold_s is not None:
             self.hold(hold_s)
         self.state: dict[str, Any] = self._load()
@@ -659,6 +664,7 @@ class Mirror:
                     self.save()
                 return
             self.state["trials"][trial_id] = self._new_trial(point, now_ms())
+            self._new_trials.add(trial_id)
             self._log_trial(trial_id, "start")
             self.save()
 
@@ -816,9 +822,11 @@ class Mirror:
             flat = {**st["base"], **entry["point"]}
             params_logged = False
             if entry["run_id"] is None:
-                found = _find_run(
-                    store, st["experiment_id"], {"sweep.id": st["tags"]["sweep.id"], "sweep.trial_id": trial_id}
-                )
+                found = None
+                if trial_id not in self._new_trials:
+                    found = _find_run(
+                        store, st["experiment_id"], {"sweep.id": st["tags"]["sweep.id"], "sweep.trial_id": trial_id}
+                    )
                 if found is not None:  # created before the state could record it (a crash, a rebuilt state)
                     run_id = found.info.run_id
                     params_logged = found.info.status != "RUNNING"  # closed: its params were logged first
@@ -831,6 +839,7 @@ class Mirror:
                         "sweep.seed": str(flat.get("seed", "")),
                         "sweep.point": json.dumps(entry["point"], sort_keys=True),
                     }
+                    self._new_trials.discard(trial_id)  # until the create is recorded
                     run_id = store.create_run(
                         st["experiment_id"],
                         start_time=entry["start_ms"],
@@ -842,12 +851,20 @@ class Mirror:
                 )
                 entry["run_id"] = run_id
             if not params_logged:
+                # Where it runs, when already known, goes with its params (one call fewer).
+                node = dict(entry["node_tags"]) if entry.get("node_tagged") is False else {}
                 params = [_param(k, v) for k, v in sorted(flat.items())]
-                for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
-                    store.log_batch(entry["run_id"], params=params[i : i + MAX_PARAMS_PER_BATCH])
+                for i in range(0, max(len(params), 1), MAX_PARAMS_PER_BATCH):
+                    tags = [_tag(k, v) for k, v in node.items()] if i == 0 else []
+                    store.log_batch(entry["run_id"], params=params[i : i + MAX_PARAMS_PER_BATCH], tags=tags)
                 _log_dict(store, entry["run_id"], to_nested(flat), "cfg.yaml")
-                store.update_run(entry["run_id"], status="RUNNING")
-                self._record(lambda s, t=trial_id: s["trials"][t].update(params_logged=True))
+
+                def done(s: dict[str, Any], t: str = trial_id, n: dict[str, str] = node) -> None:
+                    s["trials"][t]["params_logged"] = True
+                    if n and s["trials"][t].get("node_tags") == n:  # not moved again meanwhile
+                        s["trials"][t]["node_tagged"] = True
+
+                self._record(done)
 
     def _sync_reopened(self, store: _Store) -> None:
         """Runs closed KILLED by an interrupt are RUNNING again once the sweep is resumed."""
@@ -879,8 +896,7 @@ class Mirror:
                 if e.get("node_tagged") is False and e["params_logged"]
             ]
         for trial_id, run_id, node in todo:
-            for key, value in node.items():
-                store.set_tag(run_id, key, value)
+            _set_tags(store, run_id, node)  # one call and one transaction for all of them
 
             def done(s: dict[str, Any], t: str = trial_id, n: dict[str, str] = node) -> None:
                 if s["trials"][t].get("node_tags") == n:  # not moved again meanwhile
@@ -924,8 +940,7 @@ class Mirror:
             end = json.loads(json.dumps(self.state["end"])) if self.state["end"] and not self.state["ended"] else None
         if end is None:
             return
-        for key, value in end["tags"].items():
-            store.set_tag(self.state["parent_run_id"], key, value)
+        _set_tags(store, self.state["parent_run_id"], end["tags"])
         store.set_terminated(self.state["parent_run_id"], status=end.get("status", "FINISHED"), end_time=end["end_ms"])
         self._record(lambda s: s.update(ended=s["end"] == end or s["ended"]))
 
@@ -941,8 +956,7 @@ class Mirror:
                 upload_folder(store, entry["run_id"], folder, subdir)
             elif subdir == "checkpoint" and not folder.exists():
                 log.warning("checkpoint %s is gone; the run %s is closed without it", path, entry["name"])
-        for key, value in entry.get("end_tags", {}).items():
-            store.set_tag(entry["run_id"], key, value)
+        _set_tags(store, entry["run_id"], entry.get("end_tags", {}))
         store.set_terminated(entry["run_id"], status=entry["status"], end_time=entry["end_ms"])
 
 
@@ -950,6 +964,17 @@ def _param(key: str, value: Any) -> Any:
     from mlflow.entities import Param
 
     return Param(key, str(value)[:MAX_PARAM_CHARS])
+
+
+def _tag(key: str, value: Any) -> Any:
+    from mlflow.entities import RunTag
+
+    return RunTag(key, str(value))
+
+
+def _set_tags(store: _Store, run_id: str, tags: Mapping[str, Any]) -> None:
+    if tags:
+        store.log_batch(run_id, tags=[_tag(k, v) for k, v in tags.items()])
 
 
 def _experiment_id(store: _Store, name: str, artifact_location: str | None) -> str:
