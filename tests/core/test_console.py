@@ -101,6 +101,28 @@ def test_rows_name_trials_as_mlflow_does_and_say_how_they_ended():
     assert row_of(searched_budget, SEARCH).outcome == "finished"  # its own budget, from its point
 
 
+def test_a_rebuild_of_the_rows_makes_again_only_those_of_trials_that_moved(monkeypatch):
+    from tune_jobs.core import console
+
+    view = console.SweepView(PHASE1)
+    view.setup()
+    view._display = PlainDisplay(PHASE1, io.StringIO(), None)
+    made = []
+    monkeypatch.setattr(console, "row_of", lambda t, facts, status=None: made.append(t.trial_id) or row_of(t, facts, status))
+    trials = [k_trial(k, 301, Trial.TERMINATED) for k in range(1, 5)] + [k_trial(5, 101)]
+    view._snapshot(trials, force=True)
+    assert len(made) == 5
+    made.clear()
+    trials[4].update_last_result({"training_iteration": 9, "step": 200, "val/nmse": 0.5})
+    view._snapshot(trials, force=True)
+    assert made == [trials[4].trial_id]  # the four that ended are shown as they were
+    assert view._snap.rows[4].done == 201 and view._snap.rows[0].outcome == "finished"
+    made.clear()
+    trials[4].set_status(Trial.TERMINATED)
+    view._snapshot(trials, force=True)
+    assert made == [trials[4].trial_id] and view._snap.rows[4].status == "done"
+
+
 def test_budget_comes_from_the_study_config():
     from trainables import denoising, phase1
 

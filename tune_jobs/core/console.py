@@ -514,6 +514,7 @@ class SweepView(Callback):
         self._snap = Snapshot()
         self._next_snapshot = 0.0
         self._rows: dict[str, Row] = {}  # the last row of each trial, by id
+        self._made: dict[str, tuple[str, Any, Row]] = {}  # each row with the status and result it shows
         self._next_slots = 0.0
         self._slots = 1
         if self._display is not None:
@@ -541,7 +542,7 @@ class SweepView(Callback):
                 self._slots = slots(self.facts.per_trial, ray.cluster_resources(), self.facts.max_concurrent)
             except Exception:  # a view detail: never let it stop the sweep
                 pass
-        rows = tuple(row_of(t, self.facts, changed[1] if changed and t is changed[0] else None) for t in trials)
+        rows = tuple(self._row(t, changed[1] if changed and t is changed[0] else None) for t in trials)
         self._rows = {row.trial_id: row for row in rows}
         self._snap = Snapshot(
             rows=rows,
@@ -550,6 +551,18 @@ class SweepView(Callback):
             eta=eta_seconds(rows, self.facts.total, self._slots),
         )
         self._display.update(self._snap)
+
+    def _row(self, trial: Any, status: str | None = None) -> Row:
+        """The trial's row, made again only when its status or its last result changed: a
+        rebuild of a sweep's rows then costs per trial that moved, not per trial."""
+        status = status or trial.status
+        last = getattr(getattr(trial, "run_metadata", None), "last_result", None)
+        made = self._made.get(trial.trial_id)
+        if made is not None and last is not None and made[0] == status and made[1] is last:
+            return made[2]
+        row = row_of(trial, self.facts, status)
+        self._made[trial.trial_id] = (status, last, row)
+        return row
 
     def _event(self, trials: Sequence[Any], trial: Any, status: str, kind: str = "", detail: str = "") -> None:
         if self._display is None:
