@@ -162,6 +162,8 @@ def test_runs_of_new_trials_are_made_without_searching_and_tags_go_in_one_call(t
     assert counted.calls.count("log_batch") == 3
     for t in ("t1", "t2", "t3"):
         mirror.end_trial(t, "FINISHED", {"sweep.status": "finished", "sweep.reason": "done"}, [])
+    many = {f"study.tag_{i:03d}": str(i) for i in range(150)}  # over MLflow's 100 tags per call
+    mirror.end_trial("t1", "FINISHED", {"sweep.status": "finished", "sweep.reason": "done", **many}, [])
     mirror.end_sweep({"sweep.status": "finished", "sweep.best": "t1"})
     counted.calls.clear()
     mirror.sync(counted)
@@ -177,6 +179,8 @@ def test_runs_of_new_trials_are_made_without_searching_and_tags_go_in_one_call(t
             "sweep.reason": "done",
         }
         assert run.data.params["data.n_components"] in {"1", "2", "3"}
+        if run.data.tags["sweep.trial_id"] == "t1":
+            assert {k: run.data.tags[k] for k in many} == many
 
 
 def test_a_trial_from_an_earlier_driver_or_a_lost_answer_is_searched_not_made_twice(tmp_path):
