@@ -65,7 +65,7 @@ class TrainerConfig:
         ge=0,
     )
     curriculum_every: int = param(
-        600, "steps between curriculum increments", ge=1, used_when="trainer.curriculum_start_dims>0"
+        300, "steps between curriculum increments", ge=1, used_when="trainer.curriculum_start_dims>0"
     )
     eval_every: int = param(100, "steps between evaluations on the fixed validation prompts", ge=1)
     eval_prompts: int = param(1024, "validation prompts (the baselines use the same ones)", ge=16)
@@ -103,7 +103,10 @@ class Config:
 # Why warm-up and the curriculum are on by default (measured on 2 CPU cores, 64 wide, 3 layers):
 # without warm-up the model stayed at the zero predictor for 1250+ steps even at K = 1; without
 # the curriculum it stayed there for all 5000 steps at K = 4 and K = 10, while with it (2 dims,
-# one more every 600 steps) K = 4 reached nMSE 0.57 by step 3250.
+# one more every 600 steps) K = 4 reached nMSE 0.57 by step 3250. One more every 300 steps
+# (all 5 dims by step 900) then gave lower final nMSE than every 600 at K = 1, 2, 3 and 4 in the
+# default sweep (K = 4: 0.419 against 0.519), and led at K = 4 at equal wall time on two seeds
+# (bench/phase1_candidates.py); it did worse at K = 6 and 8 (README, study A).
 #
 # The defaults above are the laptop's size (the `local` profile, as in every study): every
 # study parameter as specified, with a network small enough for the 8-trial sweep on 2 cores.
