@@ -71,3 +71,13 @@ def test_what_a_failed_trial_did_not_run_is_not_counted_as_saved_by_early_stoppi
         "compute: 5 of 18 trial-epochs run (28% of the full budget of its 2 trials); early stopping saved 33%; "
         "7 trial-epochs not run by the 1 trial(s) that did not finish"
     )
+
+
+def test_a_trial_run_whose_params_never_reached_mlflow_does_not_stop_the_report(tmp_path):
+    client, sweep = make_sweep(tmp_path, {"a": list(range(1, 10)), "b": [1, 2, 3]}, epochs=9)
+    parent = sweep.parent
+    client.create_run(parent.info.experiment_id, run_name="c", tags={"mlflow.parentRunId": parent.info.run_id})
+    sweep = SweepData(client, client.get_run(parent.info.run_id))
+    assert len(sweep.trials) == 3
+    compute = compute_used(sweep, study(budget=lambda p: (int(p["trainer.epochs"]), "epochs")))
+    assert (compute.run, compute.budget) == (12, 18)  # the two trials whose budget is known

@@ -205,3 +205,26 @@ def test_a_trial_from_an_earlier_driver_or_a_lost_answer_is_searched_not_made_tw
     assert counted.calls.count("search_runs") == 1 and "create_run" not in counted.calls
     runs = client.search_runs([again.state["experiment_id"]], filter_string="tags.`sweep.role` = 'trial'")
     assert sorted(r.data.tags["sweep.trial_id"] for r in runs) == ["t1", "t2"]
+
+
+class _Retrying(_Calls):
+    """A server's client that sent each create twice (the first answer came too late): the
+    store holds two runs, the caller gets the second."""
+
+    tracking_uri = "http://127.0.0.1:5000"
+
+    def create_run(self, *args, **kwargs):
+        self.client.create_run(*args, **kwargs)
+        return self.client.create_run(*args, **kwargs)
+
+
+def test_a_run_the_client_made_twice_through_a_server_keeps_no_empty_twin(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    mirror = _sweep(tmp_path, ["t1", "t2"])
+    mirror.sync(_Retrying(client))
+    exp = mirror.state["experiment_id"]
+    trials = client.search_runs([exp], filter_string="tags.`sweep.role` = 'trial'")
+    assert sorted(r.data.tags["sweep.trial_id"] for r in trials) == ["t1", "t2"]
+    assert all(r.data.params["seed"] == "0" for r in trials)
+    (parent,) = client.search_runs([exp], filter_string="tags.`sweep.role` = 'parent'")
+    assert parent.info.run_id == mirror.state["parent_run_id"]

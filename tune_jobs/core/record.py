@@ -777,6 +777,9 @@ class Mirror:
         """Bring MLflow up to date; raises (keeping what succeeded) when it fails.
 
         A failure of the tracking store is marked (`from_store`); anything else is ours."""
+        # MLflow's HTTP client retries a request whose answer did not come in time, and the
+        # server may have made the run the first time: after a create, twins are looked for.
+        self._twins = uri_scheme(str(getattr(client, "tracking_uri", "") or "")) in ("http", "https")
         store = _Store(client, progress)
         self._sync_parent(store)
         self._sync_runs(store)
@@ -802,12 +805,14 @@ class Mirror:
             run_id = (
                 found.info.run_id
                 if found
-                else store.create_run(
+                else self._create_run(
+                    store,
+                    {"sweep.id": tags["sweep.id"], "sweep.role": "parent"},
                     st["experiment_id"],
                     start_time=st["start_ms"],
                     run_name=f"{st['run_prefix']} sweep {tags['sweep.id']}",
                     tags=tags,
-                ).info.run_id
+                )
             )
             self._record(lambda s: s.update(parent_run_id=run_id))
         if not st["parent_cfg_logged"]:
@@ -840,12 +845,14 @@ class Mirror:
                         "sweep.point": json.dumps(entry["point"], sort_keys=True),
                     }
                     self._new_trials.discard(trial_id)  # until the create is recorded
-                    run_id = store.create_run(
+                    run_id = self._create_run(
+                        store,
+                        {"sweep.id": st["tags"]["sweep.id"], "sweep.trial_id": trial_id},
                         st["experiment_id"],
                         start_time=entry["start_ms"],
                         run_name=f"{st['run_prefix']}/{entry['name']}",
                         tags=tags,
-                    ).info.run_id
+                    )
                 self._record(
                     lambda s, t=trial_id, r=run_id, p=params_logged: s["trials"][t].update(run_id=r, params_logged=p)
                 )
@@ -865,6 +872,22 @@ class Mirror:
                         s["trials"][t]["node_tagged"] = True
 
                 self._record(done)
+
+    def _create_run(self, store: _Store, match: Mapping[str, str], experiment_id: str, **create: Any) -> str:
+        """Create a run; through a server, then delete its empty twins (runs with the same
+        `match` tags and no params or metrics: made by a request the client sent again)."""
+        run_id = store.create_run(experiment_id, **create).info.run_id
+        if getattr(self, "_twins", False):
+            where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())
+            for run in store.search_runs([experiment_id], filter_string=where, max_results=100):
+                if run.info.run_id != run_id and not run.data.params and not run.data.metrics:
+                    log.warning(
+                        "MLflow made run %s twice (a request sent again); deleting its empty twin %s",
+                        create.get("run_name"),
+                        run.info.run_id,
+                    )
+                    store.delete_run(run.info.run_id)
+        return run_id
 
     def _sync_reopened(self, store: _Store) -> None:
         """Runs closed KILLED by an interrupt are RUNNING again once the sweep is resumed."""

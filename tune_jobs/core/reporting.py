@@ -253,7 +253,10 @@ def compute_used(sweep: SweepData, study: Any) -> Compute | None:
     run = budget = unfinished = not_run_unfinished = 0
     unit = ""
     for t in sweep.trials:
-        full, unit = study.budget(t.params)
+        try:
+            full, unit = study.budget(t.params)
+        except (KeyError, ValueError, TypeError):
+            continue  # its params never reached MLflow (a server that stopped answering): no budget known
         steps = [step for step, _ in sweep.history(t.run_id, metric)]
         done = min(study.units_run(steps), full) if steps else 0
         run += done
