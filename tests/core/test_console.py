@@ -108,7 +108,9 @@ def test_a_rebuild_of_the_rows_makes_again_only_those_of_trials_that_moved(monke
     view.setup()
     view._display = PlainDisplay(PHASE1, io.StringIO(), None)
     made = []
-    monkeypatch.setattr(console, "row_of", lambda t, facts, status=None: made.append(t.trial_id) or row_of(t, facts, status))
+    monkeypatch.setattr(
+        console, "row_of", lambda t, facts, status=None: made.append(t.trial_id) or row_of(t, facts, status)
+    )
     trials = [k_trial(k, 301, Trial.TERMINATED) for k in range(1, 5)] + [k_trial(5, 101)]
     view._snapshot(trials, force=True)
     assert len(made) == 5
