@@ -385,6 +385,7 @@ class Mirror:
         # query over the whole experiment). A trial leaves the set when a create of it fails,
         # since a server may have made the run and lost the answer.
         self._new_trials: set[str] = set()
+        self._twins = False  # the store is a server, whose client may send a create twice (see sync)
         if hold_s is not None:
             self.hold(hold_s)
         self.state: dict[str, Any] = self._load()
@@ -877,9 +878,8 @@ class Mirror:
         """Create a run; through a server, then delete its empty twins (runs with the same
         `match` tags and no params or metrics: made by a request the client sent again)."""
         run_id = store.create_run(experiment_id, **create).info.run_id
-        if getattr(self, "_twins", False):
-            where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())
-            for run in store.search_runs([experiment_id], filter_string=where, max_results=100):
+        if self._twins:
+            for run in _runs_tagged(store, experiment_id, match, 100):
                 if run.info.run_id != run_id and not run.data.params and not run.data.metrics:
                     log.warning(
                         "MLflow made run %s twice (a request sent again); deleting its empty twin %s",
@@ -1015,10 +1015,15 @@ def _experiment_id(store: _Store, name: str, artifact_location: str | None) -> s
         return exp.experiment_id
 
 
+def _runs_tagged(store: _Store, experiment_id: str, tags: Mapping[str, str], max_results: int) -> list[Any]:
+    """The runs of this experiment carrying all of `tags`."""
+    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return list(store.search_runs([experiment_id], filter_string=where, max_results=max_results))
+
+
 def _find_run(store: _Store, experiment_id: str, tags: Mapping[str, str]) -> Any:
     """The run of this experiment carrying `tags` (a run created before the state said so)."""
-    where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = store.search_runs([experiment_id], filter_string=where, max_results=1)
+    runs = _runs_tagged(store, experiment_id, tags, 1)
     return runs[0] if runs else None
 
 
