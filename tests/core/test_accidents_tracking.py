@@ -458,16 +458,15 @@ def test_a_journal_line_torn_by_a_killed_driver_then_replay_and_resume(workdir):
     driver = start_job(["phase1.py", *KILL_ARGS], workdir)
 
     def torn_moment() -> bool:
-        # A real tear: the last line is a result not yet sent, of a running trial, between its
-        # checkpoints (Tune saves its own state after our callback, so it will replay it).
+        # The driver is stopped after a result of a running trial, between its checkpoints,
+        # once some trial has ended.
         (sweep,) = find_sweep_dirs(workdir) or [None]
         if sweep is None:
             return False
-        start, last = last_line(sweep / JOURNAL_FILE)
+        _, last = last_line(sweep / JOURNAL_FILE)
         state = sweep_state(sweep)
         return (
             last is not None
-            and state.get("journal_offset", 1 << 40) <= start
             and last["step"] % 40 != 0
             and last["step"] != KILL_STEPS[-1]
             and "status" not in state["trials"].get(last["trial"], {"status": 1})
@@ -482,10 +481,16 @@ def test_a_journal_line_torn_by_a_killed_driver_then_replay_and_resume(workdir):
             kill(driver)
     (sweep,) = find_sweep_dirs(workdir)
     journal = sweep / JOURNAL_FILE
-    start, _ = last_line(journal)
-    data = journal.read_bytes()
-    cut = start + (len(data) - start) // 2
-    journal.write_bytes(data[:cut])  # the driver died in the middle of its append
+    _, last = last_line(journal)
+    # The driver died in the middle of appending that trial's next result: half of the line is
+    # on disk, never sent (only whole lines are). Cutting a whole line instead could cut one the
+    # sync had sent already, which no crash can do.
+    step = min(last["step"] + 10, KILL_STEPS[-1])
+    row = json.dumps({**last, "step": step, "ts": last["ts"] + 1}) + "\n"
+    start = journal.stat().st_size
+    with open(journal, "a") as f:
+        f.write(row[: len(row) // 2])
+    cut = journal.stat().st_size
 
     replay = run_job(["report.py", "--replay", str(sweep)], workdir, timeout=600)
     assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]
