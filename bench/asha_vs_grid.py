@@ -5,10 +5,15 @@ service's `scheduler: {kind: asha}`) and Ray Tune's HyperBand.
     python bench/asha_vs_grid.py              # 12 points, local profile, 9 epochs each (~25 min, 2 cores)
     python bench/asha_vs_grid.py --quick      # the quick profile: checks the bench itself (~6 min)
     python bench/asha_vs_grid.py --grace-period 2 --max-t 20   # other rungs and budget (denoising_search.yaml's; ~25 min)
+    python bench/asha_vs_grid.py --only asha_promote           # the grid and one scheduler
 
 Runs the same grid four times through the service, one trial per CPU (2 slots on a 2-core
 machine), then reads each sweep back from MLflow and prints: the trial-epochs each spent, its
 fraction of the grid's, the best blob score each found and its gap to the grid's best.
+Then, from the grid's complete curves alone: where the grid's best point ranked at each epoch
+(by the blob score and by other metrics a rung could rank by), and successive halving replayed
+on those curves for every grace period and eta, with the cheapest schedule that would have come
+within 2% of the grid's best, or that none would.
 The rungs default to the local profile's 9 epochs: max_t 9, grace period 1, reduction factor 3
 (rungs at epochs 1 and 3).
 """
@@ -32,6 +37,7 @@ SPACE = {
     "loss.decoder_reg": [0.01, 0.1],
 }
 SCORE = "blob/score"
+PROXIES = {SCORE: "max", "val/loss": "min", "blob/correlation": "max"}  # what a rung may rank by
 
 
 def schedulers(args: argparse.Namespace) -> dict[str, dict]:
@@ -95,13 +101,73 @@ def read(work: Path, experiment: str) -> dict:
 
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     sweep = SweepData(client, find_parent(client, experiment))
-    epochs, finals = {}, {}
+    epochs, finals, curves = {}, {}, {}
     for t in sweep.trials:
         hist = sweep.history(t.run_id, SCORE)
-        epochs[trial_label(t.point)] = len(hist)
-        finals[trial_label(t.point)] = hist[-1][1] if hist else float("nan")
+        label = trial_label(t.point)
+        epochs[label] = len(hist)
+        finals[label] = hist[-1][1] if hist else float("nan")
+        curves[label] = {key: [v for _, v in sweep.history(t.run_id, key)] for key in PROXIES}
     best = max(finals, key=lambda k: finals[k])
-    return {"epochs": epochs, "finals": finals, "best": best, "best_score": finals[best]}
+    return {"epochs": epochs, "finals": finals, "best": best, "best_score": finals[best], "curves": curves}
+
+
+def halving(
+    curves: dict[str, dict[str, list[float]]], grace: int, eta: int, max_t: int, rank_by: str
+) -> tuple[int, float]:
+    """Successive halving replayed on the grid's complete curves, as promotion ASHA decides when
+    every point reaches a rung before any leaves it: at each rung (grace * eta^k below max_t),
+    the best 1/eta by `rank_by` go on; the rest stop there. Returns the epochs it spends and the
+    best blob score any point had where it stopped."""
+    rungs = [grace * eta**k for k in range(32) if grace * eta**k < max_t] + [max_t]
+    alive, spent, at, reached = list(curves), 0, 0, {}
+    sign = 1 if PROXIES[rank_by] == "max" else -1
+    for i, rung in enumerate(rungs):
+        spent += (rung - at) * len(alive)
+        at = rung
+        for p in alive:
+            reached[p] = curves[p][SCORE][rung - 1]
+        if i + 1 < len(rungs):
+            alive = sorted(alive, key=lambda p: -sign * curves[p][rank_by][rung - 1])[: max(1, len(alive) // eta)]
+    return spent, max(reached.values())
+
+
+def rung_analysis(grid: dict, max_t: int) -> None:
+    """What any promotion schedule could have done on this grid, from its complete curves."""
+    curves = {p: c for p, c in grid["curves"].items() if all(len(v) >= max_t for v in c.values())}
+    if len(curves) < len(grid["curves"]):
+        print("\n(rung analysis skipped: some grid curves are incomplete)")
+        return
+    full, best = len(curves) * max_t, grid["best_score"]
+    order = {}
+    for key, mode in PROXIES.items():
+        sign = 1 if mode == "max" else -1
+        order[key] = [
+            1 + sorted(curves, key=lambda p: -sign * curves[p][key][e]).index(grid["best"]) for e in range(max_t)
+        ]
+    print(f"\nwhere the grid's best point ranked among the {len(curves)} at each epoch (1 = first):")
+    for key, ranks in order.items():
+        print(f"  by {key:18}" + " ".join(f"{r:3d}" for r in ranks))
+    print("\nsuccessive halving replayed on the grid's curves (the best 1/eta at each rung go on):")
+    print(f"  {'rank by':18}{'grace':>6}{'eta':>5}{'epochs':>8}{'share':>7}{'best':>8}{'gap':>8}")
+    found = {}
+    for key in PROXIES:
+        for eta in (2, 3, 4):
+            for grace in range(1, max_t):
+                spent, got = halving(curves, grace, eta, max_t, key)
+                gap = (best - got) / best
+                if gap <= 0.02 and spent < found.get(key, (full + 1,))[0]:
+                    found[key] = (spent, grace, eta, got, gap)
+                if grace == 1 and eta == 3 or spent <= full / 3:
+                    print(f"  {key:18}{grace:6d}{eta:5d}{spent:8d}{spent / full:7.0%}{got:8.4f}{gap:+8.1%}")
+    for key in PROXIES:
+        if key in found:
+            spent, grace, eta, got, gap = found[key]
+            print(
+                f"  cheapest within 2% ranking by {key}: grace {grace}, eta {eta}: {spent} epochs ({spent / full:.0%})"
+            )
+        else:
+            print(f"  ranking by {key}: no schedule gets within 2% of the grid's best")
 
 
 def main() -> None:
@@ -110,6 +176,12 @@ def main() -> None:
     p.add_argument("--max-t", type=int, default=9, help="epochs at which a trial ends (default 9, the local profile's)")
     p.add_argument("--grace-period", type=int, default=1, help="the first rung, in epochs (default 1)")
     p.add_argument("--reduction-factor", type=float, default=3, help="eta (default 3)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(LABELS),
+        help="run only these (the grid always runs: the others are measured against it)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     args = p.parse_args()
     extra = (["--quick"] if args.quick else []) + args.overrides
@@ -122,6 +194,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="asha-bench-") as tmp:
         work = Path(tmp)
         for name, scheduler in schedulers(args).items():
+            if args.only and name != "grid" and name not in args.only:
+                continue
             walls[name] = run(work, write_experiment(work, name, scheduler), extra)
             results[name] = read(work, f"bench_{name}")
             print(f"{LABELS[name]}: {walls[name]:.0f} s", flush=True)
@@ -158,6 +232,7 @@ def main() -> None:
             for n in names
         ]
         print(f"  {point:52}" + "".join(f"{c:>18}" for c in cells))
+    rung_analysis(grid, args.max_t)
     print(f"load after: {os.getloadavg()[0]:.1f}")
 
 

@@ -548,12 +548,16 @@ def test_tune_saves_its_state_when_something_a_resume_needs_changed_at_most_ever
     step(4, {"checkpoint_dir_name": "checkpoint_000001"})
     assert ctl.saves == [False, False]  # 4 s after the last save: later
     step(6)
-    assert ctl.saves == [False, False, False]
-    s.on_trial_complete(ctl, a, {})
+    assert ctl.saves == [False, False]  # a checkpoint alone waits 60 s
+    step(49)
+    assert ctl.saves == [False, False]
     step(1)
-    step(5)
+    assert ctl.saves == [False, False, False]
+    step(4, {"checkpoint_dir_name": "checkpoint_000002"})
+    s.on_trial_complete(ctl, a, {})  # an end does not wait for the checkpoints' period
+    step(1)
     assert len(ctl.saves) == 3
-    step(4)
+    step(5)
     assert len(ctl.saves) == 4  # the trial's end, 10 s after the last save
     step(60)
     assert len(ctl.saves) == 4  # nothing changed since
@@ -575,3 +579,42 @@ def test_the_yaml_kinds_make_their_schedulers(tmp_path):
     s.on_trial_add(Controller(s), trial("a"))
     again = pickle.loads(pickle.dumps(s))
     assert again.inner.rungs == [1, 3] and again.inner._trials == {} and again._ended is None
+
+
+def test_trials_keep_no_running_means_in_tunes_saved_state_so_each_save_is_smaller():
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    metrics = [f"m{i}" for i in range(30)]
+
+    def fill(meta, steps: range) -> None:
+        for step in steps:
+            for i, m in enumerate(metrics):
+                meta.update_metric(m, float(step * i), step=step + 1)
+
+    plain = _TrainingRunMetadata()
+    fill(plain, range(20))
+    s = SweepScheduler(FIFOScheduler())
+    ctl = Controller(s)
+    (fresh,) = ctl.add("fresh")
+    fill(fresh.run_metadata, range(20))
+    assert not any(fresh.run_metadata.metric_n_steps.values())
+    assert fresh.run_metadata.metric_analysis["m3"] == {"max": 57.0, "min": 0.0, "avg": 28.5, "last": 57.0}
+    assert len(fresh.run_metadata.get_json_state()) < 0.45 * len(plain.get_json_state())
+
+    # A trial restored from a save written before: its running means go at once.
+    restored = Trial("__fake", config={}, trial_id="restored", stub=True)
+    restored.restore_run_metadata(plain.get_json_state())
+    s.on_trial_add(ctl, restored)
+    fill(restored.run_metadata, range(20, 25))
+    assert not any(restored.run_metadata.metric_n_steps.values())
+    assert set(restored.run_metadata.metric_analysis["m3"]) == {"max", "min", "avg", "last"}
+    assert restored.run_metadata.metric_analysis["m3"]["max"] == 72.0
+
+
+def test_a_scheduler_pickled_before_the_checkpoint_period_existed_gets_the_default():
+    s = SweepScheduler.__new__(SweepScheduler)
+    s.__setstate__({"inner": FIFOScheduler(), "sweep_dir": None, "save_on_add": False, "save_every": 10.0})
+    assert s.checkpoint_save_every == 60.0 and not s._checkpointed
+    assert (
+        pickle.loads(pickle.dumps(SweepScheduler(FIFOScheduler(), checkpoint_save_every=5))).checkpoint_save_every == 5
+    )

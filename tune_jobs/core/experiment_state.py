@@ -5,10 +5,11 @@ list, the search's state) so that a killed driver can resume, and copies the dri
 folder (which, with Tune's default loggers, holds every result every trial reported) to the
 sweep folder with it. One save therefore costs time and bytes in proportion to the number of
 trials and results; saved after every controller step (TUNE_GLOBAL_CHECKPOINT_S=0), it grew to
-most of a sweep's cost. Here Tune saves when something a resume restores from has changed (a
-trial added, ended or paused, a checkpoint), at most every `save_period(trials)` seconds (10 s,
-more for sweeps of over 100 trials; `SweepScheduler` triggers it), and every guarantee comes
-from records whose cost per event does not grow with the sweep:
+most of a sweep's cost. Here Tune saves when something a resume restores from has changed: a
+trial added, ended or paused, at most every `save_period(trials)` seconds (10 s, more for
+sweeps of over 100 trials), and new checkpoints alone at most every 60 s (`SweepScheduler`
+triggers it); every guarantee comes from records whose cost per event does not grow with the
+sweep:
 
 - a trial that ended after Tune's last save is known from `mlflow_runs.json` (the tracker
   writes each trial's end there, atomically, as it happens): `SweepScheduler` does not run it

@@ -100,7 +100,8 @@ END_WAIT_S = 120.0
 END_STALL_S = 30.0
 END_SERVER_SHARE = 0.1
 END_SERVER_MIN_S = 5.0
-RETRY_MAX_S = 60.0  # the back-off between failed syncs doubles from flush_seconds up to this
+RETRY_FIRST_S = 10.0  # the back-off after the first failed sync; it doubles from there
+RETRY_MAX_S = 60.0  # up to this
 
 
 class SweepFileError(Exception):
@@ -1135,7 +1136,7 @@ class Syncer:
             log.warning("%s; results are kept in %s and sent when that is fixed", self.last_failure, self.mirror.dir)
             if not from_store(exc) and not isinstance(exc, (OSError, SweepFileError)):
                 log.debug("the MLflow mirror failed", exc_info=exc)
-        backoff = 1.0 if self._ending else min(RETRY_MAX_S, self.interval * 2**self.failures)
+        backoff = 1.0 if self._ending else min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self.failures - 1))
         with self._cond:
             self._retry_at = self._due = now + backoff  # a wake meanwhile does not cut the back-off
 
