@@ -9,7 +9,13 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from tune_jobs.core.experiment_state import CheckpointPruner, ResultLog, configure_experiment_state, save_period
+from tune_jobs.core.experiment_state import (
+    CheckpointPruner,
+    ResultLog,
+    checkpoint_save_period,
+    configure_experiment_state,
+    save_period,
+)
 
 
 class FakeTrial:
@@ -90,6 +96,7 @@ def test_tune_saves_its_state_less_often_the_more_trials_so_the_bytes_per_trial_
     assert save_period(8) == save_period(100) == 10.0  # Tune's own floor
     assert save_period(1000) == 100.0
     assert save_period(1000) / 1000 == save_period(200) / 200
+    assert checkpoint_save_period(8) == 60.0 and checkpoint_save_period(1000) == 100.0  # checkpoints alone
 
 
 def test_tunes_own_save_timer_is_a_backstop_unless_the_user_set_it(monkeypatch):
@@ -100,6 +107,7 @@ def test_tunes_own_save_timer_is_a_backstop_unless_the_user_set_it(monkeypatch):
     configure_experiment_state()
     assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
     assert save_period(1000) == 30.0  # the user's period is the sweep's too
+    assert checkpoint_save_period(8) == 30.0  # for checkpoints alone too
 
 
 def test_tunes_list_of_a_trials_checkpoints_holds_only_those_on_disk_so_its_saves_stay_small(tmp_path):

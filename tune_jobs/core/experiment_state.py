@@ -45,6 +45,7 @@ KEEP_CHECKPOINTS = 2
 # one being written.
 PINNED_SAVES = 3
 SAVE_SECONDS_PER_TRIAL = 0.1
+CHECKPOINT_SAVE_S = 60.0  # the least seconds between Tune's saves for new checkpoints alone
 BACKSTOP_SAVE_S = 600
 _DEFAULTS_SET: dict[str, str] = {}  # what this process set (not the user), so a later sweep may change it
 
@@ -59,13 +60,26 @@ def save_period(trials: int) -> float:
     every 10 s, Tune's own floor). A resume restores the unfinished trials from the checkpoints
     the last save points to; what they ran since is run again. A period the user set in
     TUNE_GLOBAL_CHECKPOINT_S (seconds) wins."""
+    user = _user_period()
+    return user if user is not None else max(10.0, SAVE_SECONDS_PER_TRIAL * trials)
+
+
+def checkpoint_save_period(trials: int) -> float:
+    """The least seconds between Tune's saves when trials have only reported new checkpoints:
+    CHECKPOINT_SAVE_S, or save_period's when that is longer. A period the user set in
+    TUNE_GLOBAL_CHECKPOINT_S wins here too."""
+    user = _user_period()
+    return user if user is not None else max(CHECKPOINT_SAVE_S, save_period(trials))
+
+
+def _user_period() -> float | None:
     user = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")
     if user is not None and user != _DEFAULTS_SET.get("TUNE_GLOBAL_CHECKPOINT_S"):
         try:
             return float(user)
         except ValueError:
             pass  # "auto": Tune's own
-    return max(10.0, SAVE_SECONDS_PER_TRIAL * trials)
+    return None
 
 
 def _default(key: str, value: str) -> None:

@@ -139,7 +139,7 @@ def _scheduler(experiment: Experiment, sweep_dir: Path, trials: int) -> Any:
     """The experiment's scheduler (tune_jobs/core/schedulers.py), in the wrapper that keeps a
     resumed sweep from running an ended trial again and has Tune save its state when
     something a resume needs has changed, at most every save_period(trials) seconds."""
-    from tune_jobs.core.experiment_state import save_period
+    from tune_jobs.core.experiment_state import checkpoint_save_period, save_period
     from tune_jobs.core.schedulers import make_scheduler
 
     # An Optuna search draws new trial ids when it is restored: its trials must be in Tune's
@@ -149,6 +149,7 @@ def _scheduler(experiment: Experiment, sweep_dir: Path, trials: int) -> Any:
         sweep_dir=sweep_dir,
         save_on_add=experiment.search == "optuna",
         save_every=save_period(trials),
+        checkpoint_save_every=checkpoint_save_period(trials),
     )
 
 

@@ -38,11 +38,9 @@ from ray.tune.result import DEFAULT_METRIC, TRAINING_ITERATION
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
 
 from tune_jobs.core.adapter import DIVERGED_KEY
-from tune_jobs.core.experiment_state import last_logged_result
+from tune_jobs.core.experiment_state import CHECKPOINT_SAVE_S, last_logged_result
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_SAVE_S = 60.0  # the least seconds between Tune's saves for checkpoints alone
 
 RUNG_JOURNAL = "asha_rungs.jsonl"
 LIVE = (Trial.RUNNING, Trial.PENDING)
@@ -506,7 +504,7 @@ class SweepScheduler(TrialScheduler):
         else:
             since = time.monotonic() - self._last_save
             if (self._changed and since >= self.save_every) or (
-                self._checkpointed and since >= max(self.save_every, self.checkpoint_save_every)
+                self._checkpointed and since >= self.checkpoint_save_every
             ):
                 self._save(tune_controller, wait=False)
         return self.inner.choose_trial_to_run(tune_controller)
@@ -527,6 +525,7 @@ def make_scheduler(
     sweep_dir: str | Path | None = None,
     save_on_add: bool = False,
     save_every: float = 10.0,
+    checkpoint_save_every: float = CHECKPOINT_SAVE_S,
 ) -> SweepScheduler:
     """The scheduler an experiment's `scheduler:` settings name, inside `SweepScheduler`."""
     settings = dict(settings)
@@ -544,5 +543,9 @@ def make_scheduler(
     else:
         raise ValueError(f"unknown scheduler kind {kind!r}")
     return SweepScheduler(
-        inner, sweep_dir=str(sweep_dir) if sweep_dir else None, save_on_add=save_on_add, save_every=save_every
+        inner,
+        sweep_dir=str(sweep_dir) if sweep_dir else None,
+        save_on_add=save_on_add,
+        save_every=save_every,
+        checkpoint_save_every=checkpoint_save_every,
     )
