@@ -38,7 +38,7 @@ from ray.tune.result import DEFAULT_METRIC, TRAINING_ITERATION
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
 
 from tune_jobs.core.adapter import DIVERGED_KEY
-from tune_jobs.core.experiment_state import CHECKPOINT_SAVE_S, last_logged_result
+from tune_jobs.core.experiment_state import CHECKPOINT_SAVE_S, last_logged_result, lean_run_metadata
 
 log = logging.getLogger(__name__)
 
@@ -352,24 +352,6 @@ class PromotionASHA(FIFOScheduler):
             for r, rec, prom in zip(self._rungs, self._recorded, self._promoted)
         )
         return f"Using ASHA with promotion (eta={self._eta:g}, max_t={self._max_t:g}); rungs {rungs}; {len(self._waiting)} waiting"
-
-
-def lean_run_metadata(trial: Any) -> None:
-    """Tune keeps, for every number a trial reports, its running means over the last 5 and 10
-    results, and writes them (indented JSON) with the trial at every save of its experiment
-    state: about 12 kB of a phase1 trial's 28 kB, 43% of each save. Nothing the service does
-    reads them (MLflow holds every result; the live view reads the best value, `min`/`max`), so
-    the trials keep max, min, mean and last only. `scope="last-5-avg"` of Tune's ResultGrid is
-    then not available for these sweeps."""
-    meta = getattr(trial, "run_metadata", None)
-    if meta is None or not hasattr(meta, "_n_steps") or not isinstance(meta.metric_analysis, dict):
-        return  # another Ray's layout: left as it is
-    meta._n_steps = ()
-    meta.metric_n_steps = {}
-    for stats in meta.metric_analysis.values():  # a restored trial's
-        for key in [k for k in stats if str(k).startswith("last-")]:
-            del stats[key]
-    meta.invalidate_cache()
 
 
 def _plain(value: Any) -> Any:
