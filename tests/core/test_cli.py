@@ -43,10 +43,12 @@ BAD = [
     (["--start-from", "5", "--stop-at", "2"], "the grid has trials 1..8"),
     (["--mlflow-uri", "ftp://x"], "MLflow tracking URI 'ftp://x' is not understood"),
     (["--resume"], "--resume: no sweep of experiment 'phase1' under"),
+    (["--mlflow-every", "0.1"], "--mlflow-every '0.1' is not a number of seconds from 1 to 3600"),
+    (["--mlflow-every", "often"], "--mlflow-every 'often' is not a number of seconds"),
 ]
 
 
-@pytest.mark.parametrize("args,message", BAD, ids=[a[0][0] for a in BAD])
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a[0]) for a in BAD])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(workdir, tmp_path, args, message):
     (tmp_path / "broken.yaml").write_text("study: phase1\nspace: [unclosed\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -57,6 +59,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(workdir, tmp_path, args
     assert lines[0].startswith("error: ") and message in lines[0], lines[0]
     assert "Traceback" not in out.stderr
     assert files_under(workdir) == [], "nothing is written on bad input"
+
+
+def test_a_bad_sync_period_in_the_environment_is_named_too(workdir, monkeypatch):
+    monkeypatch.setenv("TUNE_JOBS_MLFLOW_EVERY_S", "nan")
+    out = run_job(["phase1.py", "--quick"], workdir, timeout=120)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert out.stderr.strip() == (
+        "error: TUNE_JOBS_MLFLOW_EVERY_S 'nan' is not a number of seconds from 1 to 3600; use e.g. --mlflow-every 10"
+    )
+    assert files_under(workdir) == []
 
 
 def test_help_config_lists_keys(workdir):

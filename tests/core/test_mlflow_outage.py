@@ -26,6 +26,9 @@ ARGS = [
     "trainer.eval_every=50",
     "trainer.checkpoint_every=250",
     "trainer.eval_prompts=64",
+    # Results every 5 s, not every 30: the outage must be met, and seen, while the sweep runs.
+    "--mlflow-every",
+    "5",
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import NoReturn
 from tune_jobs.core.config import build_config, describe_fields, to_flat
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.interrupts import EXIT_INTERRUPTED, Interrupted, describe_with
-from tune_jobs.core.paths import experiment_file, tracking_uri
+from tune_jobs.core.paths import MLFLOW_EVERY_ENV, experiment_file, mlflow_every, tracking_uri
 from tune_jobs.core.plan import Composed, Plan, compose, plan, trial_label
 from tune_jobs.core.preflight import check_fits, check_paths, local_resources
 from tune_jobs.core.space import load_experiment, ray_resources
@@ -67,6 +68,12 @@ def parser(study: Study) -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or host:port)")
     p.add_argument(
         "--mlflow-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+    )
+    p.add_argument(
+        "--mlflow-every",
+        default=None,
+        metavar="SECONDS",
+        help="how often trials' results reach MLflow, in one batch per trial (default 30; starts and ends go at once)",
     )
     p.add_argument("--results-dir", default="results", help="where Ray results and reports go (default ./results)")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default and help")
@@ -214,6 +221,9 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
     try:
         results_dir = Path(args.results_dir).resolve()
         uri = tracking_uri(args.mlflow_uri)
+        every = mlflow_every(args.mlflow_every)
+        if every is not None:  # read by the tracker, a resumed sweep's restored one too
+            os.environ[MLFLOW_EVERY_ENV] = str(every)
         resume_dir = None
         if args.resume is not None:
             p, resume_dir = _resume_plan(study, args, results_dir)

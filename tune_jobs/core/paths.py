@@ -71,6 +71,31 @@ def tracking_uri(given: str | None) -> str:
     return uri
 
 
+MLFLOW_EVERY_ENV = "TUNE_JOBS_MLFLOW_EVERY_S"
+
+
+def mlflow_every(given: str | None = None) -> float | None:
+    """Seconds between the batches of results a sweep sends MLflow: `given` (--mlflow-every),
+    else $TUNE_JOBS_MLFLOW_EVERY_S, else None (the tracker's default). Raises ConfigError for
+    anything but a number of seconds from 1 to 3600."""
+    import math
+    import os
+
+    from tune_jobs.core.errors import ConfigError
+
+    where = "--mlflow-every" if given is not None else MLFLOW_EVERY_ENV
+    text = given if given is not None else os.environ.get(MLFLOW_EVERY_ENV, "")
+    if not text.strip():
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 1 <= seconds <= 3600:  # NaN fails too
+        raise ConfigError(f"{where} {text!r} is not a number of seconds from 1 to 3600; use e.g. --mlflow-every 10")
+    return seconds
+
+
 def sqlite_file(uri: str) -> Path | None:
     """The database file of a `sqlite:///...` URI, else None (a server or another database)."""
     if uri_scheme(uri) != "sqlite" or not uri.startswith("sqlite:///"):

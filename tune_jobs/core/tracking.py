@@ -6,7 +6,9 @@ A trial's start and end reach MLflow at once; its results every `flush_seconds` 
 one batch per run. Each batch is one transaction of the store, and a SQLite store writes about
 90 kB per transaction whatever its size (the pages its indexes touch, twice with the rollback
 journal): sent one by one, a phase1 sweep's results (one every ~10 s per trial) cost more bytes
-than every checkpoint the sweep keeps."""
+than every checkpoint the sweep keeps. `--mlflow-every SECONDS` changes the period (it reaches
+the tracker through $TUNE_JOBS_MLFLOW_EVERY_S, so a resumed sweep's restored tracker takes it
+too)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ray.tune import Callback
 from trainables.common.context import ARTIFACTS
 from tune_jobs.core.adapter import DIVERGED_KEY, STOP_REASON_KEY, trial_point
 from tune_jobs.core.errors import one_line
+from tune_jobs.core.paths import mlflow_every
 from tune_jobs.core.record import NODE_TAGS, Mirror, Syncer, _metric_values, now_ms
 
 log = logging.getLogger(__name__)
@@ -71,7 +74,7 @@ class MlflowTracker(Callback):
         # The last step journalled per trial: a resumed trial's replayed steps are skipped.
         self._last_step = self._mirror.last_steps()
         self._started = time.monotonic()
-        self._syncer = Syncer(self._mirror, self.tracking_uri, self.flush_seconds)
+        self._syncer = Syncer(self._mirror, self.tracking_uri, mlflow_every() or self.flush_seconds)
         self._syncer.start()  # first: what a killed driver recorded but did not send
 
     def flush(self, force: bool = False) -> None:
