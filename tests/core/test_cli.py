@@ -34,6 +34,16 @@ def test_dry_run_slice_and_other_experiments(workdir):
     assert out.returncode == 0 and "profile full" in out.stdout and "n_dims=10" in out.stdout
 
 
+def test_overrides_may_stand_on_both_sides_of_an_option(workdir):
+    out = run_job(
+        ["phase1.py", "trainer.steps=10", "--dry-run", "--mlflow-every", "5", "trainer.eval_every=5"],
+        workdir,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "overrides: trainer.steps=10 trainer.eval_every=5" in out.stdout
+
+
 BAD = [
     (["trainer.stpes=10"], "unknown key 'trainer.stpes'; did you mean 'trainer.steps'?"),
     (["trainer.steps=abc"], "trainer.steps: expected an integer, got 'abc'"),

@@ -214,7 +214,7 @@ def preflight(p: Plan, results_dir: Path, uri: str, address: str | None) -> None
 
 
 def main(study: Study, argv: Sequence[str] | None = None) -> int:
-    args = parser(study).parse_args(argv)
+    args = parser(study).parse_intermixed_args(argv)  # key=value overrides on both sides of an option
     if args.help_config:
         print(f"config keys of study {study.name}:\n{describe_fields(study.config)}")
         return 0
