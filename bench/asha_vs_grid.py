@@ -1,13 +1,14 @@
 """Early stopping against the full grid on the same small space of the denoising study, on 2
 slots, side by side: the grid (FIFO), Ray Tune's stop-only ASHA, ASHA with promotion (the
-service's `scheduler: {kind: asha}`) and Ray Tune's HyperBand.
+service's `scheduler: {kind: asha}`), the same with its rungs ranked by the validation loss
+(`rank_by: val/loss, rank_mode: min`) and Ray Tune's HyperBand.
 
     python bench/asha_vs_grid.py              # 12 points, local profile, 9 epochs each (~25 min, 2 cores)
     python bench/asha_vs_grid.py --quick      # the quick profile: checks the bench itself (~6 min)
     python bench/asha_vs_grid.py --grace-period 2 --max-t 20   # other rungs and budget (denoising_search.yaml's; ~25 min)
     python bench/asha_vs_grid.py --only asha_promote           # the grid and one scheduler
 
-Runs the same grid four times through the service, one trial per CPU (2 slots on a 2-core
+Runs the same grid five times through the service, one trial per CPU (2 slots on a 2-core
 machine), then reads each sweep back from MLflow and prints: the trial-epochs each spent, its
 fraction of the grid's, the best blob score each found and its gap to the grid's best.
 Then, from the grid's complete curves alone: where the grid's best point ranked at each epoch
@@ -46,6 +47,9 @@ def schedulers(args: argparse.Namespace) -> dict[str, dict]:
         "grid": {"kind": "fifo"},
         "asha_stop": {"kind": "asha", "promote": False, **asha},
         "asha_promote": {"kind": "asha", **asha},
+        # Promotion whose rungs rank by the validation loss, which separates the points earlier
+        # than the blob score (the rung analysis below shows where each metric ranks the best).
+        "asha_rank": {"kind": "asha", "rank_by": "val/loss", "rank_mode": "min", **asha},
         "hyperband": {"kind": "hyperband", "max_t": args.max_t, "reduction_factor": args.reduction_factor},
     }
 
@@ -54,6 +58,7 @@ LABELS = {
     "grid": "full grid",
     "asha_stop": "ASHA, stop-only",
     "asha_promote": "ASHA, promotion",
+    "asha_rank": "promotion, val/loss",
     "hyperband": "HyperBand",
 }
 

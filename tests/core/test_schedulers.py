@@ -618,3 +618,41 @@ def test_a_scheduler_pickled_before_the_checkpoint_period_existed_gets_the_defau
     assert (
         pickle.loads(pickle.dumps(SweepScheduler(FIFOScheduler(), checkpoint_save_every=5))).checkpoint_save_every == 5
     )
+
+
+def test_rungs_may_rank_by_another_metric_while_the_search_hears_the_sweeps_own():
+    # The sweep is judged by `score` (max), which separates late; the rungs rank by `loss` (min).
+    s = asha(rank_by="loss", rank_mode="min", journal=None)
+    assert s.ranking == ("loss", "min")
+    ctl = Controller(s, finished=False)
+    a, b, c = ctl.add("a", "b", "c")
+
+    def report2(t, it, score, loss):
+        t.set_status(Trial.RUNNING)
+        result = {"training_iteration": it, "score": score, "loss": loss}
+        t.run_metadata.last_result = result
+        decision = s.on_trial_result(ctl, t, result)
+        if decision == PAUSE:
+            t.set_status(Trial.PAUSED)
+        return decision
+
+    assert report2(a, 1, 0.9, 5.0) == PAUSE  # the best score, the worst loss
+    assert report2(b, 1, 0.1, 1.0) == PAUSE
+    assert report2(c, 1, 0.5, 3.0) == PAUSE  # top 1 of 3 by loss is b, not c (nor a)
+    assert s.top(0) == ["b"] and s.choose_trial_to_run(ctl) is b
+    # What a trial stopped at its rung tells the search is the sweep's metric there.
+    assert s._at_rung["a"] == {"training_iteration": 1, "score": 0.9, "loss": 5.0}
+    # A result without the ranking metric is no rung decision.
+    assert s.on_trial_result(ctl, b, {"training_iteration": 3, "score": 0.2}) == CONTINUE
+    # It survives Tune's pickle; a scheduler pickled before rank_by existed ranks by the metric.
+    assert pickle.loads(pickle.dumps(s)).ranking == ("loss", "min")
+    old = asha()
+    state = old.__dict__.copy()
+    del state["_rank_by"], state["_rank_mode"]
+    fresh = PromotionASHA.__new__(PromotionASHA)
+    fresh.__setstate__(state)
+    assert fresh.ranking == ("score", "max")
+    with pytest.raises(ValueError, match="rank_by needs rank_mode"):
+        PromotionASHA(rank_by="loss")
+    promo = make_scheduler({"kind": "asha", "max_t": 9, "rank_by": "loss", "rank_mode": "min"}).inner
+    assert promo.ranking == ("loss", "min")

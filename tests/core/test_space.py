@@ -222,9 +222,22 @@ def test_sweep_scheduler_overrides_are_checked_as_the_yaml_is(tmp_path):
         ("sweep.scheduler.kind=fifo", "the scheduler kind is the experiment's"),
         ("sweep.scheduler.max_t=2.5", r"sweep.scheduler.max_t: expected an integer >= 1, got 2.5"),
         ("sweep.scheduler.time_attr=stepz", "scheduler.time_attr: 'stepz' is not in the results of study phase1"),
+        ("sweep.scheduler.rank_by=train/loss", r"sweep.scheduler.rank_mode: expected min or max \(how train/loss"),
+        ("sweep.scheduler.rank_mode=min", r"sweep.scheduler.rank_by: expected the metric the rungs rank by"),
     ):
         with pytest.raises(ConfigError, match=message):
             compose(study, exp, overrides=[override])
+    # Settings valid only together are checked once every override is in, in any order.
+    both = ["sweep.scheduler.rank_mode=min", "sweep.scheduler.rank_by=train/loss"]
+    assert compose(study, exp, overrides=both).experiment.scheduler["rank_by"] == "train/loss"
+    later = ["sweep.scheduler.grace_period=20", "sweep.scheduler.max_t=30"]
+    assert compose(study, exp, overrides=later).experiment.scheduler["max_t"] == 30
+    for overrides, message in (
+        ([*both, "sweep.scheduler.promote=false"], "only ASHA with promotion ranks by another metric"),
+        (["sweep.scheduler.rank_by=val/nmsee", "sweep.scheduler.rank_mode=min"], "'val/nmsee' is not in the results"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            compose(study, exp, overrides=overrides)
 
 
 @pytest.mark.parametrize(

@@ -84,11 +84,12 @@ def _sweep_setting(exp: Experiment, key: str, value: Any) -> Experiment:
     name = key.split(".", 1)[1]
     if name.startswith("scheduler."):
         # Any setting of the experiment's scheduler kind (sweep.scheduler.max_t=9,
-        # sweep.scheduler.promote=false), checked as the YAML's are.
+        # sweep.scheduler.promote=false), checked as the YAML's are once every override is in:
+        # some settings are only valid together (rank_by and rank_mode, grace_period <= max_t).
         setting = name.split(".", 1)[1]
         if setting == "kind":
             raise ConfigError(f"{key}: the scheduler kind is the experiment's; change scheduler: in {exp.path.name}")
-        return replace(exp, scheduler=scheduler_settings({**exp.scheduler, setting: value}, where="sweep.scheduler"))
+        return replace(exp, scheduler={**exp.scheduler, setting: value})
     if name not in SWEEP_KEYS:
         raise ConfigError(
             f"{key}: unknown sweep setting; use sweep.num_samples, sweep.max_concurrent, sweep.max_failures or sweep.scheduler.<setting>"
@@ -175,6 +176,8 @@ def compose(
         else:
             base[key] = value
             sources[key] = "override"
+    if any(key.startswith("sweep.scheduler.") for key, _ in parsed):
+        experiment = replace(experiment, scheduler=scheduler_settings(experiment.scheduler, where="sweep.scheduler"))
     check_time_attr(experiment, study)
     composed = Composed(
         study=study,
@@ -203,15 +206,21 @@ TUNE_RESULT_KEYS = ("training_iteration", "time_total_s", "time_this_iter_s")
 
 
 def check_time_attr(experiment: Experiment, study: Any) -> None:
-    """A scheduler's `time_attr` must be a key every result carries: one the scheduler never
-    sees would leave every trial unscheduled (never stopped, never promoted), silently."""
+    """A scheduler's `time_attr` and `rank_by` must be keys every result carries: one the
+    scheduler never sees would leave every trial unscheduled (never stopped, never promoted),
+    silently."""
     attr = experiment.scheduler.get("time_attr")
-    if attr is None or attr in TUNE_RESULT_KEYS or attr in study.metrics:
-        return
-    allowed = ", ".join([*TUNE_RESULT_KEYS, *study.metrics])
-    raise ConfigError(
-        f"scheduler.time_attr: {attr!r} is not in the results of study {study.name}; use one of {allowed}"
-    )
+    if attr is not None and attr not in TUNE_RESULT_KEYS and attr not in study.metrics:
+        allowed = ", ".join([*TUNE_RESULT_KEYS, *study.metrics])
+        raise ConfigError(
+            f"scheduler.time_attr: {attr!r} is not in the results of study {study.name}; use one of {allowed}"
+        )
+    rank_by = experiment.scheduler.get("rank_by")
+    if rank_by is not None and rank_by not in study.metrics:
+        raise ConfigError(
+            f"scheduler.rank_by: {rank_by!r} is not in the results of study {study.name}; "
+            f"use one of {', '.join(study.metrics)}"
+        )
 
 
 def _check_searched_used(cls: type, trials: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> None:

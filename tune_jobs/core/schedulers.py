@@ -73,6 +73,11 @@ class PromotionASHA(FIFOScheduler):
     trial went past the highest rung that has waiting trials, its best is promoted (a search
     of few trials still ends with one trained to max_t); the other waiting trials are stopped.
 
+    Rungs rank by the sweep's metric, or by `rank_by` (in `rank_mode`, min or max): a metric
+    that separates the trials earlier than the one the sweep is judged by (a smooth validation
+    loss against a score that only rises once training has found its features). The sweep's
+    metric still picks the best trial and reaches the search.
+
     Every decision is appended to a journal (`asha_rungs.jsonl` in the sweep folder) before
     Tune acts on it; a resumed sweep replays it, so trials that waited at a rung when the
     driver died wait there again (paused) instead of running on.
@@ -89,10 +94,14 @@ class PromotionASHA(FIFOScheduler):
         max_t: float = 100,
         grace_period: float = 1,
         reduction_factor: float = 3,
+        rank_by: str | None = None,
+        rank_mode: str | None = None,
         journal: str | None = None,
     ) -> None:
         if max_t <= 0 or grace_period <= 0 or reduction_factor <= 1:
             raise ValueError("PromotionASHA needs max_t > 0, grace_period > 0 and reduction_factor > 1")
+        if bool(rank_by) != bool(rank_mode) or rank_mode not in (None, "min", "max"):
+            raise ValueError("PromotionASHA's rank_by needs rank_mode 'min' or 'max', and rank_mode needs rank_by")
         super().__init__()
         self._time_attr = time_attr
         self._metric = metric
@@ -100,6 +109,8 @@ class PromotionASHA(FIFOScheduler):
         self._max_t = max_t
         self._eta = reduction_factor
         self._rungs = rung_milestones(grace_period, reduction_factor, max_t)
+        self._rank_by = rank_by
+        self._rank_mode = rank_mode
         self._journal = journal
         self._reset()
 
@@ -126,7 +137,7 @@ class PromotionASHA(FIFOScheduler):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"_rank_by": None, "_rank_mode": None, **state})  # pickled before rank_by
         self._reset()
 
     # -- settings ---------------------------------------------------------------------------
@@ -141,12 +152,18 @@ class PromotionASHA(FIFOScheduler):
     def rungs(self) -> list[float]:
         return list(self._rungs)
 
+    @property
+    def ranking(self) -> tuple[str, str]:
+        """(metric, mode) the rungs rank by: rank_by's, else the sweep's."""
+        return (self._rank_by, self._rank_mode) if self._rank_by else (self._metric, self._mode)
+
     def _score(self, result: Mapping[str, Any]) -> float:
-        """The result's metric, larger is better; NaN (a diverged trial) ranks last."""
-        value = float(result[self._metric])
+        """The result's ranking metric, larger is better; NaN (a diverged trial) ranks last."""
+        metric, mode = self.ranking
+        value = float(result[metric])
         if math.isnan(value):
             return -math.inf
-        return value if self._mode == "max" else -value
+        return value if mode == "max" else -value
 
     # -- the journal ----------------------------------------------------------------------------
     def _write(self, **event: Any) -> None:
@@ -254,7 +271,7 @@ class PromotionASHA(FIFOScheduler):
             trial.run_metadata.last_result = {**last, **at_rung}
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
-        if result.get(DIVERGED_KEY) or self._time_attr not in result or self._metric not in result:
+        if result.get(DIVERGED_KEY) or self._time_attr not in result or self.ranking[0] not in result:
             return TrialScheduler.CONTINUE
         trial_id, t = trial.trial_id, result[self._time_attr]
         if trial_id in self._queued:
@@ -266,7 +283,9 @@ class PromotionASHA(FIFOScheduler):
         rung = self._next_rung.get(trial_id, 0)
         # Results can be coarser than the rungs: a result may pass several at once.
         while rung < len(self._rungs) and t >= self._rungs[rung]:
-            at_rung = {self._time_attr: _plain(t), self._metric: float(result[self._metric])}
+            # What a trial stopped here tells the search: its sweep metric at the rung.
+            at_rung = {self._time_attr: _plain(t)}
+            at_rung.update({m: float(result[m]) for m in {self._metric, self.ranking[0]} if m in result})
             self._record(trial_id, rung, self._score(result), at_rung)
             job = self.promotable()
             if job != (trial_id, rung):

@@ -9,6 +9,7 @@
     num_samples: 1          # trials to sample (optuna, random)
     scheduler: {kind: fifo} # or {kind: asha, max_t: 20, grace_period: 2, reduction_factor: 3}
                             # (promote: false: Ray Tune's stop-only ASHA), {kind: hyperband, ...}
+                            # (rank_by: val/loss, rank_mode: min: rungs rank by another metric)
     resources: {cpu: 1, gpu: 0}        # per trial; gpu 0.25 shares a GPU between 4 trials
     fixed: {trainer.steps: 5001}       # settings of every trial
     space:                             # what varies: one value kind per key
@@ -45,7 +46,7 @@ GOALS = ("optimize", "measure")
 # ASHA with promotion (trials wait paused at a rung), `promote: false` Tune's stop-only ASHA.
 SCHEDULERS = {
     "fifo": (),
-    "asha": ("time_attr", "max_t", "grace_period", "reduction_factor", "promote"),
+    "asha": ("time_attr", "max_t", "grace_period", "reduction_factor", "promote", "rank_by", "rank_mode"),
     "hyperband": ("time_attr", "max_t", "reduction_factor"),
 }
 VALUE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "quniform")
@@ -257,6 +258,19 @@ def scheduler_settings(scheduler: Any, where: str = "scheduler") -> dict[str, An
             raise ConfigError(f"{where}.reduction_factor: expected a number > 1, got {rf!r}")
     if "promote" in scheduler and not isinstance(scheduler["promote"], bool):
         raise ConfigError(f"{where}.promote: expected true or false, got {scheduler['promote']!r}")
+    if "rank_by" in scheduler or "rank_mode" in scheduler:
+        rank_by, rank_mode = scheduler.get("rank_by"), scheduler.get("rank_mode")
+        if not isinstance(rank_by, str) or not rank_by:
+            raise ConfigError(
+                f"{where}.rank_by: expected the metric the rungs rank by (e.g. val/loss), got {rank_by!r}"
+            )
+        if rank_mode not in ("min", "max"):
+            raise ConfigError(f"{where}.rank_mode: expected min or max (how {rank_by} ranks), got {rank_mode!r}")
+        if scheduler.get("promote", True) is False:
+            raise ConfigError(
+                f"{where}.rank_by: only ASHA with promotion ranks by another metric; "
+                "drop promote: false, or rank_by and rank_mode"
+            )
     if "time_attr" in scheduler and not isinstance(scheduler["time_attr"], str):
         raise ConfigError(
             f"{where}.time_attr: expected a result key like training_iteration, got {scheduler['time_attr']!r}"
