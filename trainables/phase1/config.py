@@ -53,6 +53,18 @@ class TrainerConfig:
     batch_size: int = param(64, "prompts per step", ge=1)
     lr: float = param(1e-3, "Adam learning rate", gt=0, le=1)
     warmup_steps: int = param(300, "linear learning-rate warm-up steps", ge=0)
+    lr_schedule: str = param(
+        "constant",
+        "after warm-up: constant, or cosine (down to lr_final x lr at the last step)",
+        choices=["constant", "cosine"],
+    )
+    lr_final: float = param(
+        0.1,
+        "the cosine schedule's last learning rate, as a fraction of lr",
+        ge=0,
+        le=1,
+        used_when="trainer.lr_schedule=cosine",
+    )
     loss_positions: str = param(
         "all",
         "train on every x position ('all') or on the query alone ('query')",

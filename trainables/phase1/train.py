@@ -96,13 +96,24 @@ def active_dims(cfg: Config, step: int) -> int:
     return min(cfg.data.n_dims, start + step // cfg.trainer.curriculum_every)
 
 
+def lr_factor(cfg: Config, step: int) -> float:
+    """The learning rate at `step` as a fraction of trainer.lr: a linear warm-up, then constant
+    or a cosine from 1 down to trainer.lr_final at the last step."""
+    t = cfg.trainer
+    if t.warmup_steps and step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - 1 - t.warmup_steps))
+    return t.lr_final + (1 - t.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def train(cfg: Config, ctx: TrialContext) -> None:
     device = pick_device(cfg.trainer.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.trainer.lr)
-    warmup = cfg.trainer.warmup_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
     data_gen = torch.Generator().manual_seed(cfg.seed)
     val = sample_eval_prompts(cfg.data, cfg.trainer.eval_prompts, cfg.seed + 1)
     baselines = all_baselines(val, cfg.data)
