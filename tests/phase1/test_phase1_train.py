@@ -52,6 +52,33 @@ def test_resume_from_a_checkpoint_gives_the_same_numbers_as_never_stopping(tmp_p
     assert resumed.history == straight.history[-len(resumed.history) :]  # bit for bit on CPU
 
 
+def test_the_learning_rate_warms_up_then_stays_or_follows_a_cosine_to_lr_final():
+    from trainables.phase1.train import lr_factor
+
+    const = build_config(Config, TINY)  # 40 steps, 5 of warm-up
+    assert [lr_factor(const, s) for s in (0, 4, 5, 39)] == [0.2, 1.0, 1.0, 1.0]
+    cos = build_config(Config, TINY | {"trainer.lr_schedule": "cosine", "trainer.lr_final": 0.1})
+    assert [lr_factor(cos, s) for s in (0, 4, 5)] == [0.2, 1.0, 1.0]
+    assert lr_factor(cos, 22) == pytest.approx(0.55)  # half way from the warm-up's end to the last step
+    assert lr_factor(cos, 39) == pytest.approx(0.1)
+    factors = [lr_factor(cos, s) for s in range(5, 40)]
+    assert all(a >= b for a, b in zip(factors, factors[1:]))
+
+
+def test_a_cosine_schedule_resumes_to_the_same_numbers(tmp_path):
+    cfg = build_config(Config, TINY | {"trainer.lr_schedule": "cosine"})
+    straight = LocalContext(tmp_path / "straight")
+    train(cfg, straight)
+    with pytest.raises(Interrupt):
+        train(cfg, StopAfter(tmp_path / "resumed", checkpoints=2))
+    resumed = LocalContext(tmp_path / "resumed")
+    train(cfg, resumed)
+    assert resumed.history == straight.history[-len(resumed.history) :]
+    constant = LocalContext(tmp_path / "constant")
+    train(build_config(Config, TINY), constant)
+    assert constant.history[-1]["val/nmse"] != straight.history[-1]["val/nmse"]  # the schedule is in use
+
+
 def test_nan_loss_stops_the_trial_with_a_clear_reason(tmp_path):
     cfg = build_config(Config, TINY | {"trainer.lr": 1.0, "trainer.warmup_steps": 0, "data.noise_std": 1e25})
     with pytest.raises(FloatingPointError, match="train/loss became"):
