@@ -58,7 +58,7 @@ LABELS = {
     "grid": "full grid",
     "asha_stop": "ASHA, stop-only",
     "asha_promote": "ASHA, promotion",
-    "asha_rank": "promotion, val/loss",
+    "asha_rank": "promotion by loss",
     "hyperband": "HyperBand",
 }
 

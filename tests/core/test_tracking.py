@@ -1,6 +1,7 @@
 """The MLflow journal: what was journalled reaches MLflow exactly once, torn lines wait."""
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -228,3 +229,54 @@ def test_a_run_the_client_made_twice_through_a_server_keeps_no_empty_twin(tmp_pa
     assert all(r.data.params["seed"] == "0" for r in trials)
     (parent,) = client.search_runs([exp], filter_string="tags.`sweep.role` = 'parent'")
     assert parent.info.run_id == mirror.state["parent_run_id"]
+
+
+def test_a_checkpoint_reaches_a_local_artifact_store_as_hard_links_and_is_copied_elsewhere(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from tune_jobs.core import store as store_mod
+    from tune_jobs.core.store import local_artifact_dir, upload_folder
+
+    assert local_artifact_dir("file:///a/b%20c/artifacts") == Path("/a/b c/artifacts")
+    assert local_artifact_dir("/a/b") == Path("/a/b")
+    assert local_artifact_dir("mlflow-artifacts:/1/x/artifacts") is None
+    assert local_artifact_dir("s3://bucket/x") is None
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    ckpt = tmp_path / "trial" / "checkpoint_000004"
+    (ckpt / "sub").mkdir(parents=True)
+    (ckpt / "model.pt").write_bytes(b"weights" * 1000)
+    (ckpt / "sub" / "rng.pt").write_bytes(b"rng")
+
+    linked = client.create_run(exp).info.run_id
+    assert upload_folder(client, linked, ckpt, "checkpoint", link=True) == []
+    root = local_artifact_dir(client.get_run(linked).info.artifact_uri)
+    for rel in ("model.pt", "sub/rng.pt"):
+        assert os.path.samefile(root / "checkpoint" / rel, ckpt / rel)  # no bytes written
+    assert {a.path for a in client.list_artifacts(linked, "checkpoint")} == {"checkpoint/model.pt", "checkpoint/sub"}
+    upload_folder(client, linked, ckpt, "checkpoint", link=True)  # a close repeated after a crash: unchanged
+    assert os.path.samefile(root / "checkpoint" / "model.pt", ckpt / "model.pt")
+    # The sweep prunes its checkpoint later: the run's stays whole.
+    (ckpt / "model.pt").unlink()
+    assert (root / "checkpoint" / "model.pt").read_bytes() == b"weights" * 1000
+    (ckpt / "model.pt").write_bytes(b"weights" * 1000)
+
+    # Another file system (the link fails half-way): what was linked is undone, then copied.
+    copied = client.create_run(exp).info.run_id
+    calls = []
+
+    def link_once(src, dst):
+        calls.append(dst)
+        if len(calls) > 1:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        os.link(src, dst)
+
+    monkeypatch.setattr(store_mod.os, "link", link_once)
+    assert upload_folder(client, copied, ckpt, "checkpoint", link=True) == []
+    croot = local_artifact_dir(client.get_run(copied).info.artifact_uri) / "checkpoint"
+    assert len(calls) == 2
+    for rel in ("model.pt", "sub/rng.pt"):
+        assert (croot / rel).read_bytes() == (ckpt / rel).read_bytes()
+        assert not os.path.samefile(croot / rel, ckpt / rel)

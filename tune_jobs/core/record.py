@@ -977,7 +977,7 @@ class Mirror:
         for path, subdir in entry.get("artifacts", []):
             folder = Path(path)
             if folder.is_dir() and any(folder.iterdir()):
-                upload_folder(store, entry["run_id"], folder, subdir)
+                upload_folder(store, entry["run_id"], folder, subdir, link=subdir == "checkpoint")
             elif subdir == "checkpoint" and not folder.exists():
                 log.warning("checkpoint %s is gone; the run %s is closed without it", path, entry["name"])
         _set_tags(store, entry["run_id"], entry.get("end_tags", {}))

@@ -218,9 +218,49 @@ def is_temp_file(name: str) -> bool:
     return TEMP_FILE.search(name) is not None
 
 
-def upload_folder(client: Any, run_id: str, folder: Path, subdir: str | None = None) -> list[Path]:
+def local_artifact_dir(uri: str) -> Path | None:
+    """The folder of a run's artifact URI when it is on this machine's file system (file:// or
+    a plain path), else None (a server's mlflow-artifacts:/, s3://, ...)."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" and uri.startswith("/"):
+        return Path(uri)
+    return None
+
+
+def _link_files(files: list[Path], folder: Path, dest_root: Path) -> None:
+    """Hard-link `files` (under `folder`) into `dest_root`, keeping their relative paths; a file
+    already linked there (a close repeated after a crash) is left as it is. On any failure the
+    links made here are removed again and the OSError is raised: the caller copies instead."""
+    made: list[Path] = []
+    try:
+        for path in files:
+            dest = dest_root / path.relative_to(folder)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                if os.path.samefile(dest, path):
+                    continue
+                dest.unlink()
+            os.link(path, dest)
+            made.append(dest)
+    except OSError:
+        for dest in made:
+            with contextlib.suppress(OSError):
+                dest.unlink()
+        raise
+
+
+def upload_folder(client: Any, run_id: str, folder: Path, subdir: str | None = None, link: bool = False) -> list[Path]:
     """Log the files of `folder` as artifacts of `run_id` (under `subdir`), leaving out temp
-    files and files that cannot be read (each named in a warning); returns those left out."""
+    files and files that cannot be read (each named in a warning); returns those left out.
+
+    With `link`, for files that are never written again (a checkpoint), a run whose artifacts
+    are on the same file system gets hard links instead of copies: no bytes written, and the
+    artifact stays whole when the sweep later deletes its own copy. Anywhere else (another
+    file system, a server's artifact store) the files are copied as usual."""
     keep, left_out = [], []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if is_temp_file(path.name):
@@ -235,6 +275,13 @@ def upload_folder(client: Any, run_id: str, folder: Path, subdir: str | None = N
             continue
         keep.append(path)
     if not left_out:
+        root = local_artifact_dir(client.get_run(run_id).info.artifact_uri) if link else None
+        if root is not None:
+            try:
+                _link_files(keep, folder, root / subdir if subdir else root)
+                return []
+            except OSError as exc:
+                log.debug("hard links into %s failed (%s); copying", root, exc)
         client.log_artifacts(run_id, str(folder), subdir)
         return []
     temp = [p.name for p in left_out if is_temp_file(p.name)]
