@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,14 +48,15 @@ def train(cfg, ctx):
     for epoch in range((state or {}).get("epoch", 0) + 1, cfg.trainer.epochs + 1):
         time.sleep(cfg.trainer.sleep)
         score = cfg.trainer.quality * (1 - math.exp(-epoch / 2))
-        ctx.report({"step": epoch, "val/score": score}, {"epoch": epoch})
+        # A loss that ranks the trials the other way round (for rank_by): lowest for the worst.
+        ctx.report({"step": epoch, "val/score": score, "val/loss": cfg.trainer.quality / epoch}, {"epoch": epoch})
 
 
 STUDY = Study(
     name="curves",
     train=train,
     config=Config,
-    metrics=("step", "val/score"),
+    metrics=("step", "val/score", "val/loss"),
     default_experiment="curves",
     budget=lambda params: (int(params["trainer.epochs"]), "epochs"),
     report=lambda sweep, out: [],
@@ -183,3 +185,21 @@ def test_a_driver_killed_while_trials_wait_at_a_rung_loses_none_of_them_on_resum
         rung = next(e["rung"] for e in before if e["trial"] == trial_id and e["event"] == "rung")
         assert sum(1 for e in after if e["trial"] == trial_id and e["event"] == "rung" and e["rung"] == rung) == 1
     assert len(steps[0.6]) == MAX_T
+
+
+@pytest.mark.slow
+def test_rungs_ranked_by_another_metric_promote_by_it_and_the_sweep_still_picks_its_best_by_its_metric(
+    tmp_path, workdir
+):
+    rank = ["sweep.scheduler.rank_by=val/loss", "sweep.scheduler.rank_mode=min"]
+    out = subprocess.run(
+        command(tmp_path, *rank), cwd=workdir, env=job_env(), capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    steps = check_runs(workdir)
+    # The loss is lowest for the lowest quality: that trial is the one promoted at every rung.
+    assert len(steps[0.1]) == MAX_T and len(steps[0.6]) < MAX_T, steps
+    scored = [e for e in journal(workdir) if e["event"] == "rung"]
+    assert all("val/loss" in e["result"] and "val/score" in e["result"] for e in scored)
+    # The best trial is still the best by val/score (where it stopped), not the one ranked first.
+    assert re.search(r"best trial \S*quality=0\.6: val/score", out.stdout), out.stdout[-2000:]
