@@ -7,7 +7,7 @@ default sweep has on a laptop.
     python bench/phase1_candidates.py --candidate "wide:model.n_embd=96,model.n_head=4"
 
 Each run is the study's own training loop (trainables/phase1/train.py) on one thread, two runs
-at a time as the default sweep shares 2 cores, stopped when its wall time is spent; the
+at a time as the default sweep shares 2 cores, stopped when its wall time (counted from its first evaluation, at step 0) is spent; the
 learning rate is constant after warm-up, so a run stopped early is the same run as a longer
 one up to that point. Validation nMSE every `trainer.eval_every` steps on the sweep's own
 1,024 validation prompts (least squares on the target block and the zero predictor are
@@ -55,10 +55,15 @@ def _run(name: str, settings: dict, k: int, seconds: float, out: str) -> None:
 
     torch.set_num_threads(1)  # a trial's share of the sweep: cpu=1
     cfg = build_config(Config, PROFILES["local"], {"trainer.steps": 10**6, **settings, "data.n_components": k})
-    start = time.monotonic()
+    start = None  # the clock starts at the first evaluation (step 0): the set-up before it
+    # (validation prompts, baselines) is the same for every candidate, and on a loaded machine
+    # it could eat a short budget before a single step ran
 
     class Timed(LocalContext):
         def report(self, metrics, state=None) -> None:  # no checkpoints: nothing to resume here
+            nonlocal start
+            if start is None:
+                start = time.monotonic()
             row = {
                 "candidate": name,
                 "k": k,
