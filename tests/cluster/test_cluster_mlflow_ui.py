@@ -141,7 +141,9 @@ def test_default_quick_sweep_piped_then_the_readme_mlflow_link_shows_the_trials(
     db = f"sqlite:///{workdir / 'mlflow.db'}"
     assert printed == command.replace("sqlite:///mlflow.db", db) + f"   then open {link}"
     port = free_port()
-    ui = serve([*command.replace("5000", str(port)).split()], workdir, f"http://127.0.0.1:{port}/", tmp_path / "ui.log")
+    exe, *args = command.replace("5000", str(port)).split()
+    exe = str(Path(sys.executable).parent / exe)  # the venv's console script, activated or not
+    ui = serve([exe, *args], workdir, f"http://127.0.0.1:{port}/", tmp_path / "ui.log")
     page = link.replace(":5000/", f":{port}/")
     try:
         dom = render(browser, page, tmp_path / "fresh-profile", "--dump-dom")
