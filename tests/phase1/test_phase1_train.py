@@ -38,16 +38,19 @@ def test_reports_every_eval_and_the_baselines(tmp_path):
     assert ctx.checkpoint_path.exists()
 
 
-def test_resume_from_a_checkpoint_gives_the_same_numbers_as_never_stopping(tmp_path):
-    cfg = build_config(Config, TINY)
+def _straight_and_resumed(cfg, tmp_path) -> tuple[LocalContext, LocalContext]:
+    """The same run straight through, and stopped after its second checkpoint then resumed."""
     straight = LocalContext(tmp_path / "straight")
     train(cfg, straight)
-
-    interrupted = StopAfter(tmp_path / "resumed", checkpoints=2)  # checkpoints at steps 0, 20
     with pytest.raises(Interrupt):
-        train(cfg, interrupted)
+        train(cfg, StopAfter(tmp_path / "resumed", checkpoints=2))  # checkpoints at steps 0, 20
     resumed = LocalContext(tmp_path / "resumed")
     train(cfg, resumed)
+    return straight, resumed
+
+
+def test_resume_from_a_checkpoint_gives_the_same_numbers_as_never_stopping(tmp_path):
+    straight, resumed = _straight_and_resumed(build_config(Config, TINY), tmp_path)
     assert resumed.history[0]["step"] == 30
     assert resumed.history == straight.history[-len(resumed.history) :]  # bit for bit on CPU
 
@@ -66,13 +69,7 @@ def test_the_learning_rate_warms_up_then_stays_or_follows_a_cosine_to_lr_final()
 
 
 def test_a_cosine_schedule_resumes_to_the_same_numbers(tmp_path):
-    cfg = build_config(Config, TINY | {"trainer.lr_schedule": "cosine"})
-    straight = LocalContext(tmp_path / "straight")
-    train(cfg, straight)
-    with pytest.raises(Interrupt):
-        train(cfg, StopAfter(tmp_path / "resumed", checkpoints=2))
-    resumed = LocalContext(tmp_path / "resumed")
-    train(cfg, resumed)
+    straight, resumed = _straight_and_resumed(build_config(Config, TINY | {"trainer.lr_schedule": "cosine"}), tmp_path)
     assert resumed.history == straight.history[-len(resumed.history) :]
     constant = LocalContext(tmp_path / "constant")
     train(build_config(Config, TINY), constant)
