@@ -3,6 +3,9 @@ one line, exit 2, nothing written."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,37 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(workdir):
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141
     assert err == ""
+
+
+def test_a_script_of_another_checkout_does_not_run_this_ones_code(tmp_path):
+    """Two checkouts, one environment: the installed one's code would run under the other's
+    script name. It stops with one line naming both and the install that fixes it; with that
+    checkout's code on the path (as `pip install -e` of it puts it), the script runs."""
+    from conftest import ROOT, job_env
+
+    other = tmp_path / "other"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("tune_jobs", "trainables", "search_spaces"):
+        shutil.copytree(ROOT / name, other / name, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", other)
+    script = other / "tune_jobs" / "phase1.py"
+    env = {**job_env(), "PYTHONPATH": str(ROOT)}  # this checkout's code first, as its install puts it
+    done = subprocess.run(
+        [sys.executable, str(script), "--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert str(other) in lines[0] and f"pip install -e {other}" in lines[0], lines[0]
+    assert not done.stdout
+
+    fixed = subprocess.run(
+        [sys.executable, str(script), "--dry-run"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(other)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
+    assert "n_components=10" in fixed.stdout
