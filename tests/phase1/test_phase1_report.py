@@ -47,12 +47,29 @@ def test_claims_follow_the_paired_differences_and_their_errors():
     assert lines[0].startswith("The transformer beats least squares on the target block at K = 1 (by 0.350")
     assert "At K = 2 it cannot be told apart from least squares" in text
     assert "At K = 4, 10 it is worse than least squares." in text
-    assert "rises from 0.050 at K = 1 to 1.000 at K = 10" in text
+    assert "rises from 0.050 at K = 1 to 1.000 at K = 10: the error grows with K beyond the oracle's own rise." in text
     assert "At K = 10 it stays at the zero predictor's level within this budget." in text
     assert "At K = 10 the validation nMSE was flat over the last fifth of training, above least squares" in text
     assert "not shown to be the model's capacity" in text
     assert "At K = 2, 4 the validation nMSE was still falling" in text and "limited by the training budget" in text
     assert "400 at K = 1" in text and "not reached within the budget at K = 2, 4, 10" in text
+
+
+def test_a_rise_from_first_to_last_names_the_falls_and_the_peak_it_would_hide():
+    """As the default sweep gave: higher at K = 10 than at K = 1, but not steadily."""
+    rows = [(1, 0.036), (2, 0.606), (3, 0.783), (4, 0.419), (8, 1.003), (10, 0.771)]
+    df = table([(x, v, 0.01, v - 0.4, 0.005, math.nan, False) for x, v in rows])
+    (line,) = [s for s in findings(df, "K") if "Bayes oracle" in s]
+    assert line.startswith("Its excess over the Bayes oracle rises from 0.036 at K = 1 to 0.771 at K = 10"), line
+    assert (
+        "though not steadily: it falls from 0.783 at K = 3 to 0.419 at K = 4; from 1.003 at K = 8 to 0.771 at K = 10"
+        in line
+    )
+    assert line.endswith(", and it is highest at K = 8 (1.003)."), line
+    # Within the noise, a dip is no fall.
+    df = table([(x, v, 0.01, v - 0.4, 0.005, math.nan, False) for x, v in [(1, 0.1), (2, 0.5), (3, 0.49), (4, 0.9)]])
+    (line,) = [s for s in findings(df, "K") if "Bayes oracle" in s]
+    assert line.endswith("beyond the oracle's own rise."), line
 
 
 def test_no_claim_of_a_rise_within_the_evaluation_noise():

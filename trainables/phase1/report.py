@@ -198,6 +198,26 @@ def _list(xs: Any) -> str:
     return ", ".join(str(x) for x in xs)
 
 
+def _unsteady(df: pd.DataFrame, x_name: str) -> str:
+    """What the first-to-last rise of the excess hides: each fall between neighbouring values of
+    x beyond two standard errors, and a peak before the last x. Empty when the rise is steady."""
+    exc = list(df.excess_over_oracle)
+    se = [0.0 if math.isnan(v) else float(v) for v in df.final_se]
+    xs = list(df.x)
+    falls = [
+        f"from {exc[i - 1]:.3f} at {x_name} = {xs[i - 1]} to {exc[i]:.3f} at {x_name} = {xs[i]}"
+        for i in range(1, len(exc))
+        if exc[i] < exc[i - 1] - 2 * math.hypot(se[i], se[i - 1])
+    ]
+    peak = max(range(len(exc)), key=exc.__getitem__)
+    said = []
+    if falls:
+        said.append("not steadily: it falls " + "; ".join(falls))
+    if peak != len(exc) - 1 and exc[peak] > exc[-1] + 2 * math.hypot(se[peak], se[-1]):
+        said.append(f"it is highest at {x_name} = {xs[peak]} ({exc[peak]:.3f})")
+    return (", though " + ", and ".join(said)) if said else ""
+
+
 def findings(df: pd.DataFrame, x_name: str) -> list[str]:
     """The study's questions answered from the numbers, each claim no stronger than its error:
     a difference counts when it exceeds two standard errors over the evaluation prompts."""
@@ -228,7 +248,8 @@ def findings(df: pd.DataFrame, x_name: str) -> list[str]:
         if rise > noise:
             lines.append(
                 f"Its excess over the Bayes oracle rises from {first.excess_over_oracle:.3f} at {x_name} = {first.x} "
-                f"to {last.excess_over_oracle:.3f} at {x_name} = {last.x}: the error grows with {x_name} beyond the oracle's own rise."
+                f"to {last.excess_over_oracle:.3f} at {x_name} = {last.x}: the error grows with {x_name} beyond the "
+                f"oracle's own rise{_unsteady(df, x_name)}."
             )
         else:
             lines.append(
