@@ -21,13 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from trainables.common import LocalContext, pick_device
+from tune_jobs.core.config import build_config
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from trainables.common import LocalContext, pick_device  # noqa: E402
-from tune_jobs.core.config import build_config  # noqa: E402
 
 ICL_SMOKE = {
     "model.n_embd": 16,

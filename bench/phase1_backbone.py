@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from trainables.common import pick_device  # noqa: E402
-from trainables.phase1 import PROFILES, Config  # noqa: E402
-from trainables.phase1.data import sample_prompts  # noqa: E402
-from trainables.phase1.train import _loss, build_model  # noqa: E402
-from tune_jobs.core.config import build_config  # noqa: E402
+from trainables.common import pick_device
+from trainables.phase1 import PROFILES, Config
+from trainables.phase1.data import sample_prompts
+from trainables.phase1.train import _loss, build_model
+from tune_jobs.core.config import build_config
 
 
 def steps_per_s(cfg: Config, steps: int, device: torch.device) -> float:

@@ -29,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 DEFAULT_CANDIDATES = {
     "default": {},
     "lr 3e-3": {"trainer.lr": 3e-3},
