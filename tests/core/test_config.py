@@ -23,7 +23,7 @@ def test_defaults_build_and_layers_apply_in_order():
         ({"trainer.lr": "nan"}, "trainer.lr: expected a finite number"),
         ({"data.n_components": 0}, "data.n_components: must be >= 1, got 0"),
         ({"data.scale": -0.1}, "data.scale: must be > 0, got -0.1"),
-        ({"trainer.loss_positions": "last"}, "trainer.loss_positions: 'last' is not one of ['all', 'query']"),
+        ({"trainer.loss_positions": "last"}, "trainer.loss_positions: 'last' is not one of ['all', 'target', 'query']"),
         ({"model.n_head": 3}, "model.n_embd=64 is not divisible by model.n_head=3"),
         ({"trainer.device": 5}, "trainer.device: expected text, got 5"),
         ({"trainer.steps": True}, "trainer.steps: expected an integer, got True"),

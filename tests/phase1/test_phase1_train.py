@@ -100,3 +100,23 @@ def test_each_profile_builds_and_runs_a_few_steps_on_cpu(tmp_path, profile):
     train(cfg, ctx)
     assert [m["step"] for m in ctx.history] == [0, 1, 2]
     assert all(torch.isfinite(torch.tensor(m["val/nmse"])) for m in ctx.history)
+
+
+def test_the_loss_covers_every_position_the_target_block_and_query_or_the_query_alone():
+    from trainables.phase1.data import sample_prompts
+    from trainables.phase1.train import _loss, build_model
+
+    cfg = build_config(Config, TINY)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    prompts = sample_prompts(cfg.data, 4, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        err = (model(prompts.xs, prompts.ys / cfg.data.scale) - prompts.ys / cfg.data.scale) ** 2
+        tail = cfg.data.target_points + 1
+        for positions, expected in [
+            ("all", err.mean()),
+            ("target", err[:, -tail:].mean()),
+            ("query", err[:, -1].mean()),
+        ]:
+            cfg.trainer.loss_positions = positions
+            assert _loss(model, prompts, cfg, torch.device("cpu")) == pytest.approx(expected.item(), rel=1e-6)

@@ -67,8 +67,8 @@ class TrainerConfig:
     )
     loss_positions: str = param(
         "all",
-        "train on every x position ('all') or on the query alone ('query')",
-        choices=["all", "query"],
+        "train on every x position ('all'), on the target block and the query ('target') or on the query alone ('query')",
+        choices=["all", "target", "query"],
     )
     curriculum_start_dims: int = param(
         2,

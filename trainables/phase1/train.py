@@ -29,11 +29,15 @@ def build_model(cfg: Config) -> ICLTransformer:
 
 def _loss(model: ICLTransformer, prompts: Prompts, cfg: Config, device: torch.device) -> torch.Tensor:
     # Research logic: the model sees y / scale (unit variance); 'all' averages the squared
-    # error over every x position, 'query' keeps only the last one.
+    # error over every x position, 'target' over the target block and the query (the points
+    # whose component must be found among the context blocks), 'query' keeps the last one.
     xs, ys = prompts.xs.to(device), (prompts.ys / cfg.data.scale).to(device)
     pred = model(xs, ys)
     if cfg.trainer.loss_positions == "query":
         return ((pred[:, -1] - ys[:, -1]) ** 2).mean()
+    if cfg.trainer.loss_positions == "target":
+        tail = cfg.data.target_points + 1
+        return ((pred[:, -tail:] - ys[:, -tail:]) ** 2).mean()
     return ((pred - ys) ** 2).mean()
 
 
