@@ -66,13 +66,19 @@ def to_nested(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def flatten_mapping(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested YAML mappings and dotted keys alike -> {dotted key: value}."""
+    """Nested YAML mappings and dotted keys alike -> {dotted key: value}. A key reached both
+    ways (`trainer.steps: 5` beside `trainer: {steps: 7}`) is a ConfigError, not a silent pick."""
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, Mapping) and value:
-            out.update(flatten_mapping(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
+        items = (
+            flatten_mapping(value, f"{prefix}{key}.")
+            if isinstance(value, Mapping) and value
+            else {f"{prefix}{key}": value}
+        )
+        for flat, v in items.items():
+            if flat in out:
+                raise ConfigError(f"{flat} is given twice ({out[flat]!r} and {v!r}); keep one")
+            out[flat] = v
     return out
 
 

@@ -27,6 +27,7 @@ where a unit is free, e.g. one trial per node.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -79,8 +80,20 @@ class Dimension:
     values: tuple[Any, ...]  # the list (grid, choice) or the bounds (lo, hi[, q])
 
     def candidates(self) -> tuple[Any, ...]:
-        """Values to validate against the config: every listed value, or the bounds."""
-        return self.values if self.kind in ("grid", "choice") else self.values[:2]
+        """Values to validate against the config: every listed value; every value a randint of
+        up to 256 values draws (both bounds included); else the bounds and, for the real-valued
+        kinds, a point between them that is not a whole number."""
+        if self.kind in ("grid", "choice"):
+            return self.values
+        lo, hi = self.values[:2]
+        if self.kind == "randint":
+            return tuple(range(lo, hi + 1)) if hi - lo < 256 else (lo, hi)
+        if self.kind == "quniform":
+            return (lo, hi)
+        inner = math.sqrt(lo * hi) if self.kind == "loguniform" else (lo + hi) / 2
+        if float(inner).is_integer():
+            inner = lo + (hi - lo) * 0.371
+        return (lo, hi, float(inner))
 
 
 @dataclass(frozen=True)
@@ -179,8 +192,8 @@ def _fail(path: Path, key: str, message: str) -> ConfigError:
 
 
 def _number(path: Path, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(path, key, f"expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(path, key, f"expected a finite number, got {value!r}")
     return value
 
 
@@ -254,8 +267,8 @@ def scheduler_settings(scheduler: Any, where: str = "scheduler") -> dict[str, An
         )
     if "reduction_factor" in scheduler:
         rf = scheduler["reduction_factor"]
-        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not rf > 1:
-            raise ConfigError(f"{where}.reduction_factor: expected a number > 1, got {rf!r}")
+        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not 1 < rf < math.inf:
+            raise ConfigError(f"{where}.reduction_factor: expected a finite number > 1, got {rf!r}")
     if "promote" in scheduler and not isinstance(scheduler["promote"], bool):
         raise ConfigError(f"{where}.promote: expected true or false, got {scheduler['promote']!r}")
     if "rank_by" in scheduler or "rank_mode" in scheduler:
@@ -289,6 +302,37 @@ def _check_top(path: Path, data: Mapping[str, Any]) -> None:
             raise _fail(path, key, "required; see search_spaces/phase1.yaml for an example")
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, again: int) -> None:
+        super().__init__(f"{key!r} appears twice (lines {first} and {again})")
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key written twice in one mapping: YAML would keep the last one
+    and drop the first without a word (a second `space:` block, `mode:` twice)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:
+                continue  # an unhashable key: the base constructor says so
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as safe_load reads it (no code ever runs), refusing duplicate keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_experiment(path: Path) -> Experiment:
     """Read and validate one experiment file (safe_load: a YAML file can never run code)."""
     if not path.is_file():
@@ -296,7 +340,12 @@ def load_experiment(path: Path) -> Experiment:
             f"experiment file {path} not found; pick one of search_spaces/*.yaml or pass --experiment PATH.yaml"
         )
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path.read_text())
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            f"{path}: key {exc.key!r} is written twice (lines {exc.first} and {exc.again}); YAML would keep "
+            "only the last: merge the two into one"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -338,13 +387,46 @@ def load_experiment(path: Path) -> Experiment:
             res = set_resource(res, str(key), value)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    if search == "grid" and data.get("num_samples", 1) != 1:
+        raise _fail(
+            path,
+            "num_samples",
+            "a grid search runs each point of its space once, so num_samples would be ignored; "
+            "remove it, or use search: optuna or random to sample that many trials",
+        )
+    if search == "grid" and "seed" in data:
+        raise _fail(
+            path,
+            "seed",
+            "seeds the sampler of an optuna or random search; a grid draws nothing, so it would be ignored: "
+            "remove it (the trials' own seed is the config key seed, set under fixed: or space:)",
+        )
     for section in ("fixed", "profiles", "space"):
-        if not isinstance(data.get(section, {}), Mapping):
+        if not isinstance(data.get(section) or {}, Mapping):
             raise _fail(path, section, f"expected a mapping, got {data[section]!r}")
-    profiles = {str(k): flatten_mapping(v or {}) for k, v in data.get("profiles", {}).items()}
-    space = tuple(parse_dimension(path, str(k), v, search) for k, v in data.get("space", {}).items())
+    for name, values in (data.get("profiles") or {}).items():
+        if not isinstance(values or {}, Mapping):
+            raise _fail(path, f"profiles.{name}", f"expected a mapping of settings (key: value), got {values!r}")
+    try:
+        fixed = flatten_mapping(data.get("fixed") or {})
+    except ConfigError as exc:
+        raise _fail(path, "fixed", str(exc)) from None
+    profiles = {}
+    for name, values in (data.get("profiles") or {}).items():
+        try:
+            profiles[str(name)] = flatten_mapping(values or {})
+        except ConfigError as exc:
+            raise _fail(path, f"profiles.{name}", str(exc)) from None
+    space = tuple(parse_dimension(path, str(k), v, search) for k, v in (data.get("space") or {}).items())
     if search != "grid" and not space:
         raise _fail(path, "space", f"a {search} search needs at least one dimension to sample")
+    both = sorted(set(fixed) & {d.key for d in space})
+    if both:
+        raise _fail(
+            path,
+            f"fixed.{both[0]}",
+            "is also searched in space:, which would override it in every trial; keep it in one of the two",
+        )
     return Experiment(
         name=path.stem,
         path=path,
@@ -360,7 +442,7 @@ def load_experiment(path: Path) -> Experiment:
         max_failures=data.get("max_failures", 2),
         seed=data.get("seed", 0),
         description=str(data.get("description", "")),
-        fixed=flatten_mapping(data.get("fixed", {})),
+        fixed=fixed,
         profiles=profiles,
         space=space,
     )
