@@ -81,10 +81,26 @@ space:
         ),
         (GOOD + "scheduler: {kind: asha, promote: 1}\n", "scheduler.promote: expected true or false"),
         (GOOD + "scheduler: {kind: asha, max_t: 4, grace_period: 5}\n", "scheduler.grace_period: 5 is above max_t=4"),
-        (GOOD + "scheduler: {kind: asha, reduction_factor: 1}\n", "scheduler.reduction_factor: expected a number > 1"),
+        (
+            GOOD + "scheduler: {kind: asha, reduction_factor: 1}\n",
+            "scheduler.reduction_factor: expected a finite number > 1",
+        ),
         (GOOD + "resources: {gpus: 1}\n", "resources.gpus: unknown resource"),
         (GOOD + "num_samples: 0\n", "num_samples: expected an integer >= 1"),
         (GOOD + "goal: best\n", "goal: expected optimize (find the best trial) or measure"),
+        # What YAML or the service would otherwise drop without a word.
+        (GOOD + "space:\n  trainer.lr: {grid: [0.001]}\n", "key 'space' is written twice (lines 4 and 6)"),
+        (GOOD + "mode: min\nmode: max\n", "key 'mode' is written twice (lines 6 and 7)"),
+        (GOOD + "fixed: {trainer.steps: 5, trainer: {steps: 7}}\n", "fixed: trainer.steps is given twice (5 and 7)"),
+        (GOOD + "fixed: {data.n_components: 3}\n", "fixed.data.n_components: is also searched in space:"),
+        (GOOD + "num_samples: 5\n", "num_samples: a grid search runs each point of its space once"),
+        (GOOD + "seed: 7\n", "seed: seeds the sampler of an optuna or random search"),
+        (GOOD + "profiles: {local: [1, 2]}\n", "profiles.local: expected a mapping of settings"),
+        (GOOD + "scheduler: {kind: hyperband, reduction_factor: .inf}\n", "expected a finite number > 1, got inf"),
+        (
+            GOOD.replace("search: grid", "search: optuna").replace("{grid: [1, 2]}", "{uniform: [0, .inf]}"),
+            "expected a finite number, got inf",
+        ),
     ],
 )
 def test_each_mistake_names_the_file_the_key_and_the_fix(tmp_path, text, message):
@@ -249,7 +265,32 @@ def test_sweep_scheduler_overrides_are_checked_as_the_yaml_is(tmp_path):
 )
 def test_the_yaml_and_the_overrides_meet_the_same_scheduler_rules(tmp_path, setting, message):
     with pytest.raises(ConfigError, match=message):  # when the file loads, or when it meets the study
-        exp = load_experiment(write(tmp_path, GOOD + f"scheduler: {{kind: asha, max_t: 9, {setting}}}\n"))
+        settings = setting if setting.startswith("max_t") else f"max_t: 9, {setting}"
+        exp = load_experiment(write(tmp_path, GOOD + f"scheduler: {{kind: asha, {settings}}}\n"))
         compose(load_study("phase1"), exp)
     ok = load_experiment(write(tmp_path, GOOD + "scheduler: {kind: asha, max_t: 9, time_attr: step}\n"))
     assert compose(load_study("phase1"), ok).experiment.scheduler["time_attr"] == "step"
+
+
+def test_settings_the_study_would_ignore_or_fail_on_are_refused_when_composed(tmp_path):
+    study = load_study("phase1")
+    exp = load_experiment(write(tmp_path, GOOD + "profiles: {bogus: {trainer.steps: 5}}\n"))
+    with pytest.raises(ConfigError, match=r"profiles.bogus: phase1 has no profile 'bogus'.*use one of local, full"):
+        compose(study, exp)
+    exp = load_experiment(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match=r"sweep.num_samples: exp.yaml is a grid search"):
+        compose(study, exp, overrides=["sweep.num_samples=5"])
+    with pytest.raises(ConfigError, match=r"profile=: no profile named; use one of local, full"):
+        compose(study, exp, overrides=["profile="])
+    sampled = GOOD.replace("search: grid", "search: optuna").replace("data.n_components: {grid: [1, 2]}", "{}")
+    exp = load_experiment(write(tmp_path, sampled.replace("{}", "trainer.steps: {uniform: [10, 20]}")))
+    with pytest.raises(
+        ConfigError, match=r"uniform draws real numbers, but trainer.steps takes whole numbers; use randint: \[10, 20\]"
+    ):
+        plan(compose(study, exp))
+    # Every value a small randint draws meets the rules across fields (n_head must divide n_embd = 64).
+    exp = load_experiment(write(tmp_path, sampled.replace("{}", "model.n_head: {randint: [1, 8]}")))
+    with pytest.raises(ConfigError, match=r"space.model.n_head value 3"):
+        plan(compose(study, exp))
+    exp = load_experiment(write(tmp_path, sampled.replace("{}", "model.n_head: {choice: [1, 2, 4, 8]}")))
+    assert plan(compose(study, exp)).count == 1

@@ -91,3 +91,15 @@ def test_a_searched_setting_no_trial_uses_is_refused(workdir):
     exp.write_text(exp.read_text().replace("start_dims: 0", "start_dims: 2"))
     good = run_job(["phase1.py", "--experiment", str(exp), "--dry-run"], workdir, timeout=120)
     assert good.returncode == 0, good.stderr
+
+
+def test_a_given_setting_whose_switch_no_searched_value_turns_on_is_refused(workdir):
+    base = ["autoencoder.py", "--dry-run", "--experiment", "compare_latent_spaces"]
+    bad = run_job([*base, "space.latent_space=[linear]", "vq.codebook_size=64"], workdir, timeout=120)
+    assert bad.returncode == 2, bad.stdout[-2000:] + bad.stderr[-2000:]
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: vq.codebook_size=64 would be ignored"), lines
+    assert "model.latent_space=vq" in lines[0] and "space.latent_space=[...]" in lines[0]
+    assert files_under(workdir) == []
+    good = run_job([*base, "space.latent_space=[linear,vq]", "vq.codebook_size=64"], workdir, timeout=120)
+    assert good.returncode == 0, good.stderr

@@ -9,11 +9,20 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tune_jobs.core.config import build_config, flatten_mapping, parse_value, switch_is_on, to_flat, unused_settings
+from tune_jobs.core.config import (
+    _condition,
+    build_config,
+    field_table,
+    flatten_mapping,
+    parse_value,
+    switch_is_on,
+    to_flat,
+    unused_settings,
+)
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.space import Dimension, Experiment, parse_dimension, scheduler_settings, set_resource
 from tune_jobs.core.study import Study
@@ -96,6 +105,11 @@ def _sweep_setting(exp: Experiment, key: str, value: Any) -> Experiment:
         )
     if isinstance(value, bool) or not isinstance(value, int) or value < SWEEP_KEYS[name]:
         raise ConfigError(f"{key}: expected an integer >= {SWEEP_KEYS[name]}, got {value!r}")
+    if name == "num_samples" and exp.search == "grid":
+        raise ConfigError(
+            f"{key}: {exp.path.name} is a grid search, which runs each point of its space once, so "
+            "num_samples would be ignored; drop it (an optuna or random search samples that many trials)"
+        )
     return replace(exp, **{name: value})
 
 
@@ -122,14 +136,22 @@ def compose(
             f"it reports {', '.join(m for m in study.metrics if m != 'step')}"
         )
     parsed = [split_override(t) for t in overrides]
+    profiles = {"local": {}, **study.profiles}  # a study without profiles runs its defaults as "local"
+    allowed = [p for p in profiles if p != "quick"]
     for key, value in parsed:
         if key == "profile":
+            if value is None or str(value).strip() == "":
+                raise ConfigError(f"profile=: no profile named; use one of {', '.join(allowed)}")
             profile = str(value)
     profile = profile or "local"
-    profiles = {"local": {}, **study.profiles}  # a study without profiles runs its defaults as "local"
     if profile not in profiles or profile == "quick":
-        allowed = [p for p in profiles if p != "quick"]
         raise ConfigError(f"profile {profile!r} is not defined for {study.name}; use one of {', '.join(allowed)}")
+    for name in experiment.profiles:
+        if name not in profiles:
+            raise ConfigError(
+                f"{experiment.path}: profiles.{name}: {study.name} has no profile {name!r}, so these settings "
+                f"would never run; use one of {', '.join(profiles)}"
+            )
 
     # What the YAML says is what runs: its `fixed:` over the study's profile, its own
     # per-profile values over both; --quick shrinks whatever that gives; overrides last.
@@ -227,8 +249,6 @@ def _check_searched_used(cls: type, trials: Sequence[tuple[Sequence[str], dict[s
     """A searched key that no trial uses (its switch is off wherever it is set) is a mistake.
 
     `trials` holds each trial's searched keys and its whole config as {dotted key: value}."""
-    from tune_jobs.core.config import field_table
-
     table = field_table(cls)
     used: dict[str, bool] = {}
     for keys, flat in trials:
@@ -289,7 +309,15 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
             raise ConfigError(
                 "--start-from/--stop-at select trials of a grid; an optuna or random search samples sweep.num_samples trials"
             )
+        table = field_table(cls)
         for dim in exp.space:
+            tp = table[dim.key][0] if dim.key in table else None
+            if dim.kind in ("uniform", "loguniform") and tp is int:
+                lo, hi = dim.values
+                raise ConfigError(
+                    f"space.{dim.key}: {dim.kind} draws real numbers, but {dim.key} takes whole numbers; "
+                    f"use randint: [{math.ceil(lo)}, {math.floor(hi)}] or choice: [...]"
+                )
             for value in dim.candidates():
                 try:
                     build_config(cls, composed.base, {dim.key: value})
@@ -299,6 +327,9 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
         validate(composed.study, shared)
         if not any(d.key in _switches(cls) for d in exp.space):
             _check_searched_used(cls, [([d.key for d in exp.space], to_flat(shared))])
+        flat = to_flat(shared)
+        variants = [{**flat, d.key: v} for d in exp.space for v in d.candidates()] or [flat]
+        _check_given_used(composed, variants, {d.key for d in exp.space})
         return Plan(composed=composed, trials=[])
 
     points = _grid_points(exp.space)
@@ -319,7 +350,31 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
         validate(composed.study, cfg)
         trials.append(PlannedTrial(number=number, point=point, cfg=cfg))
     _check_searched_used(cls, [(list(t.point), to_flat(t.cfg)) for t in trials])
+    flat = to_flat(build_config(cls, composed.base, cross_check=False))
+    searched = {key for point in points for key in point}
+    _check_given_used(composed, [{**flat, **point} for point in points], searched)  # every point, whatever slice runs
     return Plan(composed=composed, trials=trials)
+
+
+def _check_given_used(composed: Composed, variants: Sequence[Mapping[str, Any]], searched: set[str]) -> None:
+    """A setting the YAML or an override gives, whose switch the space searches, must be used
+    by some trial (`vq.codebook_size=64` with `space.latent_space=[linear]` is used by none).
+    `variants` are the trials' settings (a grid's points; a sampled search's candidates)."""
+    cls = composed.study.config
+    table, defaults = field_table(cls), to_flat(cls())
+    for key, source in composed.sources.items():
+        condition = table[key][1].metadata.get("used_when") if key in table else None
+        if not condition or not (source.startswith("experiment") or source == "override"):
+            continue
+        switch = _condition(condition)[0]
+        if switch not in searched or composed.base[key] == defaults[key]:
+            continue
+        if not any(switch_is_on(cls, v, condition) for v in variants):
+            raise ConfigError(
+                f"{key}={composed.base[key]!r} would be ignored: it is used only when {condition}, and no "
+                f"trial sets that ({switch} is searched over other values); add it to the searched values "
+                f"(space.{switch.rsplit('.', 1)[-1]}=[...]), or drop {key}"
+            )
 
 
 def _switches(cls: type) -> set[str]:
