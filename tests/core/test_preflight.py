@@ -113,3 +113,22 @@ def test_a_script_of_another_checkout_does_not_run_this_ones_code(tmp_path):
     )
     assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
     assert "n_components=10" in fixed.stdout
+
+
+def test_a_store_that_is_not_a_database_ends_the_command_in_one_line_with_nothing_made_beside_it(workdir):
+    (workdir / "mlflow.db").write_bytes(b"not a database, only text " * 8)
+    for args in (["--quick"], ["--dry-run"]):
+        done = run_job(["phase1.py", *args], workdir, timeout=120)
+        assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+        assert done.stdout == ""  # no plan shown before the error
+        assert done.stderr.strip() == (
+            f"error: {workdir / 'mlflow.db'} is not a usable SQLite database (file is not a database); "
+            "restore it from a backup or point --mlflow-uri at another store"
+        )
+        assert files_under(workdir) == [workdir / "mlflow.db"]  # no lock file, no results folder
+
+
+def test_a_dry_run_refuses_the_folders_the_real_run_would_refuse(workdir):
+    done = run_job(["phase1.py", "--dry-run", "--results-dir", "/proc/nope"], workdir, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: --results-dir"), done.stderr
+    assert files_under(workdir) == []

@@ -238,16 +238,18 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
                 raise ConfigError("--start-over restarts trials of an interrupted sweep; use it with --resume")
             check_start_over(resume_dir, args.start_over)
         if args.dry_run:
+            check_paths(results_dir, uri)  # what the real run would refuse here; nothing is written
             print_plan(p)
             return 0
         preflight(p, results_dir, uri, args.address)
-        print_plan(p)
         from tune_jobs.core.runner import run_sweep
         from tune_jobs.core.store import prepare_store
         from tune_jobs.core.sweep_record import SweepRecord
 
-        # The store is created, checked or repaired once, under its lock, before Ray starts.
+        # The store is created, checked or repaired once, under its lock, before Ray starts (and
+        # before the plan is shown, so that a store it cannot use ends the command in one line).
         prepare_store(SweepRecord.read(resume_dir).tracking_uri if resume_dir else uri)
+        print_plan(p)
 
         describe_with(lambda exc: interrupted_line(study, args, exc))
         result = run_sweep(
