@@ -294,3 +294,18 @@ def test_settings_the_study_would_ignore_or_fail_on_are_refused_when_composed(tm
         plan(compose(study, exp))
     exp = load_experiment(write(tmp_path, sampled.replace("{}", "model.n_head: {choice: [1, 2, 4, 8]}")))
     assert plan(compose(study, exp)).count == 1
+
+
+def test_a_sweep_whose_trials_could_not_report_its_metric_or_reach_their_device_is_refused(tmp_path):
+    denoising = load_study("denoising")
+    exp = load_experiment(ROOT / "search_spaces" / "reference_3blob.yaml")
+    with pytest.raises(ConfigError, match=r"blob/score is reported only when diagnostics.enabled=true, but trial"):
+        plan(compose(denoising, exp, overrides=["diagnostics.enabled=false"]))
+    exp = load_experiment(ROOT / "search_spaces" / "denoising_search.yaml")
+    with pytest.raises(ConfigError, match=r"but this sweep has diagnostics.enabled=false"):
+        plan(compose(denoising, exp, overrides=["diagnostics.enabled=false"]))
+    phase1 = load_study("phase1")
+    exp = load_experiment(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match=r"trainer.device=cuda, but Ray gives each trial no GPU \(resources.gpu=0\)"):
+        plan(compose(phase1, exp, overrides=["trainer.device=cuda"]))
+    assert plan(compose(phase1, exp, overrides=["trainer.device=cuda", "resources.gpu=0.5"])).count == 2

@@ -8,6 +8,6 @@ Importing the package loads its config only (no torch): the training function is
 `trainables.denoising.train.train`, imported where a trial runs.
 """
 
-from trainables.denoising.config import METRICS, PROFILES, Config
+from trainables.denoising.config import METRICS, METRICS_WHEN, PROFILES, Config
 
-__all__ = ["METRICS", "PROFILES", "Config"]
+__all__ = ["METRICS", "METRICS_WHEN", "PROFILES", "Config"]

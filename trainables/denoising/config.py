@@ -174,3 +174,6 @@ METRICS = (
     "perf/plot_s",
     "perf/overhead_fraction",
 )
+
+# The blob/* metrics come from the diagnostics: reported only when they run.
+METRICS_WHEN = {m: "diagnostics.enabled=true" for m in METRICS if m.startswith("blob/")}

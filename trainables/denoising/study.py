@@ -9,6 +9,7 @@ STUDY = Study(
     train="trainables.denoising.train:train",
     config=denoising.Config,
     metrics=denoising.METRICS,
+    metrics_when=denoising.METRICS_WHEN,
     default_experiment="denoising_search",
     profiles=denoising.PROFILES,
     describe=lambda cfg: {

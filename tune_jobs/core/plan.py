@@ -15,6 +15,7 @@ from typing import Any
 
 from tune_jobs.core.config import (
     _condition,
+    _shown,
     build_config,
     field_table,
     flatten_mapping,
@@ -330,6 +331,8 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
         flat = to_flat(shared)
         variants = [{**flat, d.key: v} for d in exp.space for v in d.candidates()] or [flat]
         _check_given_used(composed, variants, {d.key for d in exp.space})
+        _check_metrics_reported(composed, [("", v) for v in variants])
+        _check_devices(composed, [("", v) for v in variants])
         return Plan(composed=composed, trials=[])
 
     points = _grid_points(exp.space)
@@ -353,7 +356,42 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
     flat = to_flat(build_config(cls, composed.base, cross_check=False))
     searched = {key for point in points for key in point}
     _check_given_used(composed, [{**flat, **point} for point in points], searched)  # every point, whatever slice runs
+    every = [(trial_label(point), {**flat, **point}) for point in points]
+    _check_metrics_reported(composed, every)
+    _check_devices(composed, every)
     return Plan(composed=composed, trials=trials)
+
+
+def _check_devices(composed: Composed, trials: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """A trial told to train on CUDA (a `device` setting) must be given a GPU by Ray."""
+    if composed.experiment.resources.get("gpu", 0) > 0:
+        return
+    for _, flat in trials:
+        for key, value in flat.items():
+            if key.rsplit(".", 1)[-1] == "device" and value == "cuda":
+                raise ConfigError(
+                    f"{key}=cuda, but Ray gives each trial no GPU (resources.gpu=0); set resources.gpu=1 "
+                    f"(a fraction shares one GPU), or {key}=auto"
+                )
+
+
+def _check_metrics_reported(composed: Composed, trials: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """The sweep's metric (and the rungs' rank_by) must be reported by every trial: a study's
+    `metrics_when` names the setting some metrics need (the denoising blob/* metrics come from
+    its diagnostics). A trial without it would fail Tune's metric check after Ray started."""
+    exp, cls = composed.experiment, composed.study.config
+    for metric in (exp.metric, exp.scheduler.get("rank_by")):
+        condition = composed.study.metrics_when.get(metric) if metric else None
+        if not condition:
+            continue
+        switch = _condition(condition)[0]
+        for label, flat in trials:
+            if not switch_is_on(cls, flat, condition):
+                which = f"trial {label}" if label else "this sweep"
+                raise ConfigError(
+                    f"{metric} is reported only when {condition}, but {which} has {switch}={_shown(flat[switch])}; "
+                    f"set {condition}, or sweep another metric (--experiment with metric: ...)"
+                )
 
 
 def _check_given_used(composed: Composed, variants: Sequence[Mapping[str, Any]], searched: set[str]) -> None:

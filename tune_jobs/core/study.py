@@ -49,6 +49,10 @@ class Study:
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Columns shown per trial by --dry-run (derived values a person wants to see).
     describe: Callable[[Any], Mapping[str, Any]] | None = None
+    # Metrics reported only when a setting holds, in `used_when` form: {"blob/score":
+    # "diagnostics.enabled=true"}. A sweep on such a metric (or rungs ranked by it) with that
+    # setting off in some trial is refused before Ray starts.
+    metrics_when: Mapping[str, str] = field(default_factory=dict)
     # Compute estimate per trial: {"params": ..., "flops": ...}.
     estimate: Callable[[Any], Mapping[str, float]] | None = None
     # Checks of a trial's config that need the outside world (a data file exists, holds the
