@@ -158,7 +158,7 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
         )
     name = Path(args.experiment).stem
     sweep_dir = find_sweep(results_dir / "ray", name, args.resume or None)
-    saved = SweepRecord.read(sweep_dir)
+    saved = SweepRecord.read(sweep_dir, resume=True)
     if saved.study != study.name:
         raise ConfigError(
             f"sweep {saved.sweep_id} belongs to study {saved.study}; resume it with python {saved.script} --resume {saved.sweep_id}"
