@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, job_env
 
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.record import STATE_FILE, write_json
+from tune_jobs.core.record import STATE_FILE, TRIALS_FILE, Mirror, state_problem, write_json
 from tune_jobs.core.sweep_record import DAMAGED_FIX, FIELD_KINDS, SWEEP_FILE, SweepRecord
 
 SWEEP_ID = "20990101-000000-abcd"
@@ -130,3 +130,54 @@ def test_a_replay_needs_three_fields_of_sweep_json_and_every_field_is_checked(tm
     with pytest.raises(ConfigError, match="'experiment_file' is missing"):
         SweepRecord.read(tmp_path, resume=True)
     assert set(FIELD_KINDS) == {f.name for f in fields(SweepRecord)}
+
+
+# -- mlflow_runs.json -----------------------------------------------------------------------------
+
+
+def test_a_replay_of_an_empty_object_as_mlflow_runs_json_names_the_resume_that_rebuilds_it(tmp_path):
+    sweep = new_sweep(tmp_path)
+    (sweep / STATE_FILE).write_text("{}")
+    line = refused_twice(["report.py", "--replay", str(sweep)], tmp_path)
+    resume = f"python tune_jobs/phase1.py --resume {SWEEP_ID} --results-dir {tmp_path / 'results'}"
+    assert line == (
+        f"error: {sweep / STATE_FILE} is damaged ('experiment' is missing or not a str); the sweep's resume "
+        f"rebuilds its record from its settings, its journal and MLflow: {resume}"
+    )
+    # That resume gets past everything it checks before Ray starts (--dry-run stops there).
+    out = subprocess.run(
+        [sys.executable, *resume.split()[1:], "--dry-run"],
+        cwd=ROOT,
+        env={**job_env(), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and not out.stderr, out.stderr[-3000:]
+
+
+def test_a_damaged_mlflow_runs_json_is_kept_aside_once_however_often_it_is_loaded(tmp_path):
+    sweep = new_sweep(tmp_path)
+    (sweep / STATE_FILE).write_text("[]")
+    for _ in range(3):  # as the resume's scheduler and tracker load it, resume after resume
+        assert Mirror(sweep).recovered
+    assert [p.read_text() for p in sweep.glob(f"{STATE_FILE}.damaged-*")] == ["[]"]
+    (sweep / STATE_FILE).write_text('{"trials": 1}')  # damaged otherwise: kept too
+    assert Mirror(sweep).recovered
+    assert sorted(p.read_text() for p in sweep.glob(f"{STATE_FILE}.damaged-*")) == ["[]", '{"trials": 1}']
+
+
+def test_fields_of_mlflow_runs_json_of_the_wrong_type_make_it_damaged_not_a_crash(tmp_path):
+    sweep = new_sweep(tmp_path)
+    good = json.loads((sweep / STATE_FILE).read_text())
+    trial = {"name": "t", "point": {}, "start_ms": 0, "params_logged": False, "ended": False}
+    assert state_problem({**good, "trials": {"t1": trial}}) is None
+    assert state_problem({**good, "trials_offset": "abc"}) == "'trials_offset' is a str, not int"
+    assert (
+        state_problem({**good, "end": {"status": "FINISHED"}}) == "'end' lacks its 'tags' object or its 'end_ms' number"
+    )
+    bad_trial = {**good, "trials": {"t1": {**trial, "status": "FINISHED", "end_ms": None}}}
+    assert state_problem(bad_trial) == "trial t1: 'end_ms' is null, not int"
+    (sweep / STATE_FILE).write_text(json.dumps({**good, "trials_offset": "abc"}))
+    (sweep / TRIALS_FILE).write_text('[]\n{"event": "start"}\n')
+    assert Mirror(sweep).recovered  # no traceback: the resume rebuilds it (no backup here)
