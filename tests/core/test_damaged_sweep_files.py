@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT, job_env
 
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.record import STATE_FILE, TRIALS_FILE, Mirror, state_problem, write_json
+from tune_jobs.core.record import BACKUP_FILE, STATE_FILE, TRIALS_FILE, Mirror, state_problem, write_json
+from tune_jobs.core.rung_journal import RUNG_JOURNAL, parse_rung_event
 from tune_jobs.core.sweep_record import DAMAGED_FIX, FIELD_KINDS, SWEEP_FILE, SweepRecord
 
 SWEEP_ID = "20990101-000000-abcd"
@@ -181,3 +182,50 @@ def test_fields_of_mlflow_runs_json_of_the_wrong_type_make_it_damaged_not_a_cras
     (sweep / STATE_FILE).write_text(json.dumps({**good, "trials_offset": "abc"}))
     (sweep / TRIALS_FILE).write_text('[]\n{"event": "start"}\n')
     assert Mirror(sweep).recovered  # no traceback: the resume rebuilds it (no backup here)
+
+
+def test_start_over_with_a_damaged_mlflow_runs_json_lists_the_trials_the_trials_file_knows(tmp_path):
+    from tune_jobs.core.runner import check_start_over
+
+    sweep = new_sweep(tmp_path)
+    (sweep / STATE_FILE).write_text("[]")
+    (sweep / BACKUP_FILE).write_text('{"trials": [1]}')
+    start = {"event": "start", "trial": "a_00000", "point": {"n": 1}, "name": "n=1", "start_ms": 1}
+    (sweep / TRIALS_FILE).write_text("[]\n" + json.dumps(start) + "\n")
+    check_start_over(sweep, ["n=1"])
+    with pytest.raises(ConfigError, match=r"--start-over n=2: no such trial in .*; its trials: a_00000 \(n=1\)"):
+        check_start_over(sweep, ["n=2"])
+
+
+# -- what a resume restores from inside Ray -------------------------------------------------------
+
+
+def test_a_rungs_journal_line_that_is_no_decision_stops_the_resume_before_ray(tmp_path):
+    sweep = new_sweep(tmp_path)
+    rung = {"event": "rung", "trial": "a_00000", "rung": 0, "score": -1.5, "result": None}
+    (sweep / RUNG_JOURNAL).write_text(json.dumps(rung) + '\n{"event": "promote", "trial": "a_00000", "rung": null}\n')
+    line = refused_twice(resume_args(tmp_path), tmp_path)
+    assert line == (
+        f"error: {sweep / RUNG_JOURNAL} is damaged: line 2 is not a rung decision "
+        f'({{"event": "promote", "trial": "a_00000", "rung": null}}); {DAMAGED_FIX}'
+    )
+
+
+def test_an_experiment_state_of_the_wrong_shape_stops_the_resume_before_ray(tmp_path):
+    sweep = new_sweep(tmp_path)
+    (sweep / "experiment_state-2099-01-01_00-00-00.json").write_text('{"trial_data": null}')
+    line = refused_twice(resume_args(tmp_path), tmp_path)
+    assert line.startswith(f"error: {sweep / 'experiment_state-2099-01-01_00-00-00.json'} is damaged: ")
+    assert line.endswith(DAMAGED_FIX)
+
+
+def test_a_trial_result_line_of_the_wrong_shape_is_no_last_result(tmp_path):
+    from types import SimpleNamespace
+
+    from tune_jobs.core.experiment_state import RESULT_FILE, last_logged_result
+
+    (tmp_path / RESULT_FILE).write_text('{"training_iteration": 3}\n[1, 2]\nnull\n')
+    assert last_logged_result(SimpleNamespace(path=str(tmp_path))) == {"training_iteration": 3}
+    assert parse_rung_event(b'{"event": "end", "trial": "a"}\n') == {"event": "end", "trial": "a"}
+    for bad in (b"[]", b"null", b'{"event": "rung", "trial": "a", "rung": 0, "score": "x"}', b'{"event": "end"}'):
+        assert parse_rung_event(bad) is None

@@ -149,7 +149,7 @@ def print_plan(p: Plan) -> None:
 
 
 def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> tuple[Plan, Path]:
-    from tune_jobs.core.runner import find_sweep
+    from tune_jobs.core.runner import check_resume_files, find_sweep
     from tune_jobs.core.sweep_record import SweepRecord
 
     if args.overrides or args.quick or args.profile or args.start_from or args.stop_at:
@@ -172,6 +172,7 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
         raise ConfigError(
             f"{experiment.path} changed since sweep {saved.sweep_id} started; restore the file or start a new sweep"
         )
+    check_resume_files(sweep_dir)
     return p, sweep_dir
 
 

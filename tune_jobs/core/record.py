@@ -439,6 +439,30 @@ def state_damage(sweep_dir: str | os.PathLike[str]) -> str | None:
     return "; ".join(damaged)
 
 
+def recorded_trials(sweep_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """The sweep's trials as its record knows them, trial id -> name: from mlflow_runs.json (or
+    its previous version) and the starts in mlflow_trials.jsonl. Reads only; what is not a
+    trial's entry counts for nothing (a resume rebuilds a damaged state), nor does a damaged
+    line of the trials file."""
+    trials: dict[str, str] = {}
+    for path in (Path(sweep_dir) / STATE_FILE, Path(sweep_dir) / BACKUP_FILE):
+        try:
+            state = json.loads(_read_from(path, 0) or b"null")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            continue
+        entries = state.get("trials") if isinstance(state, dict) else None
+        if isinstance(entries, dict):
+            for tid, entry in entries.items():
+                name = entry.get("name") if isinstance(entry, dict) else None
+                trials[tid] = name if isinstance(name, str) else tid
+            break
+    for line in _read_from(Path(sweep_dir) / TRIALS_FILE, 0).splitlines():
+        event = parse_trial_event(line)
+        if event is not None:
+            trials.setdefault(event["trial"], event["name"])
+    return trials
+
+
 class Mirror:
     """A sweep's MLflow record as kept on disk, and its sync to an MLflow store.
 
@@ -560,8 +584,9 @@ class Mirror:
         for trial_id, ts in first_ts.items():
             point: dict[str, Any] = {}
             for params in self.dir.glob(f"*{trial_id}/params.json"):
-                with contextlib.suppress(OSError, ValueError):
-                    point = trial_point(json.loads(params.read_text()))
+                with contextlib.suppress(OSError, ValueError, RecursionError):
+                    config = json.loads(params.read_text())
+                    point = trial_point(config) if isinstance(config, dict) else point
             self.state["trials"][trial_id] = self._new_trial(point, ts)
             if not point:
                 self.state["trials"][trial_id]["name"] = trial_id
