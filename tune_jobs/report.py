@@ -10,10 +10,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tune_jobs.core.cli import OneLineParser
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import sqlite_file, tracking_uri
+
+if TYPE_CHECKING:
+    from tune_jobs.core.sweep_record import SweepRecord
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,7 +79,7 @@ def _store_error(exc: BaseException) -> bool:
 
 def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     """Sync a sweep's recorded runs and results to MLflow, then build its report."""
-    from tune_jobs.core.record import STATE_FILE, Mirror, SweepFileError, failure_line
+    from tune_jobs.core.record import STATE_FILE, Mirror, SweepFileError, failure_line, state_damage
     from tune_jobs.core.reporting import build_report
     from tune_jobs.core.store import open_client
     from tune_jobs.core.study import load_study
@@ -90,20 +94,19 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     saved_uri, study_name, sweep_id = saved.tracking_uri, saved.study, saved.sweep_id
     study_module, study_file = saved.study_module, saved.study_file
     uri = tracking_uri(uri or saved_uri)  # where the sweep's runs belong
+    # A record that cannot be used is said before the sweep is held: a replay that stops here
+    # writes nothing (no lock file, no copy of the damaged file).
+    damage = state_damage(sweep_dir)
+    if damage:
+        raise _rebuild_by_resume(damage, saved, sweep_dir)
     try:
         mirror = Mirror(sweep_dir, hold_s=0)  # the one writer of the sweep's files while it runs
     except SweepFileError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     try:
-        if mirror.recovered or not mirror.state:
-            resume = f"python {saved.script} --resume {sweep_id} --results-dir {sweep_dir.parents[1]}"
-            print(
-                f"error: {mirror.state_path} and its previous version are damaged; the sweep's resume rebuilds "
-                f"them from its settings, its journal and MLflow: {resume}",
-                file=sys.stderr,
-            )
-            return 1
+        if mirror.recovered or not mirror.state:  # damaged since it was checked above
+            raise _rebuild_by_resume(state_damage(sweep_dir) or f"{mirror.state_path} is damaged", saved, sweep_dir)
         pending = mirror.pending()
         client = open_client(uri)  # a store that cannot be used is a ConfigError: one line, exit 2
         try:
@@ -131,6 +134,22 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     print(f"report of sweep {sweep_id} in {out} (and attached to MLflow run {mirror.parent_run_id})")
     print(best)
     return 0
+
+
+def _rebuild_by_resume(damage: str, saved: SweepRecord, sweep_dir: Path) -> ConfigError:
+    """The error of a replay whose mlflow_runs.json (and its previous version) cannot be used:
+    the sweep's resume rebuilds them. The resume needs the sweep's whole record (sweep.json):
+    when that is damaged too, its fix comes first."""
+    from tune_jobs.core.sweep_record import SweepRecord
+
+    try:
+        SweepRecord.read(sweep_dir, resume=True)
+    except ConfigError as exc:
+        return ConfigError(f"{damage}; the resume that rebuilds it needs the sweep's whole record, but {exc}")
+    resume = f"python {saved.script} --resume {saved.sweep_id} --results-dir {sweep_dir.parents[1]}"
+    return ConfigError(
+        f"{damage}; the sweep's resume rebuilds its record from its settings, its journal and MLflow: {resume}"
+    )
 
 
 if __name__ == "__main__":

@@ -265,15 +265,18 @@ def test_a_damaged_state_file_falls_back_to_its_previous_version_then_is_rebuilt
 def test_replay_names_our_damaged_file_not_the_store(tmp_path):
     sweep = tmp_path / "results" / "ray" / "phase1-x"
     new_mirror(sweep).release()
+    settings = {"experiment_file": "search_spaces/phase1.yaml", "profile": "local", "quick": False}
+    settings |= {"overrides": [], "base": {}, "points": []}  # what the resume that rebuilds the record needs
     (sweep / "sweep.json").write_text(
-        json.dumps({"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "study": "phase1", "sweep_id": "x"})
+        json.dumps({"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "study": "phase1", "sweep_id": "x", **settings})
     )
     (sweep / STATE_FILE).write_text("{")
     (sweep / BACKUP_FILE).write_text("")
     out = run_job(["report.py", "--replay", str(sweep)], tmp_path, timeout=300)
-    assert out.returncode == 1
-    line = out.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"error: {sweep / STATE_FILE} and its previous version are damaged")
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"error: {sweep / STATE_FILE} is damaged (not JSON")
+    assert f"{sweep / BACKUP_FILE} is damaged (empty)" in line
     assert "python tune_jobs/phase1.py --resume x" in line and "unreachable" not in out.stderr
 
 

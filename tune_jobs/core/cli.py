@@ -149,7 +149,7 @@ def print_plan(p: Plan) -> None:
 
 
 def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> tuple[Plan, Path]:
-    from tune_jobs.core.runner import find_sweep
+    from tune_jobs.core.runner import check_resume_files, find_sweep
     from tune_jobs.core.sweep_record import SweepRecord
 
     if args.overrides or args.quick or args.profile or args.start_from or args.stop_at:
@@ -158,7 +158,7 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
         )
     name = Path(args.experiment).stem
     sweep_dir = find_sweep(results_dir / "ray", name, args.resume or None)
-    saved = SweepRecord.read(sweep_dir)
+    saved = SweepRecord.read(sweep_dir, resume=True)
     if saved.study != study.name:
         raise ConfigError(
             f"sweep {saved.sweep_id} belongs to study {saved.study}; resume it with python {saved.script} --resume {saved.sweep_id}"
@@ -172,6 +172,7 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
         raise ConfigError(
             f"{experiment.path} changed since sweep {saved.sweep_id} started; restore the file or start a new sweep"
         )
+    check_resume_files(sweep_dir)
     return p, sweep_dir
 
 

@@ -123,9 +123,11 @@ def last_logged_result(trial: Any) -> dict[str, Any] | None:
         return None
     for line in reversed(data.splitlines()):
         try:
-            return json.loads(line)
-        except ValueError:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
             continue  # torn by a kill while it was appended
+        if isinstance(row, dict):
+            return row
     return None
 
 

@@ -343,6 +343,37 @@ _STATE_KEYS = {
     "ended": bool,
 }
 _TRIAL_KEYS = {"name": str, "point": dict, "start_ms": int, "params_logged": bool, "ended": bool}
+# Keys a state may lack (older sweeps, hand-made records), of this type when present (None: may be null).
+_STATE_OPTIONAL = {
+    "experiment_id": (str, None),
+    "parent_run_id": (str, None),
+    "artifact_location": (str, None),
+    "end": (dict, None),
+    "trials_offset": (int,),
+    "reopen": (bool,),
+}
+_TRIAL_OPTIONAL = {
+    "run_id": (str, None),
+    "status": (str,),
+    "end_tags": (dict,),
+    "artifacts": (list,),
+    "end_ms": (int,),
+    "node_tags": (dict,),
+    "node_tagged": (bool,),
+    "interrupted": (bool,),
+    "reopen": (bool,),
+    "stale_tags": (list,),
+}
+
+
+def _wrong_optional(data: Mapping[str, Any], optional: Mapping[str, tuple[Any, ...]]) -> str | None:
+    """The first key of `optional` that `data` holds with the wrong type, as a problem."""
+    for key, kinds in optional.items():
+        if key in data and not any(data[key] is None if k is None else isinstance(data[key], k) for k in kinds):
+            names = " or ".join("null" if k is None else k.__name__ for k in kinds)
+            found = "null" if data[key] is None else f"a {type(data[key]).__name__}"
+            return f"'{key}' is {found}, not {names}"
+    return None
 
 
 def state_problem(state: Any) -> str | None:
@@ -352,13 +383,84 @@ def state_problem(state: Any) -> str | None:
     for key, kind in _STATE_KEYS.items():
         if not isinstance(state.get(key), kind):
             return f"'{key}' is missing or not a {kind.__name__}"
+    problem = _wrong_optional(state, _STATE_OPTIONAL)
+    if problem is not None:
+        return problem
+    for key in ("journal_offset", "trials_offset"):
+        if state.get(key, 0) < 0:
+            return f"'{key}' is negative"
+    end = state.get("end")
+    if end is not None and not (isinstance(end.get("tags"), dict) and isinstance(end.get("end_ms"), int)):
+        return "'end' lacks its 'tags' object or its 'end_ms' number"
     for trial_id, entry in state["trials"].items():
         if not isinstance(entry, dict):
             return f"trial {trial_id} is not an object"
         for key, kind in _TRIAL_KEYS.items():
             if not isinstance(entry.get(key), kind):
                 return f"trial {trial_id}: '{key}' is missing or not a {kind.__name__}"
+        problem = _wrong_optional(entry, _TRIAL_OPTIONAL)
+        if problem is not None:
+            return f"trial {trial_id}: {problem}"
     return None
+
+
+def _read_state(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(state, None) when `path` holds a usable state; (None, why) when it is damaged; (None,
+    None) when it does not exist. Reads only; SweepFileError when it cannot be read."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        raise SweepFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        state = json.loads(text)
+        problem = state_problem(state)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        problem = "empty" if not text.strip() else f"not JSON: {one_line(exc)[:80]}"
+    return (state, None) if problem is None else (None, problem)
+
+
+def state_damage(sweep_dir: str | os.PathLike[str]) -> str | None:
+    """Why neither mlflow_runs.json nor its previous version can be used, in words naming the
+    files (damaged, or missing); None when one of them can. Reads only: nothing is written, no
+    copy is kept."""
+    state_path = Path(sweep_dir) / STATE_FILE
+    backup_path = Path(sweep_dir) / BACKUP_FILE
+    damaged = []
+    for path in (state_path, backup_path):
+        state, problem = _read_state(path)
+        if state is not None:
+            return None
+        if problem is not None:
+            damaged.append(f"{path} is damaged ({problem})")
+        elif path == state_path:
+            damaged.append(f"{path} is missing")
+    return "; ".join(damaged)
+
+
+def recorded_trials(sweep_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """The sweep's trials as its record knows them, trial id -> name: from mlflow_runs.json (or
+    its previous version) and the starts in mlflow_trials.jsonl. Reads only; what is not a
+    trial's entry counts for nothing (a resume rebuilds a damaged state), nor does a damaged
+    line of the trials file."""
+    trials: dict[str, str] = {}
+    for path in (Path(sweep_dir) / STATE_FILE, Path(sweep_dir) / BACKUP_FILE):
+        try:
+            state = json.loads(_read_from(path, 0) or b"null")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            continue
+        entries = state.get("trials") if isinstance(state, dict) else None
+        if isinstance(entries, dict):
+            for tid, entry in entries.items():
+                name = entry.get("name") if isinstance(entry, dict) else None
+                trials[tid] = name if isinstance(name, str) else tid
+            break
+    for line in _read_from(Path(sweep_dir) / TRIALS_FILE, 0).splitlines():
+        event = parse_trial_event(line)
+        if event is not None:
+            trials.setdefault(event["trial"], event["name"])
+    return trials
 
 
 class Mirror:
@@ -397,23 +499,15 @@ class Mirror:
         """The state file, else its previous version, else {} (recovered) when both are damaged."""
         damaged = []
         for path in (self.state_path, self.backup_path):
-            try:
-                text = path.read_bytes()
-            except FileNotFoundError:
-                if path == self.state_path and self.backup_path.exists():
-                    damaged.append(f"{path} is missing")
-                continue
-            except OSError as exc:
-                raise SweepFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-            try:
-                state = json.loads(text)
-                problem = state_problem(state)
-            except (ValueError, UnicodeDecodeError) as exc:
-                problem = "empty" if not text.strip() else f"not JSON: {one_line(exc)[:80]}"
-            if problem is None:
+            state, problem = _read_state(path)
+            if state is not None:
                 if damaged:
                     log.warning("%s; using its previous version %s", "; ".join(damaged), path)
                 return state
+            if problem is None:  # no such file
+                if path == self.state_path and self.backup_path.exists():
+                    damaged.append(f"{path} is missing")
+                continue
             damaged.append(f"{path} is damaged ({problem})")
             if path == self.state_path:
                 self._main_good = False
@@ -427,10 +521,21 @@ class Mirror:
         return {}
 
     def _keep_damaged(self, path: Path) -> None:
-        """A damaged file is evidence: kept beside, never overwritten in place."""
-        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        """A damaged file is evidence: kept beside, never overwritten in place. One copy of a
+        given content: loading the same damaged file again (a resume that stopped before
+        rebuilding it, the scheduler's read and the tracker's) keeps no second one."""
         with contextlib.suppress(OSError):
-            shutil.copyfile(path, aside)
+            data = path.read_bytes()
+            for kept in path.parent.glob(f"{path.name}.damaged-*"):
+                with contextlib.suppress(OSError):
+                    if kept.stat().st_size == len(data) and kept.read_bytes() == data:
+                        return
+            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            n = 1
+            while aside.exists():  # another damaged content in the same second
+                aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+                n += 1
+            aside.write_bytes(data)
 
     @classmethod
     def create(
@@ -479,8 +584,9 @@ class Mirror:
         for trial_id, ts in first_ts.items():
             point: dict[str, Any] = {}
             for params in self.dir.glob(f"*{trial_id}/params.json"):
-                with contextlib.suppress(OSError, ValueError):
-                    point = trial_point(json.loads(params.read_text()))
+                with contextlib.suppress(OSError, ValueError, RecursionError):
+                    config = json.loads(params.read_text())
+                    point = trial_point(config) if isinstance(config, dict) else point
             self.state["trials"][trial_id] = self._new_trial(point, ts)
             if not point:
                 self.state["trials"][trial_id]["name"] = trial_id

@@ -7,7 +7,6 @@ it started with, whatever has changed in the YAML since.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -20,7 +19,7 @@ from typing import Any
 
 from tune_jobs.core import interrupts
 from tune_jobs.core.adapter import POINT_KEY, make_trainable
-from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import artifact_location, git_commit, safe_name
 from tune_jobs.core.plan import Composed, Plan
 from tune_jobs.core.preflight import check_fits
@@ -29,6 +28,7 @@ from tune_jobs.core.study import declared_in
 from tune_jobs.core.sweep_record import SWEEP_FILE, SweepRecord
 
 log = logging.getLogger(__name__)
+EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # Tune's (TuneController.CKPT_FILE_TMPL)
 __all__ = ["SWEEP_FILE", "SweepResult", "find_sweep", "run_sweep"]
 
 
@@ -199,15 +199,52 @@ def trainable_for(composed: Composed, *, sweep_id: str = "", start_over: Sequenc
 
 def check_start_over(sweep_dir: Path, trials: Sequence[str]) -> None:
     """ConfigError unless every name is a trial of the sweep (its id or its label)."""
-    from tune_jobs.core.record import STATE_FILE
+    from tune_jobs.core.record import SweepFileError, recorded_trials
 
-    path = sweep_dir / STATE_FILE
-    known = json.loads(path.read_text()).get("trials", {}) if path.exists() else {}
-    names = set(known) | {entry.get("name") for entry in known.values()}
+    try:
+        known = recorded_trials(sweep_dir)  # a damaged record counts for nothing: the resume rebuilds it
+    except SweepFileError as exc:
+        raise ConfigError(str(exc)) from None
+    names = set(known) | set(known.values())
     unknown = [t for t in trials if t not in names]
     if unknown:
-        listed = ", ".join(f"{tid} ({entry.get('name')})" for tid, entry in known.items()) or "none started yet"
+        listed = ", ".join(f"{tid} ({name})" for tid, name in known.items()) or "none started yet"
         raise ConfigError(f"--start-over {unknown[0]}: no such trial in {sweep_dir.name}; its trials: {listed}")
+
+
+def check_resume_files(sweep_dir: Path) -> None:
+    """ConfigError naming the file when one a resume restores from (inside Ray, where it would
+    end in a traceback) is damaged: Tune's newest experiment state, the ASHA rungs journal.
+    Reads only. A damaged mlflow_runs.json is no error: the resume rebuilds it; damaged lines of
+    the journals that record results and trials are skipped with a warning."""
+    import json
+
+    from tune_jobs.core.rung_journal import RUNG_JOURNAL, rung_journal_problem
+    from tune_jobs.core.sweep_record import DAMAGED_FIX
+
+    problem = rung_journal_problem(sweep_dir / RUNG_JOURNAL)
+    if problem is not None:
+        raise ConfigError(f"{sweep_dir / RUNG_JOURNAL} is damaged: {problem}; {DAMAGED_FIX}")
+    states = list(sweep_dir.glob(EXPERIMENT_STATE_GLOB))
+    if not states:
+        return
+    newest = max(states)  # the one Tune restores from (its name holds its session's start)
+    try:
+        state = json.loads(newest.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{newest} cannot be read ({exc.strerror or exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{newest} is damaged (not JSON: {one_line(exc)[:80]}); {DAMAGED_FIX}") from None
+    data = state.get("trial_data") if isinstance(state, dict) else None
+    if not (
+        isinstance(data, list)
+        and all(isinstance(t, list) and len(t) == 2 for t in data)
+        and isinstance(state.get("runner_data"), dict)
+    ):
+        raise ConfigError(
+            f"{newest} is damaged: not the experiment state Tune wrote (a 'trial_data' list of pairs "
+            f"and a 'runner_data' object); {DAMAGED_FIX}"
+        )
 
 
 def _trial_dirname(trial: Any) -> str:

@@ -39,10 +39,10 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBan
 
 from tune_jobs.core.adapter import DIVERGED_KEY
 from tune_jobs.core.experiment_state import CHECKPOINT_SAVE_S, last_logged_result, lean_run_metadata
+from tune_jobs.core.rung_journal import RUNG_JOURNAL, parse_rung_event
 
 log = logging.getLogger(__name__)
 
-RUNG_JOURNAL = "asha_rungs.jsonl"
 LIVE = (Trial.RUNNING, Trial.PENDING)
 
 
@@ -179,7 +179,11 @@ class PromotionASHA(FIFOScheduler):
         for line in Path(self._journal).read_bytes().splitlines(keepends=True):
             if not line.endswith(b"\n"):
                 break  # torn by a crash mid-write: the decision never reached Tune either
-            event = json.loads(line)
+            event = parse_rung_event(line)
+            if event is None or event.get("rung", 0) >= len(self._rungs):
+                if line.strip():  # a resume checks the journal first (rung_journal_problem)
+                    log.warning("%s: skipped a line that is not a rung decision: %r", self._journal, line[:80])
+                continue
             trial_id = event["trial"]
             if event["event"] == "rung":
                 self._record(trial_id, event["rung"], event["score"], event.get("result"), write=False)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +53,83 @@ class SweepRecord:
             Path(tmp).write_text(json.dumps(asdict(self), indent=1, default=str))
 
     @classmethod
-    def read(cls, sweep_dir: Path) -> SweepRecord:
-        """The sweep's record; ConfigError naming the file when it is missing or damaged."""
+    def read(cls, sweep_dir: Path, *, resume: bool = False) -> SweepRecord:
+        """The sweep's record; ConfigError naming the file, the field and the fix when it is
+        missing or damaged (not JSON, or a field of the wrong type). A replay and the report
+        need the study, the sweep id and the tracking URI only; with `resume`, what recomposes
+        the sweep (its experiment file, profile, --quick, overrides, base config and points)
+        must be there too."""
         path = sweep_dir / SWEEP_FILE
         try:
-            data = json.loads(path.read_text())
-            known = {f.name for f in fields(cls)}
-            return cls(**{k: v for k, v in data.items() if k in known})
+            text = path.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"{sweep_dir} is not a sweep folder (no {SWEEP_FILE})") from None
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"{path} is damaged ({one_line(exc)[:120]}); the sweep cannot be resumed or replayed from it"
-            ) from None
+        except OSError as exc:
+            raise ConfigError(f"{path} cannot be read ({one_line(exc.strerror or exc)[:120]})") from None
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            what = "empty" if not text.strip() else f"not JSON: {one_line(exc)[:120]}"
+            raise ConfigError(f"{path} is damaged ({what}); {DAMAGED_FIX}") from None
+        problem = _shape_problem(data, REQUIRED + RESUME_REQUIRED if resume else REQUIRED)
+        if problem is not None:
+            raise ConfigError(f"{path} is damaged: {problem}; {DAMAGED_FIX}")
+        return cls(**{k: v for k, v in data.items() if k in FIELD_KINDS})
+
+
+# sweep.json is written once, before the first trial; its settings are recorded nowhere else.
+DAMAGED_FIX = "restore it from a backup, or start the sweep again (its command without --resume)"
+REQUIRED = ("study", "sweep_id", "tracking_uri")
+RESUME_REQUIRED = ("experiment_file", "profile", "quick", "overrides", "base", "points")
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+# Every field's check, and what it must be in words.
+FIELD_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "study": (_name, "the study's name"),
+    "sweep_id": (_name, "the sweep's id"),
+    "tracking_uri": (_name, "the MLflow tracking URI"),
+    "experiment": (_text, "a string"),
+    "experiment_file": (_name, "the experiment file's path"),
+    "profile": (_name, "a profile's name"),
+    "study_module": (_text, "a string"),
+    "study_file": (_text, "a path"),
+    "entry_script": (_text, "a path"),
+    "quick": (lambda v: isinstance(v, bool), "true or false"),
+    "overrides": (lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v), "a list of key=value strings"),
+    "base": (lambda v: isinstance(v, dict), "an object (the composed config)"),
+    "points": (lambda v: isinstance(v, list) and all(isinstance(p, dict) for p in v), "a list of objects"),
+    "git_commit": (_text, "a string"),
+    "created": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+}
+
+
+def _found(value: Any) -> str:
+    """A JSON value as a user would name it: null, a string ('abc'), a list ([1]) ..."""
+    if value is None:
+        return "null"
+    kind = {bool: "", dict: "an object", list: "a list", str: "a string"}.get(type(value), "a number")
+    shown = json.dumps(value, default=str)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return shown if not kind else f"{kind} ({shown})"
+
+
+def _shape_problem(data: Any, required: tuple[str, ...]) -> str | None:
+    """What is wrong with sweep.json's content, None when nothing: the first field missing
+    (of `required`) or of the wrong type. Fields it does not know are left alone."""
+    if not isinstance(data, dict):
+        return f"it holds {_found(data)}, not an object"
+    for name, (ok, what) in FIELD_KINDS.items():
+        if name not in data:
+            if name in required:
+                return f"'{name}' is missing" + (" (--resume needs it)" if name in RESUME_REQUIRED else "")
+        elif not ok(data[name]):
+            return f"'{name}' is {_found(data[name])}, not {what}"
+    return None
