@@ -1,0 +1,64 @@
+"""Mistakes on the command lines of the tools beside the studies (the benches, the batch-size
+profiler, the live monitor, the MLflow server): each is one `error: ` line naming the value
+and the fix, exit code 2, found before any work starts, and nothing written."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, job_env
+
+
+def run_tool(cwd: Path, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGS` from `cwd`, importing this checkout's code."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env=job_env() | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_refused(cwd: Path, script: str, args: list[str], names: str) -> None:
+    """The tool exits 2 with one `error: ` line that holds `names`, and leaves `cwd` as it was."""
+    before = sorted(cwd.rglob("*"))
+    out = run_tool(cwd, script, *args)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+    assert names in lines[0], lines[0]
+    assert "Traceback" not in out.stdout
+    assert sorted(cwd.rglob("*")) == before
+
+
+def assert_whole_help(cwd: Path, script: str, *args: str) -> None:
+    """--help prints the tool's whole description (no sentence cut at a line end), exit 0, nothing written."""
+    out = run_tool(cwd, script, *args, "--help")
+    assert out.returncode == 0 and not out.stderr, out.stderr[-2000:]
+    doc = " ".join((ast.get_docstring(ast.parse((ROOT / script).read_text())) or "").split("\n\n")[0].split())
+    assert doc in " ".join(out.stdout.split()), out.stdout
+    assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        ([], "required: script"),
+        (["nosuch.py"], "'nosuch.py' is not a file"),
+        (["tune_jobs/phase1.py", "trainer.stepz=1"], "'trainer.stepz'"),  # the entry script's own check
+        (["tune_jobs/phase1.py", "--mlflow-uri"], "--mlflow-uri"),
+    ],
+)
+def test_driver_cost(tmp_path, args, names):
+    args = [str(ROOT / a) if a.startswith("tune_jobs/") else a for a in args]
+    assert_refused(tmp_path, "bench/driver_cost.py", args, names)
+
+
+def test_driver_cost_help(tmp_path):
+    assert_whole_help(tmp_path, "bench/driver_cost.py")
