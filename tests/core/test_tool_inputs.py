@@ -62,3 +62,18 @@ def test_driver_cost(tmp_path, args, names):
 
 def test_driver_cost_help(tmp_path):
     assert_whole_help(tmp_path, "bench/driver_cost.py")
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["noequals"], "'noequals' is not key=value"),
+        (["profile=bogus"], "'bogus'"),
+        (["trainer.bogus=1"], "'trainer.bogus'"),
+        (["--threads", "0"], "--threads 0"),
+        (["--rounds", "0"], "--rounds 0"),
+        (["--rounds", "abc"], "'abc'"),
+    ],
+)
+def test_phase1_backbone(tmp_path, args, names):
+    assert_refused(tmp_path, "bench/phase1_backbone.py", args, names)
