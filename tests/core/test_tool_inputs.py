@@ -77,3 +77,19 @@ def test_driver_cost_help(tmp_path):
 )
 def test_phase1_backbone(tmp_path, args, names):
     assert_refused(tmp_path, "bench/phase1_backbone.py", args, names)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--out", "taken"], "--out taken: taken is a file"),  # checked before any training
+        (["--epochs", "1"], "--epochs 1"),  # the first epoch is warm-up: nothing left to time
+        (["--batch-sizes", "abc"], "'abc'"),
+        (["--profile", "bogus"], "'bogus'"),
+        (["--samples", "10"], "--samples 10"),
+    ],
+)
+def test_denoising_profiler(tmp_path, args, names):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    args = ["--batch-sizes", "512", "--samples", "1024", "--epochs", "2", *args]
+    assert_refused(tmp_path, "tune_jobs/denoising_profiler.py", args, names)
