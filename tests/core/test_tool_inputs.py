@@ -5,12 +5,13 @@ and the fix, exit code 2, found before any work starts, and nothing written."""
 from __future__ import annotations
 
 import ast
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env
+from conftest import ROOT, free_port, job_env
 
 
 def run_tool(cwd: Path, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -93,3 +94,29 @@ def test_denoising_profiler(tmp_path, args, names):
     (tmp_path / "taken").write_text("a file, not a folder")
     args = ["--batch-sizes", "512", "--samples", "1024", "--epochs", "2", *args]
     assert_refused(tmp_path, "tune_jobs/denoising_profiler.py", args, names)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--host", "999.1.1.1"], "--host '999.1.1.1' is not an address of this machine"),
+        (["--host", "192.0.2.1"], "--host '192.0.2.1' is not an address of this machine"),
+        (["--port", "abc"], "'abc'"),
+        (["--port", "LISTENING"], "already listens"),
+        (["--backend-store-uri", "sqlite:///BROKEN"], "point --backend-store-uri at another store"),
+    ],
+)
+def test_mlflow_server(tmp_path, args, names):
+    work = tmp_path / "work"  # the working folder; a broken store lies beside it
+    work.mkdir()
+    broken = tmp_path / "store" / "mlflow.db"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a database, " * 256)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        args = [port if a == "LISTENING" else a.replace("BROKEN", str(broken)) for a in args]
+        if "--port" not in args:
+            args += ["--port", str(free_port())]
+        assert_refused(work, "tune_jobs/mlflow_server.py", [*args, "--workers", "1"], names)
