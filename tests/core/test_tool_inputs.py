@@ -120,3 +120,24 @@ def test_mlflow_server(tmp_path, args, names):
         if "--port" not in args:
             args += ["--port", str(free_port())]
         assert_refused(work, "tune_jobs/mlflow_server.py", [*args, "--workers", "1"], names)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--minutes", "nan"], "--minutes nan"),
+        (["--minutes", "inf"], "--minutes inf"),
+        (["--minutes", "abc"], "'abc'"),
+        (["--candidate", "nocolon"], "'nocolon'"),
+    ],
+)
+def test_phase1_candidates(tmp_path, args, names):
+    assert_refused(tmp_path, "bench/phase1_candidates.py", args, names)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [(["--every", "abc"], "'abc'"), (["--every", "nan"], "--every nan"), (["--every", "inf"], "--every inf")],
+)
+def test_denoising_monitor(tmp_path, args, names):
+    assert_refused(tmp_path, "tune_jobs/denoising_monitor.py", args, names)
