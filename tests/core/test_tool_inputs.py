@@ -5,6 +5,8 @@ and the fix, exit code 2, found before any work starts, and nothing written."""
 from __future__ import annotations
 
 import ast
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,15 +17,25 @@ from conftest import ROOT, free_port, job_env
 
 
 def run_tool(cwd: Path, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python SCRIPT ARGS` from `cwd`, importing this checkout's code."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
+    """`python SCRIPT ARGS` from `cwd`, importing this checkout's code. A tool that does not
+    stop in time (it took the input and started its work) is stopped with all it started."""
+    cmd = [sys.executable, str(ROOT / script), *args]
+    proc = subprocess.Popen(
+        cmd,
         cwd=cwd,
         env=job_env() | {"PYTHONPATH": str(ROOT)},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def assert_refused(cwd: Path, script: str, args: list[str], names: str) -> None:
@@ -61,8 +73,11 @@ def test_driver_cost(tmp_path, args, names):
     assert_refused(tmp_path, "bench/driver_cost.py", args, names)
 
 
-def test_driver_cost_help(tmp_path):
-    assert_whole_help(tmp_path, "bench/driver_cost.py")
+@pytest.mark.parametrize(
+    "script", ["bench/driver_cost.py", "bench/asha_vs_grid.py", "bench/hung_server.py", "bench/service_overhead.py"]
+)
+def test_help_is_the_whole_description(tmp_path, script):
+    assert_whole_help(tmp_path, script)
 
 
 @pytest.mark.parametrize(
@@ -141,3 +156,16 @@ def test_phase1_candidates(tmp_path, args, names):
 )
 def test_denoising_monitor(tmp_path, args, names):
     assert_refused(tmp_path, "tune_jobs/denoising_monitor.py", args, names)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [  # each checked before the grid's minutes, not after them
+        (["--reduction-factor", "1"], "--reduction-factor 1"),
+        (["--max-t", "0"], "--max-t 0"),
+        (["--grace-period", "10"], "--grace-period 10"),
+        (["trainer.bogus=1"], "'trainer.bogus'"),
+    ],
+)
+def test_asha_vs_grid(tmp_path, args, names):
+    assert_refused(tmp_path, "bench/asha_vs_grid.py", args, names)
