@@ -22,6 +22,7 @@ The rungs default to the local profile's 9 epochs: max_t 9, grace period 1, redu
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -30,6 +31,9 @@ import time
 from pathlib import Path
 
 import yaml
+
+from tune_jobs.core.cli import OneLineParser
+from tune_jobs.core.errors import ConfigError, one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {
@@ -175,8 +179,38 @@ def rung_analysis(grid: dict, max_t: int) -> None:
             print(f"  ranking by {key}: no schedule gets within 2% of the grid's best")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def check(args: argparse.Namespace, overrides: list[str]) -> None:
+    """Every setting of every sweep the bench will run, checked as the service checks a sweep
+    (its experiment file, the overrides, its trials) before the first one starts: a mistake is
+    one ConfigError line, not a failure after the grid's minutes."""
+    if args.max_t < 1:
+        raise ConfigError(f"--max-t {args.max_t}: a trial needs at least 1 epoch, e.g. --max-t 9")
+    if not 1 <= args.grace_period <= args.max_t:
+        raise ConfigError(
+            f"--grace-period {args.grace_period}: the first rung must be from epoch 1 to --max-t {args.max_t}, "
+            "e.g. --grace-period 1"
+        )
+    if not (math.isfinite(args.reduction_factor) and args.reduction_factor > 1):
+        raise ConfigError(
+            f"--reduction-factor {args.reduction_factor:g}: eta must be a number above 1, e.g. --reduction-factor 3"
+        )
+    from trainables.denoising.study import STUDY
+    from tune_jobs.core.plan import compose, plan
+    from tune_jobs.core.space import load_experiment
+
+    with tempfile.TemporaryDirectory(prefix="asha-bench-check-") as tmp:
+        for name, scheduler in schedulers(args).items():
+            try:
+                experiment = load_experiment(write_experiment(Path(tmp), name, scheduler))
+                plan(compose(STUDY, experiment, quick=args.quick, overrides=overrides))
+            except ConfigError as exc:
+                raise ConfigError(f"{LABELS[name]}: {str(exc).replace(str(Path(tmp)) + '/', '')}") from None
+
+
+def main() -> int:
+    p = OneLineParser(
+        prog="python bench/asha_vs_grid.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="the quick profile (a check of the bench, not a measurement)")
     p.add_argument("--max-t", type=int, default=9, help="epochs at which a trial ends (default 9, the local profile's)")
     p.add_argument("--grace-period", type=int, default=1, help="the first rung, in epochs (default 1)")
@@ -194,6 +228,11 @@ def main() -> None:
         args.max_t = 3  # the quick profile's epochs
     if not any(o.startswith("trainer.epochs=") for o in args.overrides):
         extra.append(f"trainer.epochs={args.max_t}")  # every trial's budget is max_t, under every scheduler
+    try:
+        check(args, [e for e in extra if e != "--quick"])
+    except ConfigError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
     print(f"load before: {os.getloadavg()[0]:.1f} (1-min average, {os.cpu_count()} cores)", flush=True)
     results, walls = {}, {}
     with tempfile.TemporaryDirectory(prefix="asha-bench-") as tmp:
@@ -239,7 +278,8 @@ def main() -> None:
         print(f"  {point:52}" + "".join(f"{c:>18}" for c in cells))
     rung_analysis(grid, args.max_t)
     print(f"load after: {os.getloadavg()[0]:.1f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

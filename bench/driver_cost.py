@@ -8,18 +8,25 @@ Runs the entry script in this process (as `python <script> ...` would), then rea
 process's own CPU time (getrusage, the driver only: not Ray's processes nor the trials) and
 the bytes it wrote to the file system (/proc/self/io: write_bytes - cancelled_write_bytes), and
 sums the checkpoints left under the sweep's folder (results/ray/<experiment>-<sweep id>/).
-A store that does not exist yet is created first and its bytes are printed apart: MLflow's
-schema migrations write about 10 MB once per store, whatever the sweeps that follow.
+A store that does not exist yet is created when the entry script creates it (after its own
+checks of its arguments have passed) and its bytes are printed apart: MLflow's schema
+migrations write about 10 MB once per store, whatever the sweeps that follow. An entry script
+that stops before its sweep (a mistake in its arguments, --help, --dry-run) exits as it would
+alone, with nothing measured and nothing written.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import runpy
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from tune_jobs.core.cli import OneLineParser
 
 
 def written() -> int:
@@ -39,35 +46,75 @@ def kept_checkpoints(results: Path, since: float) -> tuple[int, int]:
     return total, count
 
 
-def main() -> int:
-    if len(sys.argv) < 2:
-        print(__doc__)
-        return 2
-    script, args = sys.argv[1], sys.argv[2:]
-    results = Path(args[args.index("--results-dir") + 1] if "--results-dir" in args else "results").resolve()
-    print(f"load before: {os.getloadavg()[0]:.1f} (1-min average, {os.cpu_count()} cores)", flush=True)
-    # A new MLflow store is created once (MLflow's ~60 schema migrations, about 10 MB written):
-    # a cost of the store, not of the sweep, counted apart.
-    from tune_jobs.core.paths import tracking_uri
-    from tune_jobs.core.store import prepare_store
+class StoreCost:
+    """What creating (or checking) the MLflow store costs the driver, measured apart: the first
+    `prepare_store` call, which an entry script makes once its own checks have passed and before
+    its sweep starts (MLflow's ~60 schema migrations, about 10 MB, when the store is new)."""
 
-    before_store = written()
-    prepare_store(tracking_uri(args[args.index("--mlflow-uri") + 1] if "--mlflow-uri" in args else None))
-    store_bytes = written() - before_store
+    def __init__(self) -> None:
+        self.called = False
+        self.bytes, self.user, self.system, self.wall = 0, 0.0, 0.0, 0.0
+
+    def wrap(self, prepare: Callable[..., None]) -> Callable[..., None]:
+        def measured(*args: object, **kwargs: object) -> None:
+            if self.called:  # later checks of an existing store are the sweep's own cost
+                return prepare(*args, **kwargs)
+            self.called = True
+            print(f"load before: {os.getloadavg()[0]:.1f} (1-min average, {os.cpu_count()} cores)", flush=True)
+            before, wall, written_before = resource.getrusage(resource.RUSAGE_SELF), time.time(), written()
+            try:
+                return prepare(*args, **kwargs)
+            finally:
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                self.bytes = written() - written_before
+                self.wall = time.time() - wall
+                self.user, self.system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+
+        return measured
+
+
+def results_dir(args: Sequence[str]) -> Path:
+    """The entry script's --results-dir (default ./results), read as its own parser reads it."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--results-dir", default="results")
+    return Path(p.parse_known_args(args)[0].results_dir).resolve()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = OneLineParser(
+        prog="python bench/driver_cost.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("script", help="the entry script to run, e.g. tune_jobs/phase1.py")
+    rest = p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the entry script's own arguments")
+    rest.required = False  # none is fine: a missing script is the one thing to name
+    given = p.parse_args(argv)
+    script, args = given.script, given.args
+    if not Path(script).is_file():
+        p.error(f"entry script {script!r} is not a file; name one such as tune_jobs/phase1.py")
+    from tune_jobs.core import store
+
+    # The entry script creates the store itself, after its own checks: a mistake in its
+    # arguments is its one line, before anything is written. The creation is measured apart.
+    store_cost = StoreCost()
+    store.prepare_store = store_cost.wrap(store.prepare_store)
     start, start_wall, start_bytes = resource.getrusage(resource.RUSAGE_SELF), time.time(), written()
     sys.argv = [script, *args]
-    code = 0
+    code: int = 0
     try:
         runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    end, wall, driver_bytes = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        time.time() - start_wall,
-        written() - start_bytes,
-    )
-    user, system = end.ru_utime - start.ru_utime, end.ru_stime - start.ru_stime
-    kept, count = kept_checkpoints(results, start_wall)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    if not store_cost.called:  # stopped before its sweep: its own error, --help or --dry-run
+        return code
+    # The driver's own cost, the store's creation taken out (it is printed apart).
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.time() - start_wall - store_cost.wall
+    driver_bytes, store_bytes = written() - start_bytes - store_cost.bytes, store_cost.bytes
+    user = end.ru_utime - start.ru_utime - store_cost.user
+    system = end.ru_stime - start.ru_stime - store_cost.system
+    kept, count = kept_checkpoints(results_dir(args), start_wall)
     print(f"\nexit code {code}; wall {wall:.0f} s; load after: {os.getloadavg()[0]:.1f}")
     print(f"driver CPU: {user:.1f} s user + {system:.1f} s system = {(user + system) / wall:.2%} of one core")
     ratio = lambda b: f"{b / kept:.2f}x" if kept else "n/a"

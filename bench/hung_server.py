@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tune_jobs.core.cli import OneLineParser
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -90,11 +92,17 @@ def finished_trials(workdir: Path) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(
+        prog="python bench/hung_server.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--trials", type=int, default=2)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--sequential", action="store_true", help="run the SQLite sweep first, then the hung one")
     args = p.parse_args()
+    if args.steps < 1:
+        p.error(f"--steps {args.steps}: a trial needs at least 1 step, e.g. --steps 60")
+    if args.trials < 1:
+        p.error(f"--trials {args.trials}: at least 1 trial, e.g. --trials 2")
 
     common = sweep_args(args.trials, args.steps)
     with tempfile.TemporaryDirectory() as tmp, hung_server() as uri:

@@ -22,12 +22,16 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import multiprocessing as mp
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tune_jobs.core.cli import OneLineParser
+from tune_jobs.core.errors import ConfigError, one_line
 
 DEFAULT_CANDIDATES = {
     "default": {},
@@ -88,10 +92,10 @@ def _ignore_ctrl_c() -> None:
 def _parse_candidate(text: str) -> tuple[str, dict[str, str]]:
     name, _, body = text.partition(":")
     if not body:
-        raise SystemExit(f"--candidate {text!r}: write it as NAME:key=value,key=value")
+        raise ConfigError(f"--candidate {text!r}: write it as NAME:key=value,key=value")
     pairs = [item.split("=", 1) for item in body.split(",")]
     if any(len(p) != 2 for p in pairs):
-        raise SystemExit(f"--candidate {text!r}: each setting is key=value")
+        raise ConfigError(f"--candidate {text!r}: each setting is key=value")
     return name, dict(pairs)
 
 
@@ -101,35 +105,50 @@ def _at(rows: list[dict], seconds: float) -> dict | None:
     return before[-1] if before else None
 
 
+def _checked(args: argparse.Namespace) -> tuple[dict[str, dict], Path]:
+    """The candidates and the log to write, every setting checked first: a mistake is one
+    ConfigError line before minutes of training, with nothing written."""
+    candidates = dict(_parse_candidate(c) for c in args.candidate) if args.candidate else DEFAULT_CANDIDATES
+
+    from trainables.phase1 import PROFILES, Config
+    from tune_jobs.core.config import build_config
+
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise ConfigError(f"--minutes {args.minutes:g}: each run needs a positive wall time, e.g. --minutes 4")
+    if args.parallel < 1:
+        raise ConfigError(f"--parallel {args.parallel}: at least one run at a time, e.g. --parallel 2")
+    for name, settings in candidates.items():  # a typo fails here, before minutes of training
+        for k in (None, *args.k):
+            try:
+                build_config(Config, PROFILES["local"], settings | ({} if k is None else {"data.n_components": k}))
+            except (ConfigError, ValueError) as exc:
+                raise ConfigError(f"candidate {name!r}{'' if k is None else f' at K = {k}'}: {exc}") from None
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        log = args.out.with_suffix(".jsonl")
+        log.write_bytes(b"")
+    except OSError as exc:
+        raise ConfigError(f"--out {args.out}: cannot write there ({exc.strerror}); pick a writable folder") from None
+    return candidates, log
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(
+        prog="python bench/phase1_candidates.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--minutes", type=float, default=4.0, help="wall time of each run")
     p.add_argument("--k", type=int, nargs="+", default=[2, 4])
     p.add_argument("--parallel", type=int, default=2, help="runs at a time (the sweep's trials per 2 cores)")
     p.add_argument("--candidate", action="append", default=[], metavar="NAME:key=value,...")
     p.add_argument("--out", type=Path, default=Path("results/bench/phase1_candidates.png"))
     args = p.parse_args()
-    candidates = dict(_parse_candidate(c) for c in args.candidate) if args.candidate else DEFAULT_CANDIDATES
-
-    from trainables.phase1 import PROFILES, Config
-    from tune_jobs.core.config import ConfigError, build_config
-
-    if args.minutes <= 0:
-        raise SystemExit(f"--minutes {args.minutes:g}: each run needs a positive wall time, e.g. --minutes 4")
-    if args.parallel < 1:
-        raise SystemExit(f"--parallel {args.parallel}: at least one run at a time")
-    for name, settings in candidates.items():  # a typo fails here, before minutes of training
-        for k in (None, *args.k):
-            try:
-                build_config(Config, PROFILES["local"], settings | ({} if k is None else {"data.n_components": k}))
-            except (ConfigError, ValueError) as exc:
-                raise SystemExit(f"candidate {name!r}{'' if k is None else f' at K = {k}'}: {exc}") from None
     try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        log = args.out.with_suffix(".jsonl")
-        log.write_bytes(b"")
-    except OSError as exc:
-        raise SystemExit(f"--out {args.out}: cannot write there ({exc.strerror}); pick a writable folder") from None
+        candidates, log = _checked(args)
+    except ConfigError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
 
     seconds = args.minutes * 60
     jobs = [(name, settings, k, seconds, str(log)) for k in args.k for name, settings in candidates.items()]

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tune_jobs.core.cli import OneLineParser
+
 ROOT = Path(__file__).resolve().parents[1]
 KS = [1, 2, 3, 4, 5, 6, 8, 10]
 
@@ -74,10 +76,16 @@ def plain_loop(args: argparse.Namespace, work: Path) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(
+        prog="python bench/service_overhead.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--trials", type=int, default=8, choices=range(1, 9))
     p.add_argument("--steps", type=int, default=2000)
     args = p.parse_args()
+    if args.steps < 1:
+        p.error(f"--steps {args.steps}: a trial needs at least 1 step, e.g. --steps 60")
     slots = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -12,13 +12,12 @@ ends. Open the PNG in any viewer that reloads, or the MLflow UI for single runs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainables.common import atomic_file
+from tune_jobs.core.cli import OneLineParser
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import tracking_uri
 
@@ -32,6 +31,7 @@ def draw(client, parent_run_id: str, out: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from trainables.common import atomic_file  # imports torch: only once the arguments are checked
     from trainables.denoising.report import SCORE, panel_figure
     from tune_jobs.core.reporting import SweepData
 
@@ -52,7 +52,7 @@ def draw(client, parent_run_id: str, out: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python tune_jobs/denoising_monitor.py", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python tune_jobs/denoising_monitor.py", description=__doc__.splitlines()[0])
     p.add_argument("sweep", nargs="?", default="denoising", help="sweep id, experiment or parent run (default: newest)")
     p.add_argument("--every", type=float, default=15.0, help="seconds between redraws (default 15)")
     p.add_argument("--once", action="store_true", help="draw once and exit")
@@ -62,8 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     try:
-        if args.every <= 0:
-            raise ConfigError(f"--every must be > 0 seconds, got {args.every}")
+        if not 0 < args.every <= 86400:  # NaN fails too
+            raise ConfigError(
+                f"--every {args.every:g}: must be a number of seconds above 0, at most a day; e.g. --every 15"
+            )
         uri = tracking_uri(args.mlflow_uri)
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
             raise ConfigError(f"no MLflow store at {uri}; run from the folder holding mlflow.db or pass --mlflow-uri")

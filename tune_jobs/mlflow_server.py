@@ -16,7 +16,7 @@ it that way, so nothing of a cluster outlives it.
 
 from __future__ import annotations
 
-import argparse
+import errno
 import os
 import shutil
 import socket
@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from tune_jobs.core.cli import OneLineParser
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import uri_scheme
 
@@ -142,7 +143,40 @@ def _prepare(cmd: list[str]) -> None:
     server never migrates a store at the same moment as a sweep or another server."""
     from tune_jobs.core.store import prepare_store
 
-    prepare_store(cmd[cmd.index("--backend-store-uri") + 1])
+    prepare_store(cmd[cmd.index("--backend-store-uri") + 1], flag="--backend-store-uri")
+
+
+def check_listen(host: str, port: int) -> None:
+    """ConfigError unless the server can listen on host:port now: `host` is an address (or a
+    name) of this machine and nothing listens on the port. Tried for real, with a socket bound
+    and closed again before the server starts (uvicorn would only print the failure and hang)."""
+    fix = "use 127.0.0.1 (this machine only), 0.0.0.0 (every interface) or this node's private IP"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid name"
+        raise ConfigError(f"--host {host!r} is not an address of this machine ({reason}); {fix}") from None
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"--port {port}: something already listens on {host}:{port}; stop it or pick another --port"
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"--host {host!r} is not an address of this machine ({exc.strerror}); {fix}") from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(
+                f"--port {port}: not allowed to listen on {host}:{port} ({exc.strerror}); "
+                "ports below 1024 need root, use e.g. --port 5000"
+            ) from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --host or --port"
+        ) from None
 
 
 def stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -201,7 +235,7 @@ def serve_while_ray_is_up(cmd: Sequence[str], address: tuple[str, int], poll_s: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tune_jobs.mlflow_server", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m tune_jobs.mlflow_server", description=__doc__.splitlines()[0])
     p.add_argument("--backend-store-uri", default="sqlite:///mlflow.db", help="sqlite:///path.db or postgresql://...")
     p.add_argument("--artifacts-destination", default="mlartifacts", help="folder (or s3://...) for artifacts")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
@@ -226,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(
                 f"--stop-with-ray: no Ray head answers at {ray_head[0]}:{ray_head[1]}; start it first (ray start --head)"
             )
+        check_listen(args.host, args.port)  # before the store is made
         _prepare(cmd)
         print(f"MLflow server: sweeps log with --mlflow-uri {url(args.host, args.port)}", flush=True)
         if ray_head is not None:

@@ -55,7 +55,7 @@ def test_the_command_writes_the_report_and_bad_input_is_one_line(workdir):
             "--batch-sizes",
             "128",
             "--epochs",
-            "1",
+            "2",
             "--samples",
             "1024",
             "data.d=64",

@@ -47,20 +47,20 @@ def test_each_candidate_runs_its_wall_time_and_gets_a_row_and_a_curve(tmp_path):
 
 def test_a_typo_in_a_candidate_is_one_line_before_anything_runs(tmp_path):
     out = _bench(tmp_path, "--candidate", "x:trainer.lrr=0.1")
-    assert out.returncode != 0
-    assert out.stderr.strip() == "candidate 'x': unknown key 'trainer.lrr'; did you mean 'trainer.lr'?"
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: candidate 'x': unknown key 'trainer.lrr'; did you mean 'trainer.lr'?"
     assert not (tmp_path / "c.csv").exists()
 
 
 def test_impossible_settings_are_one_line_before_anything_runs(tmp_path):
     cases = {
-        ("--minutes", "0"): "--minutes 0: each run needs a positive wall time, e.g. --minutes 4",
-        ("--parallel", "0"): "--parallel 0: at least one run at a time",
-        ("--k", "0"): "candidate 'default' at K = 0: data.n_components: must be >= 1, got 0",
+        ("--minutes", "0"): "error: --minutes 0: each run needs a positive wall time, e.g. --minutes 4",
+        ("--parallel", "0"): "error: --parallel 0: at least one run at a time, e.g. --parallel 2",
+        ("--k", "0"): "error: candidate 'default' at K = 0: data.n_components: must be >= 1, got 0",
     }
     for args, line in cases.items():
         out = _bench(tmp_path, *args)
-        assert out.returncode != 0 and out.stderr.strip() == line, out.stderr
+        assert out.returncode == 2 and out.stderr.strip() == line, out.stderr
     blocked = tmp_path / "blocked"
     blocked.write_text("a file, not a folder")
     out = subprocess.run(
@@ -69,7 +69,9 @@ def test_impossible_settings_are_one_line_before_anything_runs(tmp_path):
         text=True,
         timeout=120,
     )
-    assert out.returncode != 0 and out.stderr.strip().startswith(f"--out {blocked / 'c.png'}: cannot write there")
+    assert out.returncode == 2 and out.stderr.strip().startswith(
+        f"error: --out {blocked / 'c.png'}: cannot write there"
+    )
     assert not list(tmp_path.glob("*.csv"))
 
 

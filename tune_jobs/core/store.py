@@ -101,8 +101,9 @@ def _holds_data(conn: sqlite3.Connection, tables: set[str]) -> bool:
     return False
 
 
-def check_sqlite_store(db: Path) -> None:
-    """Make `db` fit for MLflow to open, or raise ConfigError naming it. Call under store_lock."""
+def check_sqlite_store(db: Path, flag: str = "--mlflow-uri") -> None:
+    """Make `db` fit for MLflow to open, or raise ConfigError naming it and `flag` (the option
+    that points at another store). Call under store_lock."""
     if not db.exists() or db.stat().st_size == 0:
         return  # new: MLflow creates it
     schema = _mlflow_schema()
@@ -135,7 +136,7 @@ def check_sqlite_store(db: Path) -> None:
     except sqlite3.DatabaseError as exc:
         raise ConfigError(
             f"{db} is not a usable SQLite database ({one_line(exc)}); restore it from a backup or point "
-            "--mlflow-uri at another store"
+            f"{flag} at another store"
         ) from None
     if not has_data:
         aside = db.with_name(f"{db.name}.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -156,26 +157,27 @@ def check_sqlite_store(db: Path) -> None:
     if revision is not None and revision not in known:
         raise ConfigError(
             f"MLflow store {db} was written by a newer MLflow (schema revision {revision} is unknown here); "
-            "open it with that MLflow version, or point --mlflow-uri at another store"
+            f"open it with that MLflow version, or point {flag} at another store"
         )
     leftovers = f", leftover tables {', '.join(scratch)}" if scratch else ""
     raise ConfigError(
         f"MLflow store {db} holds runs but was left half-migrated (schema revision {revision}{leftovers}) and cannot "
-        "be repaired safely here; restore it from a backup, or point --mlflow-uri at another store"
+        f"be repaired safely here; restore it from a backup, or point {flag} at another store"
     )
 
 
-def prepare_store(uri: str) -> None:
+def prepare_store(uri: str, flag: str = "--mlflow-uri") -> None:
     """Create, check or repair the store at `uri` once, under its lock (SQLite); nothing otherwise.
 
-    Raises ConfigError (one line naming the file) when the store cannot be used as it is."""
+    Raises ConfigError (one line naming the file, and `flag` as the way to another store) when
+    the store cannot be used as it is."""
     db = sqlite_file(uri)
     if db is None:
         return
     from mlflow import MlflowClient
 
     with store_lock(db), _quiet_migration():
-        check_sqlite_store(db)
+        check_sqlite_store(db, flag)
         try:
             MlflowClient(uri)  # MLflow creates (migrates) a new store here; the store stays cached
         except Exception as exc:
