@@ -104,6 +104,17 @@ def test_every_torch_load_in_the_project_is_weights_only():
         )
 
 
+def test_the_experiment_reader_is_safe_load_with_a_duplicate_key_check():
+    import yaml
+
+    from tune_jobs.core.space import _UniqueKeyLoader, read_yaml
+
+    assert issubclass(_UniqueKeyLoader, yaml.SafeLoader)
+    with pytest.raises(yaml.constructor.ConstructorError):
+        read_yaml("!!python/object/apply:os.system ['true']")
+    assert read_yaml("a: 1\nb: {c: 2}\n") == {"a": 1, "b": {"c": 2}}
+
+
 def test_yaml_is_only_ever_read_with_safe_load():
     for attr in ("load", "load_all", "unsafe_load", "full_load", "unsafe_load_all", "full_load_all"):
         for path, node in _calls(attr):

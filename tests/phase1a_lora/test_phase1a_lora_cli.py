@@ -56,6 +56,9 @@ def test_the_seeds_smoke_sizes_as_environment_variables_or_overrides(workdir):
 
 def _files(tmp_path):
     (tmp_path / "broken.json").write_text('{"data": [')
+    for name, text in (("listed", "[]"), ("torn", '{"num_hidden_layers": ')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(text)
 
 
 BAD = [
@@ -64,13 +67,15 @@ BAD = [
     (["space.lora=[{r: 0, alpha: 8, layers: 8}]"], "lora.r: must be >= 1, got 0"),
     (["space.lora=[{r: 4, alpha: 8, layers: 40}]"], "lora.layers=40 is beyond the 32 layers it is counted on"),
     (["lora.of_layers=0", "space.lora=[{r: 4, alpha: 8, layers: 12}]"], "is beyond the tiny Llama's"),
+    (["profile=full", "model.path={tmp}/listed"], "model.path={tmp}/listed: {tmp}/listed/config.json holds a list"),
+    (["profile=full", "model.path={tmp}/torn"], "model.path={tmp}/torn: {tmp}/torn/config.json is not JSON"),
 ]
 
 
 @pytest.mark.parametrize(
     "args,message",
     BAD,
-    ids=["model_path", "broken_squad", "r0", "layers", "depth"],
+    ids=["model_path", "broken_squad", "r0", "layers", "depth", "config_list", "config_torn"],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(workdir, tmp_path, args, message):
     _files(tmp_path)

@@ -48,7 +48,18 @@ def check_model(cfg: Config) -> None:
     config = path / "config.json"
     if not config.is_file():
         raise ValueError(f"model.path={text}: no config.json in the folder; save the model with save_pretrained")
-    depth = json.loads(config.read_text()).get("num_hidden_layers")
+    try:
+        meta = json.loads(config.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"model.path={text}: {config} is not JSON ({str(exc)[:100]}); save the model again with save_pretrained"
+        ) from None
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"model.path={text}: {config} holds a {type(meta).__name__}, not a model's settings; "
+            "save the model again with save_pretrained"
+        )
+    depth = meta.get("num_hidden_layers")
     if cfg.lora.enabled and not cfg.lora.of_layers and isinstance(depth, int) and cfg.lora.layers > depth:
         raise ValueError(f"lora.layers={cfg.lora.layers} is beyond the model's {depth} layers; use 1..{depth}")
 

@@ -330,7 +330,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def read_yaml(text: str) -> Any:
     """YAML as safe_load reads it (no code ever runs), refusing duplicate keys."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    loader = _UniqueKeyLoader(text)  # as yaml.safe_load does, with the duplicate check
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def load_experiment(path: Path) -> Experiment:
