@@ -111,11 +111,22 @@ def test_denoising_profiler(tmp_path, args, names):
     assert_refused(tmp_path, "tune_jobs/denoising_profiler.py", args, names)
 
 
+def _foreign_address() -> str:
+    """A documentation address (RFC 5737) this machine does not have, whatever its own is."""
+    for address in ("198.51.100.254", "203.0.113.254", "192.0.2.254"):
+        with socket.socket() as probe:
+            try:
+                probe.bind((address, 0))
+            except OSError:
+                return address
+    pytest.skip("this machine binds every documentation address")
+
+
 @pytest.mark.parametrize(
     ("args", "names"),
     [
         (["--host", "999.1.1.1"], "--host '999.1.1.1' is not an address of this machine"),
-        (["--host", "192.0.2.1"], "--host '192.0.2.1' is not an address of this machine"),
+        (["--host", "FOREIGN"], "is not an address of this machine"),
         (["--port", "abc"], "'abc'"),
         (["--port", "LISTENING"], "already listens"),
         (["--backend-store-uri", "sqlite:///BROKEN"], "point --backend-store-uri at another store"),
@@ -132,6 +143,7 @@ def test_mlflow_server(tmp_path, args, names):
         taken.listen()
         port = str(taken.getsockname()[1])
         args = [port if a == "LISTENING" else a.replace("BROKEN", str(broken)) for a in args]
+        args = [_foreign_address() if a == "FOREIGN" else a for a in args]
         if "--port" not in args:
             args += ["--port", str(free_port())]
         assert_refused(work, "tune_jobs/mlflow_server.py", [*args, "--workers", "1"], names)
