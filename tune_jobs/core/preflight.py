@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tune_jobs.core.errors import ConfigError
+from tune_jobs.core.store import readable_sqlite
 
 
 def writable_dir(path: Path, what: str, fix: str) -> None:
@@ -46,27 +47,8 @@ def check_paths(results_dir: Path, uri: str) -> None:
         fix = "run from a folder you can write, or pass --mlflow-uri sqlite:////writable/path/mlflow.db"
         writable_dir(db.parent, "the MLflow store's folder", fix)
         if db.is_file() and db.stat().st_size > 0:
-            readable_sqlite(db)
+            readable_sqlite(db)  # read-only: before its lock file or anything else is made
     writable_dir(results_dir, "--results-dir", "pick a folder you can write, e.g. --results-dir ~/sweeps")
-
-
-def readable_sqlite(db: Path) -> None:
-    """ConfigError when an existing store file is not an SQLite database, found read-only
-    (before its lock file or anything else is made beside it)."""
-    import sqlite3
-
-    try:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=20)
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        return  # locked, or a journal to roll back first: the store's own check (under its lock) decides
-    except sqlite3.DatabaseError as exc:  # not a database, or a malformed one
-        raise ConfigError(
-            f"{db} is not a usable SQLite database ({exc}); restore it from a backup or point --mlflow-uri at another store"
-        ) from None
 
 
 def local_gpus() -> int:

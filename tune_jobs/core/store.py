@@ -101,6 +101,28 @@ def _holds_data(conn: sqlite3.Connection, tables: set[str]) -> bool:
     return False
 
 
+def _not_a_database(db: Path, exc: Exception, flag: str) -> ConfigError:
+    return ConfigError(
+        f"{db} is not a usable SQLite database ({one_line(exc)}); restore it from a backup or point "
+        f"{flag} at another store"
+    )
+
+
+def readable_sqlite(db: Path, flag: str = "--mlflow-uri") -> None:
+    """ConfigError when an existing store file is not an SQLite database, found read-only (so
+    before its lock file or anything else is made beside it); `check_sqlite_store` decides the rest."""
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=20)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return  # locked, or a journal to roll back first: the check under the store's lock decides
+    except sqlite3.DatabaseError as exc:  # not a database, or a malformed one
+        raise _not_a_database(db, exc, flag) from None
+
+
 def check_sqlite_store(db: Path, flag: str = "--mlflow-uri") -> None:
     """Make `db` fit for MLflow to open, or raise ConfigError naming it and `flag` (the option
     that points at another store). Call under store_lock."""
@@ -134,10 +156,7 @@ def check_sqlite_store(db: Path, flag: str = "--mlflow-uri") -> None:
                 )
                 return
     except sqlite3.DatabaseError as exc:
-        raise ConfigError(
-            f"{db} is not a usable SQLite database ({one_line(exc)}); restore it from a backup or point "
-            f"{flag} at another store"
-        ) from None
+        raise _not_a_database(db, exc, flag) from None
     if not has_data:
         aside = db.with_name(f"{db.name}.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(db, aside)
