@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import runpy
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,6 +35,51 @@ from tune_jobs.core.cli import OneLineParser
 def written() -> int:
     io = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
     return int(io["write_bytes"]) - int(io["cancelled_write_bytes"])
+
+
+class ThreadBytes:
+    """Where the driver's bytes go, by thread: samples each thread's write_bytes in
+    /proc/self/task every `every_s` seconds and names it by its Python thread's name (the
+    MLflow sync thread, Tune's loop in the main thread) or, for a thread Python did not start
+    (Ray's core worker, pyarrow's copies), by its kernel name. A thread that ends between two
+    samples loses what it wrote since the last one: the breakdown prints that as unattributed."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        self.every_s = every_s
+        self.seen: dict[int, tuple[str, int]] = {}  # tid: (label, the most it had written)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="driver_cost sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def sample(self) -> None:
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                tid = int(task.name)
+                io = dict(line.split(": ") for line in (task / "io").read_text().splitlines())
+                label = names.get(tid) or (task / "comm").read_text().strip()
+            except (OSError, ValueError):
+                continue  # ended meanwhile
+            label = re.sub(r"\d+", "N", label)  # Thread-12 (sync), ray's numbered pools: one line each
+            wrote = int(io["write_bytes"]) - int(io["cancelled_write_bytes"])
+            self.seen[tid] = (label, max(wrote, self.seen.get(tid, ("", 0))[1]))
+
+    def since(self, before: dict[int, tuple[str, int]]) -> Counter[str]:
+        by_label: Counter[str] = Counter()
+        for tid, (label, wrote) in self.seen.items():
+            by_label[label] += wrote - before.get(tid, (label, 0))[1]
+        return by_label
 
 
 def kept_checkpoints(results: Path, since: float) -> tuple[int, int]:
@@ -97,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # arguments is its one line, before anything is written. The creation is measured apart.
     store_cost = StoreCost()
     store.prepare_store = store_cost.wrap(store.prepare_store)
+    threads = ThreadBytes()
+    threads.sample()
+    at_start = dict(threads.seen)
+    threads.start()
     start, start_wall, start_bytes = resource.getrusage(resource.RUSAGE_SELF), time.time(), written()
     sys.argv = [script, *args]
     code: int = 0
@@ -106,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
         code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    threads.stop()
     if not store_cost.called:  # stopped before its sweep: its own error, --help or --dry-run
         return code
     # The driver's own cost, the store's creation taken out (it is printed apart).
@@ -126,6 +179,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"creating the MLflow store beforehand wrote {store_bytes / 1e6:.1f} MB (0 when it existed); with it: "
         f"{(driver_bytes + store_bytes) / 1e6:.1f} MB, {ratio(driver_bytes + store_bytes)}"
     )
+    by_thread = threads.since(at_start)
+    total = driver_bytes + store_bytes
+    print("by thread (the store's creation included):")
+    small = 0
+    for label, wrote in by_thread.most_common():
+        if wrote >= 0.005 * total:
+            print(f"  {wrote / 1e6:7.1f} MB  {label}")
+        else:
+            small += wrote
+    print(f"  {small / 1e6:7.1f} MB  the other threads")
+    print(f"  {(total - sum(by_thread.values())) / 1e6:7.1f} MB  unattributed (threads that ended between samples)")
     return code
 
 
