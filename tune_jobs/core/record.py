@@ -58,7 +58,7 @@ from tune_jobs.core.config import to_nested
 from tune_jobs.core.errors import one_line
 from tune_jobs.core.paths import sqlite_file, uri_scheme
 from tune_jobs.core.plan import trial_label
-from tune_jobs.core.store import CLIENT_DEFAULTS, open_client, upload_folder
+from tune_jobs.core.store import CLIENT_DEFAULTS, drop_cached_pages, open_client, upload_folder
 
 log = logging.getLogger(__name__)
 
@@ -1189,6 +1189,7 @@ class Syncer:
         self._ending = False
         self._stopped = False
         self._client: Any = None
+        self._db = sqlite_file(uri)
         self.failures = 0  # failed syncs in a row
         self.failing_since: float | None = None
         self.last_failure = ""
@@ -1226,6 +1227,8 @@ class Syncer:
                     self._client = open_client(self.uri)
                 except Exception as exc:
                     raise _mark_store(exc) from None
+            if self._db is not None:
+                drop_cached_pages(self._db)
             self.mirror.sync(self._client, self._progressed)
             self.mirror.flush(due_only=True)  # the file follows within a sync interval or so
         except Exception as exc:
