@@ -57,6 +57,7 @@ def _run(name: str, settings: dict, k: int, seconds: float, out: str) -> None:
 
     torch.set_num_threads(1)  # a trial's share of the sweep: cpu=1
     cfg = build_config(Config, PROFILES["local"], {"trainer.steps": 10**6, **settings, "data.n_components": k})
+    baselines: dict[str, float] = {}  # reported with the first evaluation (constants of the run)
     start = None  # the clock starts at the first evaluation (step 0): the set-up before it
     # (validation prompts, baselines) is the same for every candidate, and on a loaded machine
     # it could eat a short budget before a single step ran
@@ -66,14 +67,15 @@ def _run(name: str, settings: dict, k: int, seconds: float, out: str) -> None:
             nonlocal start
             if start is None:
                 start = time.monotonic()
+            baselines.update({k: v for k, v in metrics.items() if k.startswith("baseline/")})
             row = {
                 "candidate": name,
                 "k": k,
                 "seconds": round(time.monotonic() - start, 2),
                 "step": int(metrics["step"]),
                 "val_nmse": metrics["val/nmse"],
-                "lstsq_nmse": metrics["baseline/lstsq_nmse"],
-                "zero_nmse": metrics["baseline/zero_nmse"],
+                "lstsq_nmse": baselines["baseline/lstsq_nmse"],
+                "zero_nmse": baselines["baseline/zero_nmse"],
             }
             with open(out, "a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -102,9 +102,12 @@ def assert_everything_once(uri: str, steps: int = STEPS) -> MlflowClient:
     assert sorted(r.info.run_name for r in trials) == ["phase1/n_components=1", "phase1/n_components=2"]
     for r in trials:
         assert r.info.status == "FINISHED"
-        for key in ("val/nmse", "train/loss", "baseline/lstsq_nmse"):
+        for key in ("val/nmse", "train/loss", "val/nmse_rel_oracle"):
             logged = [m.step for m in client.get_metric_history(r.info.run_id, key)]
             assert sorted(logged) == expected_steps(steps), (r.info.run_name, key)  # none lost, none twice
+        # A constant of the trial: at its first and last evaluation, once each.
+        logged = [m.step for m in client.get_metric_history(r.info.run_id, "baseline/lstsq_nmse")]
+        assert sorted(logged) == [0, expected_steps(steps)[-1]], r.info.run_name
         assert {"cfg.yaml", "checkpoint", "run.log"} <= {a.path for a in client.list_artifacts(r.info.run_id)}
     (parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
     assert parent.info.status == "FINISHED"
