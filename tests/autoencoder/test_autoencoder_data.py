@@ -163,6 +163,8 @@ def _bad(tmp_path, kind):
         _write(path, y, x)
     elif kind == "not_hdf5":
         path.write_text("id,E,pT\n")
+    elif kind == "strings":
+        _write(path, x.astype(str).astype("S"), x)
     return path
 
 
@@ -174,6 +176,7 @@ def _bad(tmp_path, kind):
         ("wrong_shape", "X_train has shape (40, 90); expected (N, 92)"),
         ("bad_id", "particle id 9 is not one of 0..7"),
         ("not_hdf5", "not an HDF5 file"),
+        ("strings", "X_train holds |S"),
     ],
 )
 def test_bad_files_are_named_with_the_fix(tmp_path, kind, message):

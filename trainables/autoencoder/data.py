@@ -170,6 +170,10 @@ def check_file(cfg: DataConfig) -> None:
                     f"{where}: {key} has shape {shape}; expected (N, {cols}) = {cfg.n_tokens} ids, MET, METphi, "
                     f"{cfg.n_tokens} x (E, pT, eta, phi); set data.n_tokens if the file holds another count"
                 )
+            if ds.dtype.kind not in "biuf":
+                raise DataFileError(
+                    f"{where}: {key} holds {ds.dtype} values, not numbers; write it as floats (e.g. float32)"
+                )
             head = np.asarray(ds[: min(ds.shape[0], 1024)], dtype=np.float64)
             _check_rows(head, cfg.n_tokens, f"{where}: {key}")
 
