@@ -81,9 +81,25 @@ def test_a_bad_sync_period_in_the_environment_is_named_too(workdir, monkeypatch)
     assert files_under(workdir) == []
 
 
-def test_help_config_lists_keys(workdir):
+def test_help_config_lists_the_studys_keys_and_the_sweeps_settings(workdir):
     out = run_job(["phase1.py", "--help-config"], workdir, timeout=120)
     assert out.returncode == 0 and "trainer.steps (int, default 5001)" in out.stdout
+    for setting in ("sweep.num_samples=N", "sweep.max_concurrent=N", "sweep.max_failures=N", "sweep.scheduler.SETTING"):
+        assert setting in out.stdout
+    for setting in ("resources.cpu=N", "resources.gpu=N", "resources.custom.NAME=N", "space.KEY=[a,b,c]"):
+        assert setting in out.stdout
+    (profiles,) = [line for line in out.stdout.splitlines() if line.strip().startswith("profile=NAME")]
+    assert profiles.endswith(": local, full")  # --quick's profile is not one to name
+    assert "asha: time_attr, max_t, grace_period, reduction_factor, promote, rank_by, rank_mode" in out.stdout
+    # What it names, as it names it, is taken.
+    dry = run_job(
+        ["phase1.py", "--dry-run", "profile=full", "space.n_components=[1]", "sweep.max_concurrent=1"]
+        + ["sweep.max_failures=1", "resources.cpu=1", "resources.gpu=0"],
+        workdir,
+        timeout=120,
+    )
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert files_under(workdir) == []
 
 
 def test_report_of_an_unknown_sweep_is_one_line(workdir):

@@ -214,10 +214,29 @@ def preflight(p: Plan, results_dir: Path, uri: str, address: str | None) -> None
     check_paths(results_dir, uri)
 
 
+_SWEEP_HELP = """\
+settings of the sweep, as key=value overrides too (an experiment YAML sets them at its top level):
+  profile=NAME (default local): the study's settings for a machine: {profiles}
+  space.KEY=[a,b,c]: the values of a key the experiment searches (a grid's points, a search's
+    choices); space.KEY=a runs that one value; space.KEY={{loguniform:[lo,hi]}} any value kind
+  sweep.num_samples=N (>= 1): trials an optuna or random search samples
+  sweep.max_concurrent=N (>= 0): trials at a time at most; 0 leaves it to the free resources
+  sweep.max_failures=N (>= 0): restarts of a crashed trial from its last checkpoint
+  sweep.scheduler.SETTING=V: a setting of the experiment's scheduler ({schedulers})
+  resources.cpu=N (> 0), resources.gpu=N (>= 0; below 1 shares a GPU), resources.custom.NAME=N:
+    what one trial asks Ray for\
+"""
+
+
 def main(study: Study, argv: Sequence[str] | None = None) -> int:
     args = parser(study).parse_intermixed_args(argv)  # key=value overrides on both sides of an option
     if args.help_config:
-        print(f"config keys of study {study.name}:\n{describe_fields(study.config)}")
+        from tune_jobs.core.space import SCHEDULERS
+
+        profiles = [p for p in {"local": {}, **study.profiles} if p != "quick"]  # quick is --quick's
+        schedulers = "; ".join(f"{kind}: {', '.join(keys)}" for kind, keys in SCHEDULERS.items() if keys)
+        sweep_help = _SWEEP_HELP.format(profiles=", ".join(profiles), schedulers=schedulers)
+        print(f"config keys of study {study.name}:\n{describe_fields(study.config)}\n\n{sweep_help}")
         return 0
     try:
         results_dir = Path(args.results_dir).resolve()
