@@ -67,11 +67,12 @@ def test_custom_resources_from_the_yaml_and_overrides(tmp_path):
         ("resources: {gpu: 1.5}\n", "resources.gpu: 1.5 is a fraction above 1; Ray shares a unit only below 1"),
         ("resources: {gpu: -1}\n", "resources.gpu: expected a number >= 0, got -1"),
         ("resources: {gpu: half}\n", "resources.gpu: expected a number >= 0, got 'half'"),
-        ("resources: {cpu: 0}\n", "resources.cpu: must be > 0, got 0"),
+        ("resources: {cpu: 0}\n", "resources.cpu: expected a number > 0, got 0"),
+        ("resources: {cpu: -1}\n", "resources.cpu: expected a number > 0, got -1"),
         ("resources: {gpus: 1}\n", "resources.gpus: unknown resource; did you mean resources.gpu?"),
         ("resources: {custom: [worker_slot]}\n", "resources.custom: expected a mapping of Ray custom resources"),
         ("resources: {custom: {GPU: 1}}\n", "resources.custom.GPU: not a custom resource name"),
-        ("resources: {custom: {worker_slot: 0}}\n", "resources.custom.worker_slot: must be > 0"),
+        ("resources: {custom: {worker_slot: 0}}\n", "resources.custom.worker_slot: expected a number > 0"),
     ],
 )
 def test_bad_resources_in_the_yaml_name_the_file_and_the_key(tmp_path, resources, message):
@@ -85,7 +86,7 @@ def test_bad_resources_in_the_yaml_name_the_file_and_the_key(tmp_path, resources
     "override,message",
     [
         ("resources.gpu=2.5", "resources.gpu: 2.5 is a fraction above 1"),
-        ("resources.cpu=0", "resources.cpu: must be > 0"),
+        ("resources.cpu=0", "resources.cpu: expected a number > 0"),
         ("resources.custom.memory=1", "resources.custom.memory: not a custom resource name"),
         ("resources.tpu=1", "resources.tpu: unknown resource"),
     ],

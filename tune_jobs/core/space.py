@@ -136,10 +136,8 @@ class Experiment:
 
 def _amount(key: str, value: Any, *, needed: bool) -> float:
     """One resource amount as Ray takes it: >= 0 (> 0 when `needed`), a fraction only below 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"{key}: expected a number >= 0, got {value!r}")
-    if needed and value == 0:
-        raise ConfigError(f"{key}: must be > 0, got {value!r}; e.g. {key}=1")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (needed and value == 0):
+        raise ConfigError(f"{key}: expected a number {'> 0' if needed else '>= 0'}, got {value!r}; e.g. {key}=1")
     if value > 1 and not float(value).is_integer():
         raise ConfigError(
             f"{key}: {value!r} is a fraction above 1; Ray shares a unit only below 1: use e.g. 0.25, 0.5, 1 or 2"
