@@ -135,6 +135,45 @@ def half_created_store(db: Path, *, data: bool, scratch: bool = True) -> str:
     return middle
 
 
+CREATOR = """
+import sys
+from tune_jobs.core.store import prepare_store
+prepare_store(sys.argv[1])
+print("created")
+"""
+
+
+def test_a_new_store_appears_whole_even_when_its_creator_is_killed_and_writes_a_tenth(workdir):
+    # MLflow's schema migrations run on a temporary file without a sync per transaction, which
+    # is synced once and renamed: the store is never half there (bench/driver_cost.py prints
+    # what the creation writes: ~1 MB, ~10 MB with a sync per migration).
+    db, uri = workdir / "mlflow.db", f"sqlite:///{workdir / 'mlflow.db'}"
+    killed = subprocess.Popen([sys.executable, "-c", CREATOR, uri], cwd=workdir, env=job_env())
+    deadline = time.monotonic() + 120
+    while not list(workdir.glob(".mlflow.db.creating-*")) and time.monotonic() < deadline:
+        assert killed.poll() is None
+        time.sleep(0.02)
+    killed.kill()  # SIGKILL, half-way through the migrations
+    killed.wait()
+    assert not db.exists() and list(workdir.glob(".mlflow.db.creating-*"))  # only the temporary file
+
+    from mlflow import MlflowClient
+
+    from tune_jobs.core.store import prepare_store
+
+    prepare_store(uri)
+    assert schema(db)[1] == head_revision()
+    assert sorted(p.name for p in workdir.iterdir()) == ["mlflow.db", "mlflow.db.lock"]  # the leftover is gone
+    # The store's own connections sync as SQLite's default does (FULL): only creation skips it.
+    client = MlflowClient(uri)
+    with client._tracking_client.store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+    run = client.create_run(client.create_experiment("e")).info.run_id
+    client.log_metric(run, "m", 1.0)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
 def test_a_half_created_store_is_recreated_when_empty_and_named_in_one_line_when_not(workdir):
     # Empty: kept aside, created afresh, usable at once (report.py then finds no sweep: exit 2).
     half_created_store(workdir / "mlflow.db", data=False)

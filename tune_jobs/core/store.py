@@ -7,7 +7,8 @@ and the file is left half-migrated, unusable by every later command. So every pr
 that opens a SQLite store (the sweep driver, report.py, --replay, the MLflow server helper)
 opens it through `open_client` / `prepare_store`: under an exclusive lock on a file beside the
 database (`mlflow.db.lock`, fcntl), it checks the store, repairs what can be repaired without
-losing anything, lets MLflow create or open it, and only then lets the next process in.
+losing anything, lets MLflow create or open it, and only then lets the next process in. A new
+store is created on a temporary file and renamed into place once complete (`_create_store`).
 
 What the check does with a store that is not at this MLflow's schema:
 - it holds no runs, experiments, models or traces (a creation that died half-way, e.g. the race
@@ -198,9 +199,65 @@ def prepare_store(uri: str, flag: str = "--mlflow-uri") -> None:
     with store_lock(db), _quiet_migration():
         check_sqlite_store(db, flag)
         try:
-            MlflowClient(uri)  # MLflow creates (migrates) a new store here; the store stays cached
+            if not db.exists() or db.stat().st_size == 0:
+                _create_store(db)
+            MlflowClient(uri)  # checks the schema; the store stays cached
         except Exception as exc:
             raise ConfigError(f"cannot open the MLflow store {db}: {one_line(exc)[:300]}") from None
+
+
+def _create_store(db: Path) -> None:
+    """Have MLflow create a new store at `db`, as a whole. Call under store_lock.
+
+    MLflow's ~60 schema migrations are each a transaction: synced to the disk one by one they
+    write about 10 MB. They run instead on a temporary file beside `db` without a sync per
+    transaction (SQLite's synchronous=OFF, for the connections to that file only), which is
+    synced once and then renamed to `db`: about 1 MB, and the store is either absent or
+    complete, even after the machine crashed half-way. A temporary file a killed process left
+    is removed first."""
+    import uuid
+
+    from mlflow import MlflowClient
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    for stale in db.parent.glob(f".{db.name}.creating-*"):
+        stale.unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}.creating-{uuid.uuid4().hex[:12]}")
+
+    def no_sync(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            files = [row[2] for row in cursor.execute("PRAGMA database_list")]
+            if str(tmp) in files:
+                cursor.execute("PRAGMA synchronous=OFF")
+        except Exception:
+            pass  # not SQLite
+        finally:
+            cursor.close()
+
+    event.listen(Engine, "connect", no_sync)
+    try:
+        client = MlflowClient(f"sqlite:///{tmp}")
+        client.search_experiments(max_results=1)  # the store exists (MLflow creates it on first use)
+        engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
+        if engine is not None:
+            engine.dispose()  # its connections are of the temporary file, which becomes the store
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, db)
+        fd = os.open(db.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself
+        finally:
+            os.close(fd)
+    finally:
+        event.remove(Engine, "connect", no_sync)
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            leftover.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
