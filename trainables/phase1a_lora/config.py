@@ -114,7 +114,12 @@ class LossConfig:
     recon_weight: float = param(1.0, "weight of the reconstruction loss (1 - cosine + 0.1 MSE)", ge=0)
     first_token_ce_weight: float = param(0.01, "weight of the CE of the first answer token", ge=0)
     k_ce_weight: float = param(0.0, "weight of the CE over the first k_tokens answer tokens", ge=0)
-    k_tokens: int = param(4, "K: answer tokens under the K-token CE and the KD", ge=1)
+    k_tokens: int = param(
+        4,
+        "K: answer tokens under the K-token CE and the KD",
+        ge=1,
+        used_when="loss.k_ce_weight>0 or loss.kd_weight>0",
+    )
     kd_weight: float = param(0.0, "weight of the KL to the same LLM fed the original embeddings", ge=0)
     kd_temperature: float = param(1.0, "temperature of the KD", gt=0, used_when="loss.kd_weight>0")
 
