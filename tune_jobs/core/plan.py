@@ -81,12 +81,13 @@ def split_override(token: str) -> tuple[str, Any]:
 
 def _override_dimension(exp: Experiment, name: str, value: Any) -> Experiment:
     dim = exp.dimension(name)
+    where = f"the override space.{name}"  # its mistakes are the override's, not the YAML's
     if isinstance(value, dict):
-        new = parse_dimension(exp.path, dim.key, value, exp.search)
+        new = parse_dimension(where, dim.key, value, exp.search)
     else:
         values = value if isinstance(value, list) else [value]
         kind = dim.kind if dim.kind in ("grid", "choice") else ("grid" if exp.search == "grid" else "choice")
-        new = parse_dimension(exp.path, dim.key, {kind: values}, exp.search)
+        new = parse_dimension(where, dim.key, {kind: values}, exp.search)
     return exp.with_dimension(new)
 
 
