@@ -161,6 +161,13 @@ class Config:
             raise ValueError("model.source=pretrained needs model.path (a local folder or a hub name)")
         if self.data.source == "squad" and not self.data.path:
             raise ValueError("data.source=squad needs data.path (a SQuAD v1.1 JSON file such as train-v1.1.json)")
+        width = self.model.tiny.hidden_size
+        if self.model.source == "tiny" and self.compression.kind == "pca" and self.compression.d_z > width:
+            raise ValueError(
+                f"compression.d_z={self.compression.d_z} is above the tiny Llama's width "
+                f"(model.tiny.hidden_size={width}), and PCA keeps at most that many directions; "
+                f"use compression.d_z=1..{width}"
+            )
         if self.model.tiny.hidden_size % self.model.tiny.heads:
             raise ValueError(
                 f"model.tiny.hidden_size={self.model.tiny.hidden_size} is not a multiple of "
