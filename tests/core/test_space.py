@@ -164,6 +164,22 @@ def test_override_mistakes(tmp_path, overrides, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("space.n_components=[]", "grid needs a non-empty list"),
+        ("space.n_components={grdi: [1]}", "unknown value kind 'grdi'"),
+        ("space.n_components={uniform: [1, 4]}", "a grid search takes only grid"),
+    ],
+)
+def test_a_bad_space_override_is_named_as_the_override_not_as_the_yaml(tmp_path, override, message):
+    exp = load_experiment(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError) as err:
+        compose(load_study("phase1"), exp, overrides=[override])
+    assert str(err.value).startswith("the override space.n_components: space.data.n_components: ")
+    assert message in str(err.value) and "exp.yaml" not in str(err.value)
+
+
 def test_space_override_by_leaf_name_replaces_the_grid(tmp_path):
     exp = load_experiment(write(tmp_path, GOOD))
     p = plan(compose(load_study("phase1"), exp, overrides=["space.n_components=[3,5]", "resources.cpu=2"]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from conftest import files_under, run_job
 
-from tune_jobs.core.config import _condition, iter_fields, to_flat, unused_settings
+from tune_jobs.core.config import _conditions, iter_fields, to_flat, unused_settings
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.study import load_study, shipped_studies
 
@@ -46,28 +46,43 @@ def _pairs():
 def test_every_study_declares_what_its_switches_use():
     keys = [p.values[2] for p in _pairs()]
     assert {"data.path", "model.path", "lora.r", "vq.codebook_size", "diagnostics.eps"} <= set(keys)
+    assert {"loss.k_tokens", "diagnostics.overhead_budget"} <= set(keys)  # switched by two settings
+
+
+def _on_off(fields, part):
+    """(switch, a value that turns it on, one that turns it off) for one condition."""
+    switch, op, text = part
+    s_tp, s_f = fields[switch]
+    on = float(text) + 1 if op == ">" else (text.lower() == "true" if s_tp is bool else s_tp(text) if text else "")
+    off = 0 if op == ">" else _other(s_tp, s_f.metadata, on)
+    return switch, on, off
 
 
 @pytest.mark.parametrize(("cls", "fields", "key"), list(_pairs()))
 def test_a_setting_whose_switch_is_off_is_refused_with_the_switch_named(cls, fields, key):
-    condition = fields[key][1].metadata["used_when"]
-    switch, op, text = _condition(condition)
+    joiner, parts = _conditions(fields[key][1].metadata["used_when"])
+    states = [_on_off(fields, part) for part in parts]
     flat = to_flat(cls())
     tp, f = fields[key]
     flat[key] = _other(tp, f.metadata, flat[key])
-    s_tp, s_f = fields[switch]
-    on = float(text) + 1 if op == ">" else (text.lower() == "true" if s_tp is bool else s_tp(text) if text else "")
-    off = 0 if op == ">" else _other(s_tp, s_f.metadata, on)
-
-    flat[switch] = off
-    with pytest.raises(ConfigError) as err:
+    if joiner == "or":  # off only when every switch is off
+        offs = [{s: off for s, _, off in states}]
+    else:  # off when any one is off, the others on
+        offs = [{s: off if i == j else on for j, (s, on, off) in enumerate(states)} for i in range(len(states))]
+    for off in offs:
+        flat.update(off)
+        with pytest.raises(ConfigError) as err:
+            unused_settings(cls, flat, [key])
+        message = str(err.value)
+        assert "\n" not in message and key in message and "would be ignored" in message
+        assert all(f"{s}=" in message for s, _, _ in states)  # each switch, and where it stands
+        unused_settings(cls, flat, [key], searched=[states[0][0]])  # some trials switch it on: fine
+    ons = [{s: on for s, on, _ in states}]  # every switch on
+    if joiner == "or":  # or any one of them alone
+        ons += [{s: on if i == j else off for j, (s, on, off) in enumerate(states)} for i in range(len(states))]
+    for on in ons:
+        flat.update(on)
         unused_settings(cls, flat, [key])
-    message = str(err.value)
-    assert "\n" not in message and key in message and switch in message and "would be ignored" in message
-
-    unused_settings(cls, flat, [key], searched=[switch])  # some trials switch it on: fine
-    flat[switch] = on
-    unused_settings(cls, flat, [key])
 
 
 def test_an_ignored_data_path_stops_the_lora_sweep_before_anything_starts(workdir):

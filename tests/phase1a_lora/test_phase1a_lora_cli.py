@@ -56,7 +56,7 @@ def test_the_seeds_smoke_sizes_as_environment_variables_or_overrides(workdir):
 
 def _files(tmp_path):
     (tmp_path / "broken.json").write_text('{"data": [')
-    for name, text in (("listed", "[]"), ("torn", '{"num_hidden_layers": ')):
+    for name, text in (("listed", "[]"), ("torn", '{"num_hidden_layers": '), ("narrow", '{"hidden_size": 64}')):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(text)
 
@@ -69,13 +69,18 @@ BAD = [
     (["lora.of_layers=0", "space.lora=[{r: 4, alpha: 8, layers: 12}]"], "is beyond the tiny Llama's"),
     (["profile=full", "model.path={tmp}/listed"], "model.path={tmp}/listed: {tmp}/listed/config.json holds a list"),
     (["profile=full", "model.path={tmp}/torn"], "model.path={tmp}/torn: {tmp}/torn/config.json is not JSON"),
+    (["compression.d_z=65"], "compression.d_z=65 is above the tiny Llama's width (model.tiny.hidden_size=64)"),
+    (
+        ["profile=full", "model.path={tmp}/narrow"],
+        "compression.d_z=512 is above the width of {tmp}/narrow (hidden_size=64)",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     "args,message",
     BAD,
-    ids=["model_path", "broken_squad", "r0", "layers", "depth", "config_list", "config_torn"],
+    ids=["model_path", "broken_squad", "r0", "layers", "depth", "config_list", "config_torn", "d_z_tiny", "d_z_model"],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(workdir, tmp_path, args, message):
     _files(tmp_path)

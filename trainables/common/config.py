@@ -26,7 +26,8 @@ def param(
     """A config field: its default, a one-line help text and the values it may take.
 
     `used_when` names the setting that switches this one on, as `KEY=VALUE` (`data.source=squad`,
-    `lora.enabled=true`, `data.path=` for empty) or `KEY>0`: setting this field while the switch
+    `lora.enabled=true`, `data.path=` for empty) or `KEY>0`, or several such joined by ` and `
+    or by ` or ` (`loss.k_ce_weight>0 or loss.kd_weight>0`): setting this field while the switch
     is off is an error naming the switch, since the run would silently ignore it."""
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "used_when": used_when}
     if isinstance(default, (list, dict)):

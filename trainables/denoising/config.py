@@ -94,7 +94,7 @@ class DiagnosticsConfig:
         "the share of training time the scatter plots may take ('budget')",
         gt=0,
         le=1,
-        used_when="diagnostics.enabled=true",
+        used_when="diagnostics.enabled=true and diagnostics.scatter=budget",
     )
 
 

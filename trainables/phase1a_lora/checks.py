@@ -59,6 +59,12 @@ def check_model(cfg: Config) -> None:
             f"model.path={text}: {config} holds a {type(meta).__name__}, not a model's settings; "
             "save the model again with save_pretrained"
         )
+    width = meta.get("hidden_size")
+    if cfg.compression.kind == "pca" and isinstance(width, int) and cfg.compression.d_z > width:
+        raise ValueError(
+            f"compression.d_z={cfg.compression.d_z} is above the width of {text} (hidden_size={width}), and PCA "
+            f"keeps at most that many directions; use compression.d_z=1..{width}"
+        )
     depth = meta.get("num_hidden_layers")
     if cfg.lora.enabled and not cfg.lora.of_layers and isinstance(depth, int) and cfg.lora.layers > depth:
         raise ValueError(f"lora.layers={cfg.lora.layers} is beyond the model's {depth} layers; use 1..{depth}")

@@ -114,7 +114,12 @@ class LossConfig:
     recon_weight: float = param(1.0, "weight of the reconstruction loss (1 - cosine + 0.1 MSE)", ge=0)
     first_token_ce_weight: float = param(0.01, "weight of the CE of the first answer token", ge=0)
     k_ce_weight: float = param(0.0, "weight of the CE over the first k_tokens answer tokens", ge=0)
-    k_tokens: int = param(4, "K: answer tokens under the K-token CE and the KD", ge=1)
+    k_tokens: int = param(
+        4,
+        "K: answer tokens under the K-token CE and the KD",
+        ge=1,
+        used_when="loss.k_ce_weight>0 or loss.kd_weight>0",
+    )
     kd_weight: float = param(0.0, "weight of the KL to the same LLM fed the original embeddings", ge=0)
     kd_temperature: float = param(1.0, "temperature of the KD", gt=0, used_when="loss.kd_weight>0")
 
@@ -156,6 +161,13 @@ class Config:
             raise ValueError("model.source=pretrained needs model.path (a local folder or a hub name)")
         if self.data.source == "squad" and not self.data.path:
             raise ValueError("data.source=squad needs data.path (a SQuAD v1.1 JSON file such as train-v1.1.json)")
+        width = self.model.tiny.hidden_size
+        if self.model.source == "tiny" and self.compression.kind == "pca" and self.compression.d_z > width:
+            raise ValueError(
+                f"compression.d_z={self.compression.d_z} is above the tiny Llama's width "
+                f"(model.tiny.hidden_size={width}), and PCA keeps at most that many directions; "
+                f"use compression.d_z=1..{width}"
+            )
         if self.model.tiny.hidden_size % self.model.tiny.heads:
             raise ValueError(
                 f"model.tiny.hidden_size={self.model.tiny.hidden_size} is not a multiple of "

@@ -206,7 +206,8 @@ def build_config(cls: type, *layers: Mapping[str, Any], where: str = "", cross_c
 
 
 def _condition(text: str) -> tuple[str, str, str]:
-    """`data.source=squad` -> ('data.source', '=', 'squad'); `loss.kd_weight>0` -> (..., '>', '0')."""
+    """`data.source=squad` -> ('data.source', '=', 'squad'); `loss.kd_weight>0` -> (..., '>', '0')
+    (one condition; see _conditions for several)."""
     for op in ("=", ">"):
         if op in text:
             key, _, value = text.partition(op)
@@ -214,14 +215,36 @@ def _condition(text: str) -> tuple[str, str, str]:
     raise ValueError(f"used_when {text!r} is not KEY=VALUE or KEY>NUMBER")
 
 
+def _conditions(text: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """A `used_when` of one condition, or of several joined by ` and ` or by ` or ` (one kind
+    per text): ('and' | 'or', [(key, op, value), ...])."""
+    for joiner in ("or", "and"):
+        parts = text.split(f" {joiner} ")
+        if len(parts) > 1:
+            return joiner, [_condition(part) for part in parts]
+    return "and", [_condition(text)]
+
+
+def switches(condition: str) -> list[str]:
+    """The keys a `used_when` condition reads."""
+    return [key for key, _, _ in _conditions(condition)[1]]
+
+
 def switch_is_on(cls: type, flat: Mapping[str, Any], condition: str) -> bool:
     """Whether `condition` (a field's `used_when`) holds for the settings `flat` (all keys)."""
-    key, op, text = _condition(condition)
-    tp, _ = field_table(cls)[key]
-    value = flat[key]
-    if op == ">":
-        return value > float(text)
-    return value == coerce(key, tp, text)
+    table = field_table(cls)
+
+    def holds(key: str, op: str, text: str) -> bool:
+        value = flat[key]
+        return value > float(text) if op == ">" else value == coerce(key, table[key][0], text)
+
+    joiner, parts = _conditions(condition)
+    return (any if joiner == "or" else all)(holds(*part) for part in parts)
+
+
+def shown_switches(condition: str, flat: Mapping[str, Any]) -> str:
+    """What the switches of `condition` are in `flat`, as a user would set them."""
+    return ", ".join(f"{key}={_shown(flat[key])}" for key in switches(condition))
 
 
 def unused_settings(cls: type, flat: Mapping[str, Any], given: Iterable[str], searched: Iterable[str] = ()) -> None:
@@ -233,13 +256,12 @@ def unused_settings(cls: type, flat: Mapping[str, Any], given: Iterable[str], se
         condition = table[key][1].metadata.get("used_when") if key in table else None
         if not condition or flat[key] == defaults[key]:
             continue
-        switch = _condition(condition)[0]
-        if switch in searched or switch_is_on(cls, flat, condition):
+        if searched & set(switches(condition)) or switch_is_on(cls, flat, condition):
             continue
         want = condition + "''" if condition.endswith("=") else condition
         raise ConfigError(
             f"{key}={flat[key]!r} would be ignored: it is used only when {want} "
-            f"(here {switch}={_shown(flat[switch])}); set {want} to use it, or drop {key}"
+            f"(here {shown_switches(condition, flat)}); set {want} to use it, or drop {key}"
         )
 
 

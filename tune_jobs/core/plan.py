@@ -14,13 +14,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tune_jobs.core.config import (
-    _condition,
-    _shown,
     build_config,
     field_table,
     flatten_mapping,
     parse_value,
+    shown_switches,
     switch_is_on,
+    switches,
     to_flat,
     unused_settings,
 )
@@ -81,12 +81,13 @@ def split_override(token: str) -> tuple[str, Any]:
 
 def _override_dimension(exp: Experiment, name: str, value: Any) -> Experiment:
     dim = exp.dimension(name)
+    where = f"the override space.{name}"  # its mistakes are the override's, not the YAML's
     if isinstance(value, dict):
-        new = parse_dimension(exp.path, dim.key, value, exp.search)
+        new = parse_dimension(where, dim.key, value, exp.search)
     else:
         values = value if isinstance(value, list) else [value]
         kind = dim.kind if dim.kind in ("grid", "choice") else ("grid" if exp.search == "grid" else "choice")
-        new = parse_dimension(exp.path, dim.key, {kind: values}, exp.search)
+        new = parse_dimension(where, dim.key, {kind: values}, exp.search)
     return exp.with_dimension(new)
 
 
@@ -384,12 +385,11 @@ def _check_metrics_reported(composed: Composed, trials: Sequence[tuple[str, Mapp
         condition = composed.study.metrics_when.get(metric) if metric else None
         if not condition:
             continue
-        switch = _condition(condition)[0]
         for label, flat in trials:
             if not switch_is_on(cls, flat, condition):
                 which = f"trial {label}" if label else "this sweep"
                 raise ConfigError(
-                    f"{metric} is reported only when {condition}, but {which} has {switch}={_shown(flat[switch])}; "
+                    f"{metric} is reported only when {condition}, but {which} has {shown_switches(condition, flat)}; "
                     f"set {condition}, or sweep another metric (--experiment with metric: ...)"
                 )
 
@@ -404,9 +404,10 @@ def _check_given_used(composed: Composed, variants: Sequence[Mapping[str, Any]],
         condition = table[key][1].metadata.get("used_when") if key in table else None
         if not condition or not (source.startswith("experiment") or source == "override"):
             continue
-        switch = _condition(condition)[0]
-        if switch not in searched or composed.base[key] == defaults[key]:
+        searched_switches = [k for k in switches(condition) if k in searched]
+        if not searched_switches or composed.base[key] == defaults[key]:
             continue
+        switch = searched_switches[0]
         if not any(switch_is_on(cls, v, condition) for v in variants):
             raise ConfigError(
                 f"{key}={composed.base[key]!r} would be ignored: it is used only when {condition}, and no "
@@ -417,9 +418,11 @@ def _check_given_used(composed: Composed, variants: Sequence[Mapping[str, Any]],
 
 def _switches(cls: type) -> set[str]:
     """Keys that switch other settings on (named in some field's `used_when`)."""
-    from tune_jobs.core.config import _condition, iter_fields
+    from tune_jobs.core.config import iter_fields
 
-    return {_condition(f.metadata["used_when"])[0] for _, _, f in iter_fields(cls) if f.metadata.get("used_when")}
+    return {
+        key for _, _, f in iter_fields(cls) if f.metadata.get("used_when") for key in switches(f.metadata["used_when"])
+    }
 
 
 def validate(study: Study, cfg: Any) -> None:

@@ -185,17 +185,19 @@ def ray_resources(resources: Mapping[str, Any]) -> dict[str, float]:
     return {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0), **resources.get("custom", {})}
 
 
-def _fail(path: Path, key: str, message: str) -> ConfigError:
+def _fail(path: Path | str, key: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {message}")
 
 
-def _number(path: Path, key: str, value: Any) -> float:
+def _number(path: Path | str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _fail(path, key, f"expected a finite number, got {value!r}")
     return value
 
 
-def parse_dimension(path: Path, key: str, spec: Any, search: str) -> Dimension:
+def parse_dimension(path: Path | str, key: str, spec: Any, search: str) -> Dimension:
+    """One `space:` entry, checked; errors start with `path` (the YAML file, or the override
+    that gave it)."""
     where = f"space.{key}"
     if isinstance(spec, list):  # shorthand: a bare list is a grid (or a choice for samplers)
         spec = {"grid" if search == "grid" else "choice": spec}
