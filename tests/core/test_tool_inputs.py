@@ -74,10 +74,38 @@ def test_driver_cost(tmp_path, args, names):
 
 
 @pytest.mark.parametrize(
-    "script", ["bench/driver_cost.py", "bench/asha_vs_grid.py", "bench/hung_server.py", "bench/service_overhead.py"]
+    "script",
+    [
+        "bench/driver_cost.py",
+        "bench/asha_vs_grid.py",
+        "bench/hung_server.py",
+        "bench/service_overhead.py",
+        "bench/store_bytes.py",
+    ],
 )
 def test_help_is_the_whole_description(tmp_path, script):
     assert_whole_help(tmp_path, script)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--syncs", "0"], "--syncs 0"),
+        (["--syncs", "many"], "'many'"),
+        (["--dir", "nosuch"], "--dir nosuch"),
+    ],
+)
+def test_store_bytes(tmp_path, args, names):
+    assert_refused(tmp_path, "bench/store_bytes.py", args, names)
+
+
+def test_store_bytes_prints_each_case_and_leaves_no_store_behind(tmp_path):
+    out = run_tool(tmp_path, "bench/store_bytes.py", "--syncs", "2", "--dir", str(tmp_path), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cases = [line for line in out.stdout.splitlines() if line.startswith("  ") and " kB " in line]
+    assert len(cases) == 5 and cases[0].split()[1] == "1.00x", out.stdout
+    assert all(float(line.split()[0]) >= 0 for line in cases)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
