@@ -103,7 +103,7 @@ def test_store_bytes_prints_each_case_and_leaves_no_store_behind(tmp_path):
     out = run_tool(tmp_path, "bench/store_bytes.py", "--syncs", "2", "--dir", str(tmp_path), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     cases = [line for line in out.stdout.splitlines() if line.startswith("  ") and " kB " in line]
-    assert len(cases) == 5 and cases[0].split()[1] == "1.00x", out.stdout
+    assert len(cases) == 5 and cases[0].split()[2] == "1.00x", out.stdout
     assert all(float(line.split()[0]) >= 0 for line in cases)
     assert list(tmp_path.iterdir()) == []
 
