@@ -7,9 +7,9 @@ A sweep's sync thread sends each running trial's new results with one `log_batch
 transaction of the store, whose cost is the pages it rewrites (each twice, in the database and
 its rollback journal), not the rows it adds. Each metric key of a batch lands on its own page of
 MLflow's metrics index, and the kernel writes a dirtied page back in the folio that holds it
-(ext4 on Linux 6.16 and later caches a file in folios of up to a few MB when it was written or
-read in large pieces, as a copy of the store is). Printed, per transaction, the kB this process
-had written (/proc/self/io), for:
+(ext4 on Linux 6.18, where this was measured, caches a file in folios of up to a few MB when
+it was written in large pieces, as a copy of the store is). Printed, per transaction, the kB
+this process had written (/proc/self/io), for:
 
 - phase1's results as they were (six keys: the three baselines at every evaluation) and as they
   are (three: the baselines only at the first and last evaluation);

@@ -301,7 +301,7 @@ def _file_system(path: Path) -> str:
 
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="Linux's per-process I/O counters")
 def test_the_sync_drops_a_sqlite_stores_cached_pages_before_each_sync(tmp_path, monkeypatch):
-    # The kernel may cache the store in folios of up to a few MB (ext4 on Linux 6.16+), and
+    # The kernel may cache the store in folios of up to a few MB (measured with ext4 on Linux 6.18), and
     # writes a dirtied folio back whole: each 4 kB page a transaction rewrites then cost the disk
     # the folio around it (a copied store: ~480 kB per phase1 sync transaction instead of ~230).
     # Evicted before each sync, the pages SQLite reads back come in small folios.

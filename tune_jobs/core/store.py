@@ -277,12 +277,13 @@ def _quiet_migration() -> Iterator[None]:
 
 def drop_cached_pages(db: Path) -> None:
     """Evict the store file's pages from the kernel's page cache (clean ones only: what is
-    written stays). Linux may cache a file in folios of up to a few MB (ext4 does since 6.16,
-    from readahead or large writes, e.g. a copy of the store or a scan by the MLflow UI), and a
-    folio is dirtied and written back whole: each 4 kB page SQLite rewrites in a transaction
-    then costs the disk the folio around it. Evicted, the pages SQLite reads back come in
-    small folios. The MLflow sync thread calls this before each sync of a SQLite store; it
-    costs one open and one fadvise, and nothing where fadvise does not exist."""
+    written stays). Linux may cache a file in folios of up to a few MB when it was written (or
+    read ahead) in large pieces, e.g. a copy of the store, and a folio is dirtied and written
+    back whole: each 4 kB page SQLite rewrites in a transaction then costs the disk the folio
+    around it (2.5x the bytes per transaction into a copied store, measured with ext4 on Linux
+    6.18: bench/store_bytes.py). Evicted, the pages SQLite reads back come in small folios. The
+    MLflow sync thread calls this before each sync of a SQLite store; it costs one open and
+    one fadvise, and nothing where fadvise does not exist."""
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return
