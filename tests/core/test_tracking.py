@@ -321,15 +321,7 @@ def test_the_sync_drops_a_sqlite_stores_cached_pages_before_each_sync(tmp_path, 
 
     dropped = []
     monkeypatch.setattr(record, "drop_cached_pages", lambda path: dropped.append(path))
-    mirror = Mirror.create(
-        tmp_path / "sweep",
-        experiment_name="e",
-        artifact_location=None,
-        tags={"sweep.id": "s1", "sweep.study": "phase1"},
-        base={"seed": 0},
-        run_prefix="e",
-    )
-    mirror.add_trial("t1", {"data.n_components": 1})
+    mirror = _sweep(tmp_path, ["t1"])
     syncer = record.Syncer(mirror, f"sqlite:///{db}", interval=60.0)
     syncer._attempt()
     syncer._attempt()
