@@ -220,7 +220,7 @@ def new_mirror(sweep: Path) -> Mirror:
         experiment_name="e",
         artifact_location=None,
         tags={"sweep.id": "s1", "sweep.study": "phase1"},
-        base={"seed": 0},
+        base={"seed": 0, "data.n_components": 1},  # the study's default of what the trials vary
         run_prefix="e",
     )
 
@@ -288,6 +288,13 @@ def test_a_damaged_state_file_falls_back_to_its_previous_version_then_is_rebuilt
     with caplog.at_level(logging.WARNING):
         rebuilt = new_mirror(sweep)
     assert rebuilt.recovered and "is rebuilt from the sweep's settings" in caplog.text
+    # Each trial's point comes back from the trials file (Ray's trial folders hold no params.json):
+    # t2's run is still open, so its params are logged again, and must be its own (n_components=2,
+    # not the sweep's default 1, which MLflow refuses as a changed param).
+    assert {t: (e["point"], e["name"]) for t, e in rebuilt.state["trials"].items()} == {
+        "t1": ({"data.n_components": 1}, "n_components=1"),
+        "t2": ({"data.n_components": 2}, "n_components=2"),
+    }
     rebuilt.append(row("t2", 3))
     rebuilt.end_trial("t2", "FINISHED", {"sweep.status": "finished"}, [])
     rebuilt.end_sweep({})
@@ -299,6 +306,7 @@ def test_a_damaged_state_file_falls_back_to_its_previous_version_then_is_rebuilt
     assert [m.step for m in store.get_metric_history(runs["t1"], "val/nmse")] == [0, 1, 2]
     assert [m.step for m in store.get_metric_history(runs["t2"], "val/nmse")] == [0, 1, 2, 3]
     assert store.get_run(runs["t2"]).info.status == "FINISHED"
+    assert store.get_run(runs["t2"]).data.params["data.n_components"] == "2"
 
 
 def test_replay_names_our_damaged_file_not_the_store(tmp_path):

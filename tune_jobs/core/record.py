@@ -575,7 +575,8 @@ class Mirror:
 
     def _adopt_journal_trials(self) -> None:
         """After a rebuild: an entry for every trial the journal holds results of (its point
-        from Ray's trial folder), so its results can be sent; its run is found by its tags."""
+        from Ray's trial folder when it has a params.json, else from the trials file, see
+        _apply_trial_events), so its results can be sent; its run is found by its tags."""
         first_ts: dict[str, int] = {}
         for line in _read_from(self.journal, 0).splitlines():
             row = parse_row(line)
@@ -602,6 +603,11 @@ class Mirror:
             if entry is None:  # started after the state was last written
                 entry = state["trials"][event["trial"]] = self._new_trial(event["point"], event["start_ms"])
                 entry["name"] = event["name"]
+                self._dirty = True
+            elif not entry["point"] and event["point"]:
+                # Adopted from the journal by a rebuild, which knows no point: a run made or
+                # found for it must get the trial's own params, not the sweep's defaults.
+                entry.update(point=dict(event["point"]), name=event["name"])
                 self._dirty = True
             if event["event"] == "end" and "status" not in entry:
                 entry.update({k: event[k] for k in ("status", "end_tags", "artifacts", "end_ms")}, ended=False)
