@@ -231,9 +231,10 @@ settings of the sweep, as key=value overrides too (an experiment YAML sets them 
 def main(study: Study, argv: Sequence[str] | None = None) -> int:
     args = parser(study).parse_intermixed_args(argv)  # key=value overrides on both sides of an option
     if args.help_config:
+        from tune_jobs.core.plan import study_profiles
         from tune_jobs.core.space import SCHEDULERS
 
-        profiles = [p for p in {"local": {}, **study.profiles} if p != "quick"]  # quick is --quick's
+        profiles = [p for p in study_profiles(study) if p != "quick"]
         schedulers = "; ".join(f"{kind}: {', '.join(keys)}" for kind, keys in SCHEDULERS.items() if keys)
         sweep_help = _SWEEP_HELP.format(profiles=", ".join(profiles), schedulers=schedulers)
         print(f"config keys of study {study.name}:\n{describe_fields(study.config)}\n\n{sweep_help}")

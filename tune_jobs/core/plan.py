@@ -69,6 +69,12 @@ class Plan:
         return self.composed.experiment.num_samples if self.sampled else len(self.trials)
 
 
+def study_profiles(study: Study) -> dict[str, Mapping[str, Any]]:
+    """The study's profiles by name; one without profiles runs its defaults as "local". `quick`
+    is --quick's, not one to name with profile=."""
+    return {"local": {}, **study.profiles}
+
+
 def split_override(token: str) -> tuple[str, Any]:
     key, sep, text = token.partition("=")
     key = key.strip()
@@ -138,7 +144,7 @@ def compose(
             f"it reports {', '.join(m for m in study.metrics if m != 'step')}"
         )
     parsed = [split_override(t) for t in overrides]
-    profiles = {"local": {}, **study.profiles}  # a study without profiles runs its defaults as "local"
+    profiles = study_profiles(study)
     allowed = [p for p in profiles if p != "quick"]
     for key, value in parsed:
         if key == "profile":
