@@ -243,17 +243,9 @@ def _create_store(db: Path) -> None:
         engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
         if engine is not None:
             engine.dispose()  # its connections are of the temporary file, which becomes the store
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(tmp)
         os.replace(tmp, db)
-        fd = os.open(db.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the rename itself
-        finally:
-            os.close(fd)
+        _fsync(db.parent)  # the rename itself
     finally:
         event.remove(Engine, "connect", no_sync)
         for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
@@ -273,6 +265,15 @@ def _quiet_migration() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def _fsync(path: Path) -> None:
+    """Have the disk hold what is written of `path` (a file, or a folder's entries)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def drop_cached_pages(db: Path) -> None:
