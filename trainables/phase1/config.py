@@ -112,13 +112,8 @@ class Config:
             )
 
 
-# Why warm-up and the curriculum are on by default (measured on 2 CPU cores, 64 wide, 3 layers):
-# without warm-up the model stayed at the zero predictor for 1250+ steps even at K = 1; without
-# the curriculum it stayed there for all 5000 steps at K = 4 and K = 10, while with it (2 dims,
-# one more every 600 steps) K = 4 reached nMSE 0.57 by step 3250. One more every 300 steps
-# (all 5 dims by step 900) then gave lower final nMSE than every 600 at K = 1, 2, 3 and 4 in the
-# default sweep (K = 4: 0.419 against 0.519), and led at K = 4 at equal wall time on two seeds
-# (bench/phase1_candidates.py); it did worse at K = 6 and 8 (README, study A).
+# Warm-up and the curriculum are on by default: without them the model stays at the zero
+# predictor far longer, or for the whole run (the runs are in trainables/phase1/README.md).
 #
 # The defaults above are the laptop's size (the `local` profile, as in every study): every
 # study parameter as specified, with a network small enough for the 8-trial sweep on 2 cores.
