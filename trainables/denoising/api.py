@@ -210,13 +210,3 @@ def compare_experiments(names: Sequence[str], *, mlflow_uri: str | None = None) 
             }
         )
     return pd.DataFrame(rows)
-
-
-__all__ = [
-    "ExperimentResults",
-    "compare_experiments",
-    "create_config",
-    "load_results",
-    "quick_run",
-    "run_experiment",
-]
