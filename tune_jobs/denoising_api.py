@@ -196,7 +196,7 @@ def load_results(name: str, *, mlflow_uri: str | None = None) -> ExperimentResul
     """The newest sweep of experiment `name` (or a sweep id), read back from MLflow."""
     from trainables.denoising.report import PANELS, SCORE, collect
     from tune_jobs.core.reporting import SweepData, find_parent
-    from tune_jobs.core.store import open_client
+    from tune_jobs.core.tracking.client import open_client
 
     uri = tracking_uri(mlflow_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():

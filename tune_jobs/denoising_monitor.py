@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
             raise ConfigError(f"no MLflow store at {uri}; run from the folder holding mlflow.db or pass --mlflow-uri")
         from tune_jobs.core.reporting import find_parent
-        from tune_jobs.core.store import open_client
+        from tune_jobs.core.tracking.client import open_client
 
         client = open_client(uri)  # under the store's lock: a sweep may be creating it
         parent_id = find_parent(client, args.sweep).info.run_id
