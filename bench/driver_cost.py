@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     script, args = given.script, given.args
     if not Path(script).is_file():
         p.error(f"entry script {script!r} is not a file; name one such as tune_jobs/phase1.py")
-    from tune_jobs.core import store
+    from tune_jobs.core.tracking import store
 
     # The entry script creates the store itself, after its own checks: a mistake in its
     # arguments is its one line, before anything is written. The creation is measured apart.

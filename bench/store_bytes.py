@@ -47,7 +47,7 @@ def filled_store(path: Path) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from tune_jobs.core.store import prepare_store
+    from tune_jobs.core.tracking.store import prepare_store
 
     prepare_store(f"sqlite:///{path}")  # as a sweep creates it
     client = MlflowClient(f"sqlite:///{path}")
@@ -66,7 +66,7 @@ def cost(path: Path, keys: Sequence[str], syncs: int, drop: bool) -> float:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from tune_jobs.core.store import drop_cached_pages
+    from tune_jobs.core.tracking.store import drop_cached_pages
 
     client = MlflowClient(f"sqlite:///{path}")
     experiment = client.get_experiment_by_name("phase1").experiment_id

@@ -101,12 +101,12 @@ def sweep_state(sweep_dir: Path | None) -> dict:
     """A sweep's record as a resume reads it now: mlflow_runs.json (written at most every second
     or so) and the trials' starts and ends appended to mlflow_trials.jsonl since. Empty while it
     does not exist yet."""
-    from tune_jobs.core.record import STATE_FILE, Mirror, SweepFileError
+    from tune_jobs.core.tracking import STATE_FILE, Outbox, SweepFileError
 
     if sweep_dir is None or not (sweep_dir / STATE_FILE).exists():
         return {"trials": {}}
     try:
-        return Mirror(sweep_dir).state or {"trials": {}}
+        return Outbox(sweep_dir).state or {"trials": {}}
     except SweepFileError:
         return {"trials": {}}
 

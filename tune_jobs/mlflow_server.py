@@ -139,9 +139,9 @@ def start(*, log_file: str | os.PathLike | None = None, timeout: float = 60.0, *
 
 
 def _prepare(cmd: list[str]) -> None:
-    """Create or check a SQLite backend under its lock first (tune_jobs.core.store), so that the
+    """Create or check a SQLite backend under its lock first (tune_jobs.core.tracking.store), so that the
     server never migrates a store at the same moment as a sweep or another server."""
-    from tune_jobs.core.store import prepare_store
+    from tune_jobs.core.tracking.store import prepare_store
 
     prepare_store(cmd[cmd.index("--backend-store-uri") + 1], flag="--backend-store-uri")
 

@@ -17,7 +17,7 @@ from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import sqlite_file, tracking_uri
 
 if TYPE_CHECKING:
-    from tune_jobs.core.sweep_record import SweepRecord
+    from tune_jobs.core.tracking.sweep_file import SweepRecord
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.sweep:
             raise ConfigError("name the sweep: python tune_jobs/report.py <sweep-id|experiment|study>")
         from tune_jobs.core.reporting import build_report, find_parent
-        from tune_jobs.core.store import open_client
         from tune_jobs.core.study import load_study
+        from tune_jobs.core.tracking.client import open_client
 
         db = sqlite_file(uri)
         if db is not None and not db.exists():
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if not _store_error(exc):
             raise
-        from tune_jobs.core.record import failure_line
+        from tune_jobs.core.tracking.failures import failure_line
 
         exc.from_store = True  # type: ignore[attr-defined]
         print(f"error: {failure_line(exc, tracking_uri(args.mlflow_uri))}; try again", file=sys.stderr)
@@ -79,11 +79,12 @@ def _store_error(exc: BaseException) -> bool:
 
 def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     """Sync a sweep's recorded runs and results to MLflow, then build its report."""
-    from tune_jobs.core.record import STATE_FILE, Mirror, SweepFileError, failure_line, state_damage
     from tune_jobs.core.reporting import build_report
-    from tune_jobs.core.store import open_client
     from tune_jobs.core.study import load_study
-    from tune_jobs.core.sweep_record import SWEEP_FILE, SweepRecord
+    from tune_jobs.core.tracking import STATE_FILE, Outbox, SweepFileError, failure_line, state_damage
+    from tune_jobs.core.tracking.client import open_client
+    from tune_jobs.core.tracking.sweep_file import SWEEP_FILE, SweepRecord
+    from tune_jobs.core.tracking.sync import sync
 
     if not (sweep_dir / SWEEP_FILE).exists() or not list(sweep_dir.glob(f"{STATE_FILE}*")):
         raise ConfigError(
@@ -100,7 +101,7 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     if damage:
         raise _rebuild_by_resume(damage, saved, sweep_dir)
     try:
-        mirror = Mirror(sweep_dir, hold_s=0)  # the one writer of the sweep's files while it runs
+        mirror = Outbox(sweep_dir, lock_s=0)  # the one writer of the sweep's files while it runs
     except SweepFileError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
@@ -110,7 +111,7 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
         pending = mirror.pending()
         client = open_client(uri)  # a store that cannot be used is a ConfigError: one line, exit 2
         try:
-            mirror.sync(client)
+            sync(mirror, client)
         except Exception as exc:
             fix = "run this again when it is up" if "unreachable" in failure_line(exc, uri) else "run this again"
             print(f"error: {failure_line(exc, uri, still=True)}; nothing was lost, {fix}", file=sys.stderr)
@@ -140,7 +141,7 @@ def _rebuild_by_resume(damage: str, saved: SweepRecord, sweep_dir: Path) -> Conf
     """The error of a replay whose mlflow_runs.json (and its previous version) cannot be used:
     the sweep's resume rebuilds them. The resume needs the sweep's whole record (sweep.json):
     when that is damaged too, its fix comes first."""
-    from tune_jobs.core.sweep_record import SweepRecord
+    from tune_jobs.core.tracking.sweep_file import SweepRecord
 
     try:
         SweepRecord.read(sweep_dir, resume=True)

@@ -31,20 +31,21 @@ from conftest import ROOT, job_env, run_job, start_job, sweep_runs, sweep_state
 from mlflow import MlflowClient
 
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.record import BACKUP_FILE, JOURNAL_FILE, STATE_FILE, Mirror
-from tune_jobs.core.store import open_client
+from tune_jobs.core.tracking import Outbox, open_client
+from tune_jobs.core.tracking.state import BACKUP_FILE, JOURNAL_FILE, STATE_FILE
+from tune_jobs.core.tracking.sync import sync
 
 # -- many processes open one new store ------------------------------------------------------------
 
 OPENER = """
 import sys, time
 from pathlib import Path
-from tune_jobs.core.record import client_for
+from tune_jobs.core.tracking import open_client
 go, uri, name = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 (go.parent / f"ready-{name}").touch()
 while not go.exists():
     time.sleep(0.01)
-client = client_for(uri)
+client = open_client(uri)
 run = client.create_run(client.create_experiment(name)).info.run_id
 client.log_metric(run, "m", 1.0, step=0)
 client.set_terminated(run)
@@ -137,7 +138,7 @@ def half_created_store(db: Path, *, data: bool, scratch: bool = True) -> str:
 
 CREATOR = """
 import sys
-from tune_jobs.core.store import prepare_store
+from tune_jobs.core.tracking.store import prepare_store
 prepare_store(sys.argv[1])
 print("created")
 """
@@ -159,7 +160,7 @@ def test_a_new_store_appears_whole_even_when_its_creator_is_killed_and_writes_a_
 
     from mlflow import MlflowClient
 
-    from tune_jobs.core.store import prepare_store
+    from tune_jobs.core.tracking.store import prepare_store
 
     prepare_store(uri)
     assert schema(db)[1] == head_revision()
@@ -214,8 +215,8 @@ def test_older_schemas_and_migration_leftovers(tmp_path):
 # -- the mirror's own files -------------------------------------------------------------------------
 
 
-def new_mirror(sweep: Path) -> Mirror:
-    return Mirror.create(
+def new_mirror(sweep: Path) -> Outbox:
+    return Outbox.create(
         sweep,
         experiment_name="e",
         artifact_location=None,
@@ -239,7 +240,7 @@ def test_a_torn_journal_line_is_skipped_with_its_offset_and_nothing_glues_onto_i
     with open(mirror.journal, "ab") as f:
         f.write(json.dumps(row("t1", 3)).encode()[:25])  # the driver died while appending
 
-    resumed = Mirror(sweep, hold_s=0)  # as a resumed driver or a replay opens it
+    resumed = Outbox(sweep, lock_s=0)  # as a resumed driver or a replay opens it
     with caplog.at_level(logging.WARNING):
         resumed.repair_journal_tail()
     assert f"{sweep / JOURNAL_FILE}: the last line (byte {size}, 25 bytes) was torn" in caplog.text
@@ -247,7 +248,7 @@ def test_a_torn_journal_line_is_skipped_with_its_offset_and_nothing_glues_onto_i
     resumed.append(row("t1", 3))  # the trial reports step 3 again from its checkpoint
     resumed.append(row("t1", 4))
     store = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
-    resumed.sync(store)
+    sync(resumed, store)
     run = resumed.state["trials"]["t1"]["run_id"]
     assert [m.step for m in store.get_metric_history(run, "val/nmse")] == [0, 1, 2, 3, 4]
     assert resumed.pending() == ""
@@ -261,7 +262,7 @@ def test_a_damaged_state_file_falls_back_to_its_previous_version_then_is_rebuilt
         mirror.add_trial(trial, {"data.n_components": int(trial[1])})
         for step in range(3):
             mirror.append(row(trial, step))
-    mirror.sync(store)
+    sync(mirror, store)
     runs = {t: mirror.state["trials"][t]["run_id"] for t in ("t1", "t2")}
     mirror.end_trial("t1", "FINISHED", {"sweep.status": "finished"}, [])
     mirror.release()
@@ -272,11 +273,11 @@ def test_a_damaged_state_file_falls_back_to_its_previous_version_then_is_rebuilt
     text = (sweep / STATE_FILE).read_text()
     (sweep / STATE_FILE).write_text(text[: len(text) // 2])
     with caplog.at_level(logging.WARNING):
-        again = Mirror(sweep, hold_s=0)
+        again = Outbox(sweep, lock_s=0)
     assert f"{sweep / STATE_FILE} is damaged (not JSON" in caplog.text and "using its previous version" in caplog.text
     assert set(again.state["trials"]) == {"t1", "t2"} and again.state["trials"]["t1"]["status"] == "FINISHED"
     assert list(sweep.glob(f"{STATE_FILE}.damaged-*"))  # kept as evidence
-    again.sync(store)
+    sync(again, store)
     assert {t: e["run_id"] for t, e in again.state["trials"].items()} == runs
     again.release()
 
@@ -298,7 +299,7 @@ def test_a_damaged_state_file_falls_back_to_its_previous_version_then_is_rebuilt
     rebuilt.append(row("t2", 3))
     rebuilt.end_trial("t2", "FINISHED", {"sweep.status": "finished"}, [])
     rebuilt.end_sweep({})
-    rebuilt.sync(store)
+    sync(rebuilt, store)
     assert rebuilt.pending() == ""
     assert {t: e["run_id"] for t, e in rebuilt.state["trials"].items()} == runs
     exp = store.get_experiment_by_name("e").experiment_id
@@ -334,7 +335,7 @@ def test_a_replay_of_a_sweep_whose_driver_runs_says_so_and_sends_nothing(tmp_pat
     (sweep / "sweep.json").write_text(
         json.dumps({"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "study": "phase1", "sweep_id": "x"})
     )
-    holder = Mirror(sweep, hold_s=0)  # as the running driver holds it
+    holder = Outbox(sweep, lock_s=0)  # as the running driver holds it
     try:
         out = run_job(["report.py", "--replay", str(sweep)], tmp_path, timeout=300)
     finally:
@@ -361,7 +362,7 @@ def test_temp_files_never_reach_a_runs_artifacts(tmp_path):
     mirror.add_trial("t1", {"data.n_components": 1})
     mirror.end_trial("t1", "FINISHED", {}, [(str(artifacts), None)])
     store = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
-    mirror.sync(store)
+    sync(mirror, store)
     run = mirror.state["trials"]["t1"]["run_id"]
 
     def files(path: str | None = None) -> set[str]:
@@ -567,7 +568,7 @@ def test_a_damaged_state_file_then_resume_rebuilds_it_without_a_second_run(workd
         (sweep,) = find_sweep_dirs(workdir) or [None]
         if sweep is None or not (sweep / STATE_FILE).exists():
             return False
-        trials = Mirror(sweep).state.get("trials", {}).values()
+        trials = Outbox(sweep).state.get("trials", {}).values()
         return any("status" in t for t in trials) and any("status" not in t for t in trials)
 
     try:
@@ -649,8 +650,8 @@ class FakeTrial:
 
 
 def test_tune_callbacks_never_wait_for_a_hung_server_and_the_end_waits_a_bounded_time(tmp_path, caplog):
-    from tune_jobs.core.record import END_PROBE_S
     from tune_jobs.core.tracking import MlflowTracker
+    from tune_jobs.core.tracking.sync import END_PROBE_S
 
     trials = [FakeTrial(f"t{i}", tmp_path / f"t{i}") for i in (1, 2)]
     with hung_server() as uri, caplog.at_level(logging.WARNING):
@@ -704,7 +705,7 @@ def test_a_failed_trial_started_over_is_run_again_and_its_run_reopened_without_i
     mirror.end_trial("t1", "FAILED", {"sweep.status": "error", "sweep.error": "no checkpoint of it loads"}, [])
     mirror.end_trial("t2", "FINISHED", {"sweep.status": "finished"}, [])
     client = open_client(uri)
-    mirror.sync(client)
+    sync(mirror, client)
     run_id = mirror.state["trials"]["t1"]["run_id"]
     assert client.get_run(run_id).info.status == "FAILED" and set(ended_trials(sweep)) == {"t1", "t2"}
 
@@ -712,7 +713,7 @@ def test_a_failed_trial_started_over_is_run_again_and_its_run_reopened_without_i
     assert mirror.start_over(["n_components=1"]) == ["t1"]
     assert set(ended_trials(sweep)) == {"t2"}  # the scheduler does not file it as ended
     mirror.reopen()
-    mirror.sync(client)
+    sync(mirror, client)
     run = client.get_run(run_id)
     assert run.info.status == "RUNNING" and run.data.tags["sweep.status"] == "running"
     assert "sweep.error" not in run.data.tags
@@ -720,7 +721,7 @@ def test_a_failed_trial_started_over_is_run_again_and_its_run_reopened_without_i
 
 
 def test_the_state_file_is_not_rewritten_per_change_and_a_trials_end_survives_a_kill(tmp_path, monkeypatch):
-    import tune_jobs.core.record as record
+    import tune_jobs.core.tracking.state as record
 
     sweep = tmp_path / "sweep"
     writes = []
@@ -737,7 +738,7 @@ def test_the_state_file_is_not_rewritten_per_change_and_a_trials_end_survives_a_
     from tune_jobs.core.schedulers import ended_trials
 
     assert len(ended_trials(sweep)) == 300
-    again = Mirror(sweep)
+    again = Outbox(sweep)
     assert len(again.state["trials"]) == 300
     assert all(e["status"] == "FINISHED" and e["name"] for e in again.state["trials"].values())
 
@@ -781,7 +782,7 @@ def test_the_end_waits_for_a_server_while_it_takes_the_records_and_not_for_one_t
     # The end of a sweep once cut a working server off after 5 s (a tenth of a short sweep),
     # leaving runs unclosed while it was still uploading their checkpoints. A server that makes
     # progress is waited for; one that makes none costs the stall limit only.
-    from tune_jobs.core import record
+    from tune_jobs.core.tracking import sync as record
 
     monkeypatch.setattr(record, "END_SERVER_MIN_S", 0.5)
     monkeypatch.setattr(record, "END_SERVER_SHARE", 0.0)

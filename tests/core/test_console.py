@@ -256,7 +256,7 @@ with SweepOutput(verbose={verbose}) as out:
     os.write(2, b"fd 2 write\\n")
     subprocess.run([sys.executable, "-c", "print('child process print')"], check=True)
     for _ in range(3):
-        logging.getLogger("tune_jobs.core.record").warning("MLflow at http://x unreachable")
+        logging.getLogger("tune_jobs.core.tracking.sync").warning("MLflow at http://x unreachable")
     logging.getLogger("ray.tune").error("Trial task failed for trial study_00000")
 print("after the sweep")
 """

@@ -12,9 +12,10 @@ import pytest
 from conftest import ROOT, job_env
 
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.record import BACKUP_FILE, STATE_FILE, TRIALS_FILE, Mirror, state_problem, write_json
-from tune_jobs.core.rung_journal import RUNG_JOURNAL, parse_rung_event
-from tune_jobs.core.sweep_record import DAMAGED_FIX, FIELD_KINDS, SWEEP_FILE, SweepRecord
+from tune_jobs.core.tracking.outbox import Outbox
+from tune_jobs.core.tracking.shapes import RUNG_JOURNAL, parse_rung_event, state_problem
+from tune_jobs.core.tracking.state import BACKUP_FILE, STATE_FILE, TRIALS_FILE, write_json
+from tune_jobs.core.tracking.sweep_file import DAMAGED_FIX, FIELD_KINDS, SWEEP_FILE, SweepRecord
 
 SWEEP_ID = "20990101-000000-abcd"
 
@@ -161,10 +162,10 @@ def test_a_damaged_mlflow_runs_json_is_kept_aside_once_however_often_it_is_loade
     sweep = new_sweep(tmp_path)
     (sweep / STATE_FILE).write_text("[]")
     for _ in range(3):  # as the resume's scheduler and tracker load it, resume after resume
-        assert Mirror(sweep).recovered
+        assert Outbox(sweep).recovered
     assert [p.read_text() for p in sweep.glob(f"{STATE_FILE}.damaged-*")] == ["[]"]
     (sweep / STATE_FILE).write_text('{"trials": 1}')  # damaged otherwise: kept too
-    assert Mirror(sweep).recovered
+    assert Outbox(sweep).recovered
     assert sorted(p.read_text() for p in sweep.glob(f"{STATE_FILE}.damaged-*")) == ["[]", '{"trials": 1}']
 
 
@@ -181,7 +182,7 @@ def test_fields_of_mlflow_runs_json_of_the_wrong_type_make_it_damaged_not_a_cras
     assert state_problem(bad_trial) == "trial t1: 'end_ms' is null, not int"
     (sweep / STATE_FILE).write_text(json.dumps({**good, "trials_offset": "abc"}))
     (sweep / TRIALS_FILE).write_text('[]\n{"event": "start"}\n')
-    assert Mirror(sweep).recovered  # no traceback: the resume rebuilds it (no backup here)
+    assert Outbox(sweep).recovered  # no traceback: the resume rebuilds it (no backup here)
 
 
 def test_start_over_with_a_damaged_mlflow_runs_json_lists_the_trials_the_trials_file_knows(tmp_path):

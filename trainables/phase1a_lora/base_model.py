@@ -12,7 +12,6 @@ one the tiny model takes too. A file lock makes concurrent trials build it once.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 
 from trainables.common import user_path
 from trainables.phase1a_lora.data import SYNTH_VERSION, QAExample, synthetic_examples
@@ -230,8 +230,8 @@ def ensure_tiny_model(spec: Any, log: Any = print) -> Path:
     if (final / META_FILE).exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f"{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second trial waits here, then finds it built
+    # A second trial waits here, then finds it built.
+    with FileLock(final.parent / f"{final.name}.lock", preserve_lock_file=True):
         if (final / META_FILE).exists():
             return final
         tok, llm, meta = pretrain(spec, log)

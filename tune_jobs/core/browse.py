@@ -89,10 +89,10 @@ def runs_view(
     scheme = uri_scheme(tracking_uri)
     if experiment_id is None or scheme not in ("sqlite", "http", "https"):
         return ""
-    from tune_jobs.core.record import client_for
+    from tune_jobs.core.tracking.client import open_client
 
     try:
-        publish_view(client_for(tracking_uri), experiment_id, experiment, searched_keys(experiment, points))
+        publish_view(open_client(tracking_uri), experiment_id, experiment, searched_keys(experiment, points))
     except Exception as exc:  # the sweep is done and recorded; only the saved view is missing
         log.warning("the MLflow UI view was not saved (%s); the runs are all there", one_line(exc)[:200])
     if scheme == "sqlite":

@@ -150,7 +150,7 @@ def print_plan(p: Plan) -> None:
 
 def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> tuple[Plan, Path]:
     from tune_jobs.core.runner import check_resume_files, find_sweep
-    from tune_jobs.core.sweep_record import SweepRecord
+    from tune_jobs.core.tracking.sweep_file import SweepRecord
 
     if args.overrides or args.quick or args.profile or args.start_from or args.stop_at:
         raise ConfigError(
@@ -264,8 +264,8 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             return 0
         preflight(p, results_dir, uri, args.address)
         from tune_jobs.core.runner import run_sweep
-        from tune_jobs.core.store import prepare_store
-        from tune_jobs.core.sweep_record import SweepRecord
+        from tune_jobs.core.tracking.store import prepare_store
+        from tune_jobs.core.tracking.sweep_file import SweepRecord
 
         # The store is created, checked or repaired once, under its lock, before Ray starts (and
         # before the plan is shown, so that a store it cannot use ends the command in one line).

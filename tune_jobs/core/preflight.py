@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.store import readable_sqlite
+from tune_jobs.core.tracking.store import readable_sqlite
 
 
 def writable_dir(path: Path, what: str, fix: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import safe_name
-from tune_jobs.core.store import upload_folder
+from tune_jobs.core.tracking.artifacts import upload_folder
 
 
 @dataclass

@@ -25,7 +25,7 @@ from tune_jobs.core.plan import Composed, Plan
 from tune_jobs.core.preflight import check_fits
 from tune_jobs.core.space import Experiment, ray_resources
 from tune_jobs.core.study import declared_in
-from tune_jobs.core.sweep_record import SWEEP_FILE, SweepRecord
+from tune_jobs.core.tracking.sweep_file import SWEEP_FILE, SweepRecord
 
 log = logging.getLogger(__name__)
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # Tune's (TuneController.CKPT_FILE_TMPL)
@@ -199,7 +199,7 @@ def trainable_for(composed: Composed, *, sweep_id: str = "", start_over: Sequenc
 
 def check_start_over(sweep_dir: Path, trials: Sequence[str]) -> None:
     """ConfigError unless every name is a trial of the sweep (its id or its label)."""
-    from tune_jobs.core.record import SweepFileError, recorded_trials
+    from tune_jobs.core.tracking import SweepFileError, recorded_trials
 
     try:
         known = recorded_trials(sweep_dir)  # a damaged record counts for nothing: the resume rebuilds it
@@ -219,8 +219,7 @@ def check_resume_files(sweep_dir: Path) -> None:
     the journals that record results and trials are skipped with a warning."""
     import json
 
-    from tune_jobs.core.rung_journal import RUNG_JOURNAL, rung_journal_problem
-    from tune_jobs.core.sweep_record import DAMAGED_FIX
+    from tune_jobs.core.tracking import DAMAGED_FIX, RUNG_JOURNAL, rung_journal_problem
 
     problem = rung_journal_problem(sweep_dir / RUNG_JOURNAL)
     if problem is not None:
@@ -379,8 +378,7 @@ def _run_sweep(
     from ray import tune
 
     from tune_jobs.core.console import RAY_LOG, SweepView, facts_for
-    from tune_jobs.core.record import Mirror
-    from tune_jobs.core.tracking import MlflowTracker
+    from tune_jobs.core.tracking import MlflowTracker, Outbox, parent_tags
 
     output.log_to(sweep_dir / RAY_LOG)
 
@@ -389,7 +387,7 @@ def _run_sweep(
 
     if start_over:
         # Their runs ended (failed); the resumed sweep runs them again and reopens their runs.
-        mirror = Mirror(sweep_dir, hold_s=60.0)
+        mirror = Outbox(sweep_dir, lock_s=60.0)
         try:
             mirror.start_over(start_over)
         finally:
@@ -409,21 +407,7 @@ def _run_sweep(
             tracking_uri=tracking_uri,
             experiment_name=experiment.name,
             sweep_dir=str(sweep_dir),
-            tags={
-                "sweep.id": sweep_id,
-                "sweep.study": study.name,
-                "sweep.study_module": record.study_module,
-                "sweep.study_file": record.study_file,
-                "sweep.experiment": experiment.name,
-                "sweep.profile": record.profile,
-                "sweep.quick": str(record.quick).lower(),
-                "sweep.space_file": str(experiment.path),
-                "sweep.metric": experiment.metric,
-                "sweep.mode": experiment.mode,
-                "sweep.goal": experiment.goal,
-                "git.commit": record.git_commit,
-                "mlflow.source.git.commit": record.git_commit.removesuffix("-dirty"),
-            },
+            tags=parent_tags(plan, record),
             base=composed.base_flat,
             metrics=study.metrics,
             run_prefix=experiment.name,
@@ -458,7 +442,7 @@ def _run_sweep(
         )
     with interrupts.tune_fit():
         grid = tuner.fit()
-    mirror = Mirror(sweep_dir)
+    mirror = Outbox(sweep_dir)
     finished = sum(1 for t in mirror.state["trials"].values() if t.get("status") in ("FINISHED", "FAILED"))
     errored, diverged = _outcomes(mirror)
 

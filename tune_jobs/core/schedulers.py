@@ -24,7 +24,6 @@ snapshot says.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -39,7 +38,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBan
 
 from tune_jobs.core.adapter import DIVERGED_KEY
 from tune_jobs.core.experiment_state import CHECKPOINT_SAVE_S, last_logged_result, lean_run_metadata
-from tune_jobs.core.rung_journal import RUNG_JOURNAL, parse_rung_event
+from tune_jobs.core.tracking.journal import append_line, complete_lines
+from tune_jobs.core.tracking.shapes import RUNG_JOURNAL, parse_rung_event
 
 log = logging.getLogger(__name__)
 
@@ -169,16 +169,14 @@ class PromotionASHA(FIFOScheduler):
     def _write(self, **event: Any) -> None:
         if self._journal is None:
             return
-        with open(self._journal, "a") as f:
-            f.write(json.dumps(event) + "\n")
+        append_line(Path(self._journal), event)
 
     def _replay(self) -> None:
         self._replayed = True
         if self._journal is None or not Path(self._journal).exists():
             return
-        for line in Path(self._journal).read_bytes().splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn by a crash mid-write: the decision never reached Tune either
+        # A last line torn by a crash mid-write is not read: the decision never reached Tune either.
+        for _, line in complete_lines(Path(self._journal)):
             event = parse_rung_event(line)
             if event is None or event.get("rung", 0) >= len(self._rungs):
                 if line.strip():  # a resume checks the journal first (rung_journal_problem)
@@ -386,9 +384,9 @@ def ended_trials(sweep_dir: str | Path) -> dict[str, str]:
     """Trials the sweep's record (mlflow_runs.json) says have ended: trial id -> outcome
     (finished, diverged or error). The tracker writes a trial's end there, atomically, in
     the same controller step as Tune learns of it."""
-    from tune_jobs.core.record import Mirror
+    from tune_jobs.core.tracking import Outbox
 
-    trials = Mirror(sweep_dir).state.get("trials", {})
+    trials = Outbox(sweep_dir).state.get("trials", {})
     return {
         trial_id: entry.get("end_tags", {}).get("sweep.status", "finished")
         for trial_id, entry in trials.items()

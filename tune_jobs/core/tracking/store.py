@@ -1,12 +1,12 @@
 """Open an MLflow tracking store safely from any number of processes at once.
 
-MLflow creates a SQLite store's schema (about 60 Alembic migrations) the first time a process
+MLflow creates a SQLite store's schema (its Alembic migrations) the first time a process
 opens the file, with nothing that keeps two processes apart: two sweeps started at once in a
 new folder (two terminals, a SLURM array) run the same migrations over each other, both die,
 and the file is left half-migrated, unusable by every later command. So every process of ours
 that opens a SQLite store (the sweep driver, report.py, --replay, the MLflow server helper)
-opens it through `open_client` / `prepare_store`: under an exclusive lock on a file beside the
-database (`mlflow.db.lock`, fcntl), it checks the store, repairs what can be repaired without
+opens it through `open_client` / `prepare_store` (once per process): under an exclusive lock on a file beside the
+database (`mlflow.db.lock`, filelock), it checks the store, repairs what can be repaired without
 losing anything, lets MLflow create or open it, and only then lets the next process in. A new
 store is created on a temporary file and renamed into place once complete (`_create_store`).
 
@@ -26,29 +26,22 @@ Servers (http://, https://) and other databases are left to MLflow.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import sqlite_file
 
 log = logging.getLogger(__name__)
 
-LOCK_WAIT_S = 600.0  # creating a store takes ~15 s on a loaded 2-core machine; a stuck holder is named
-# A tracking server that does not answer must not hold a sync for minutes per call (MLflow's
-# own defaults: 7 retries, 120 s timeout); the sweep's journal keeps what was not sent.
-CLIENT_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
+LOCK_WAIT_S = 600.0  # long enough for a slow creation; a stuck holder is named after it
 # Tables whose rows are a user's data; a store with none of them holds nothing to lose.
 DATA_TABLES = ("runs", "registered_models", "logged_models", "trace_info", "evaluation_datasets")
 
@@ -58,23 +51,14 @@ def store_lock(db: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
     """Hold the exclusive lock of the SQLite store `db` (a `.lock` file beside it)."""
     db.parent.mkdir(parents=True, exist_ok=True)
     lock_path = db.with_name(db.name + ".lock")
-    with open(lock_path, "a") as f:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ConfigError(
-                        f"another process has held {lock_path} for over {wait_s:.0f} s while opening the MLflow "
-                        "store; if none of ours is running, delete that file and run again"
-                    ) from None
-                time.sleep(0.1)
-        try:
+    try:
+        with FileLock(lock_path, timeout=wait_s, preserve_lock_file=True):
             yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    except Timeout:
+        raise ConfigError(
+            f"another process has held {lock_path} for over {wait_s:.0f} s while opening the MLflow "
+            "store; if none of ours is running, delete that file and run again"
+        ) from None
 
 
 def _mlflow_schema() -> tuple[str, set[str], set[str]] | None:
@@ -186,13 +170,27 @@ def check_sqlite_store(db: Path, flag: str = "--mlflow-uri") -> None:
     )
 
 
+# The stores this process has prepared, by file identity: the driver's preflight, its sync
+# thread and its report open the same store once, while a store replaced meanwhile is checked.
+_prepared: set[tuple[Path, int, int]] = set()
+
+
+def _identity(db: Path) -> tuple[Path, int, int] | None:
+    try:
+        st = db.stat()
+    except OSError:
+        return None
+    return (db, st.st_dev, st.st_ino) if st.st_size else None
+
+
 def prepare_store(uri: str, flag: str = "--mlflow-uri") -> None:
-    """Create, check or repair the store at `uri` once, under its lock (SQLite); nothing otherwise.
+    """Create, check or repair the store at `uri` once per process, under its lock (SQLite);
+    nothing otherwise (a server, another database).
 
     Raises ConfigError (one line naming the file, and `flag` as the way to another store) when
     the store cannot be used as it is."""
     db = sqlite_file(uri)
-    if db is None:
+    if db is None or _identity(db) in _prepared:
         return
     from mlflow import MlflowClient
 
@@ -204,16 +202,19 @@ def prepare_store(uri: str, flag: str = "--mlflow-uri") -> None:
             MlflowClient(uri)  # checks the schema; the store stays cached
         except Exception as exc:
             raise ConfigError(f"cannot open the MLflow store {db}: {one_line(exc)[:300]}") from None
+    prepared = _identity(db)
+    if prepared is not None:
+        _prepared.add(prepared)
 
 
 def _create_store(db: Path) -> None:
     """Have MLflow create a new store at `db`, as a whole. Call under store_lock.
 
-    MLflow's ~60 schema migrations are each a transaction: synced to the disk one by one they
-    write about 10 MB. They run instead on a temporary file beside `db` without a sync per
-    transaction (SQLite's synchronous=OFF, for the connections to that file only), which is
-    synced once and then renamed to `db`: about 1 MB, and the store is either absent or
-    complete, even after the machine crashed half-way. A temporary file a killed process left
+    MLflow's schema migrations are each a transaction, each synced to the disk on its own. They
+    run instead on a temporary file beside `db` without a sync per transaction (SQLite's
+    synchronous=OFF, for the connections to that file only), which is synced once and then
+    renamed to `db` (bench/store_bytes.py measures the bytes saved): the store is either absent
+    or complete, even after the machine crashed half-way. A temporary file a killed process left
     is removed first."""
     import uuid
 
@@ -278,11 +279,10 @@ def _fsync(path: Path) -> None:
 
 def drop_cached_pages(db: Path) -> None:
     """Evict the store file's pages from the kernel's page cache (clean ones only: what is
-    written stays). Linux may cache a file in folios of up to a few MB when it was written (or
-    read ahead) in large pieces, e.g. a copy of the store, and a folio is dirtied and written
-    back whole: each 4 kB page SQLite rewrites in a transaction then costs the disk the folio
-    around it (2.5x the bytes per transaction into a copied store, measured with ext4 on Linux
-    6.18: bench/store_bytes.py). Evicted, the pages SQLite reads back come in small folios. The
+    written stays). Linux may cache a file in large folios when it was written (or read ahead)
+    in large pieces, e.g. a copy of the store, and a folio is dirtied and written back whole:
+    each page SQLite rewrites in a transaction then costs the disk the folio around it
+    (bench/store_bytes.py measures it). Evicted, the pages SQLite reads back come in small folios. The
     MLflow sync thread calls this before each sync of a SQLite store; it costs one open and
     one fadvise, and nothing where fadvise does not exist."""
     advise = getattr(os, "posix_fadvise", None)
@@ -298,100 +298,3 @@ def drop_cached_pages(db: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def open_client(uri: str) -> Any:
-    """An MlflowClient for `uri`, its store prepared first (see prepare_store)."""
-    from mlflow import MlflowClient
-
-    for key, value in CLIENT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    prepare_store(uri)
-    return MlflowClient(uri)
-
-
-# A file another process is still writing, or left half-written by one that died, is never
-# an artifact: the temp files of `trainables.common.atomic_file` (`.model.pt.<8 random>.tmp`,
-# zero bytes when the writer was killed) and any `*.tmp`/`*.partial`. Ray Tune's artifact sync
-# copies them into the sweep's trial folders as they are at that moment, and keeps them there.
-TEMP_FILE = re.compile(r"(^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$)|(\.(tmp|partial|part)$)")
-
-
-def is_temp_file(name: str) -> bool:
-    return TEMP_FILE.search(name) is not None
-
-
-def local_artifact_dir(uri: str) -> Path | None:
-    """The folder of a run's artifact URI when it is on this machine's file system (file:// or
-    a plain path), else None (a server's mlflow-artifacts:/, s3://, ...)."""
-    from urllib.parse import unquote, urlparse
-
-    parsed = urlparse(uri)
-    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
-        return Path(unquote(parsed.path))
-    if parsed.scheme == "" and uri.startswith("/"):
-        return Path(uri)
-    return None
-
-
-def _link_files(files: list[Path], folder: Path, dest_root: Path) -> None:
-    """Hard-link `files` (under `folder`) into `dest_root`, keeping their relative paths; a file
-    already linked there (a close repeated after a crash) is left as it is. On any failure the
-    links made here are removed again and the OSError is raised: the caller copies instead."""
-    made: list[Path] = []
-    try:
-        for path in files:
-            dest = dest_root / path.relative_to(folder)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if dest.exists():
-                if os.path.samefile(dest, path):
-                    continue
-                dest.unlink()
-            os.link(path, dest)
-            made.append(dest)
-    except OSError:
-        for dest in made:
-            with contextlib.suppress(OSError):
-                dest.unlink()
-        raise
-
-
-def upload_folder(client: Any, run_id: str, folder: Path, subdir: str | None = None, link: bool = False) -> list[Path]:
-    """Log the files of `folder` as artifacts of `run_id` (under `subdir`), leaving out temp
-    files and files that cannot be read (each named in a warning); returns those left out.
-
-    With `link`, for files that are never written again (a checkpoint), a run whose artifacts
-    are on the same file system gets hard links instead of copies: no bytes written, and the
-    artifact stays whole when the sweep later deletes its own copy. Anywhere else (another
-    file system, a server's artifact store) the files are copied as usual."""
-    keep, left_out = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if is_temp_file(path.name):
-            left_out.append(path)
-            continue
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            log.warning("artifact %s cannot be read (%s); the run gets the other files", path, exc.strerror or exc)
-            left_out.append(path)
-            continue
-        keep.append(path)
-    if not left_out:
-        root = local_artifact_dir(client.get_run(run_id).info.artifact_uri) if link else None
-        if root is not None:
-            try:
-                _link_files(keep, folder, root / subdir if subdir else root)
-                return []
-            except OSError as exc:
-                log.debug("hard links into %s failed (%s); copying", root, exc)
-        client.log_artifacts(run_id, str(folder), subdir)
-        return []
-    temp = [p.name for p in left_out if is_temp_file(p.name)]
-    if temp:
-        log.info("left out of run %s's artifacts: temp files %s in %s", run_id, ", ".join(temp), folder)
-    for path in keep:
-        rel = path.parent.relative_to(folder).as_posix()
-        dest = "/".join(part for part in (subdir, rel) if part and part != ".")
-        client.log_artifact(run_id, str(path), dest or None)
-    return left_out

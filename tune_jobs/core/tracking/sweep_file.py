@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +18,47 @@ from tune_jobs.core.errors import ConfigError, one_line
 SWEEP_FILE = "sweep.json"
 
 
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _is(check: Callable[[Any], bool], what: str, **default: Any) -> Any:
+    """A field of sweep.json with its check and what it must be in words."""
+    return field(metadata={"check": check, "what": what}, **default)
+
+
 @dataclass(frozen=True)
 class SweepRecord:
-    study: str
-    sweep_id: str
-    tracking_uri: str
-    experiment: str = ""  # a replay needs only the three above
-    experiment_file: str = ""
-    profile: str = "local"
-    study_module: str = ""  # empty in sweeps recorded before studies were found by module
-    study_file: str = ""
-    entry_script: str = ""  # the script the sweep was started with (empty: from Python)
-    quick: bool = False
-    overrides: list[str] = field(default_factory=list)
-    base: dict[str, Any] = field(default_factory=dict)
-    points: list[dict[str, Any]] = field(default_factory=list)
-    git_commit: str = ""
-    created: float = field(default_factory=time.time)
+    study: str = _is(_name, "the study's name")
+    sweep_id: str = _is(_name, "the sweep's id")
+    tracking_uri: str = _is(_name, "the MLflow tracking URI")
+    # A replay needs only the three above.
+    experiment: str = _is(_text, "a string", default="")
+    experiment_file: str = _is(_name, "the experiment file's path", default="")
+    profile: str = _is(_name, "a profile's name", default="local")
+    # Empty in sweeps recorded before studies were found by module.
+    study_module: str = _is(_text, "a string", default="")
+    study_file: str = _is(_text, "a path", default="")
+    # The script the sweep was started with (empty: from Python).
+    entry_script: str = _is(_text, "a path", default="")
+    quick: bool = _is(lambda v: isinstance(v, bool), "true or false", default=False)
+    overrides: list[str] = _is(
+        lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v),
+        "a list of key=value strings",
+        default_factory=list,
+    )
+    base: dict[str, Any] = _is(lambda v: isinstance(v, dict), "an object (the composed config)", default_factory=dict)
+    points: list[dict[str, Any]] = _is(
+        lambda v: isinstance(v, list) and all(isinstance(p, dict) for p in v), "a list of objects", default_factory=list
+    )
+    git_commit: str = _is(_text, "a string", default="")
+    created: float = _is(
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", default_factory=time.time
+    )
 
     @property
     def script(self) -> str:
@@ -83,31 +107,9 @@ REQUIRED = ("study", "sweep_id", "tracking_uri")
 RESUME_REQUIRED = ("experiment_file", "profile", "quick", "overrides", "base", "points")
 
 
-def _text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _name(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-# Every field's check, and what it must be in words.
+# Every field's check and what it must be in words, as the record declares them.
 FIELD_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "study": (_name, "the study's name"),
-    "sweep_id": (_name, "the sweep's id"),
-    "tracking_uri": (_name, "the MLflow tracking URI"),
-    "experiment": (_text, "a string"),
-    "experiment_file": (_name, "the experiment file's path"),
-    "profile": (_name, "a profile's name"),
-    "study_module": (_text, "a string"),
-    "study_file": (_text, "a path"),
-    "entry_script": (_text, "a path"),
-    "quick": (lambda v: isinstance(v, bool), "true or false"),
-    "overrides": (lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v), "a list of key=value strings"),
-    "base": (lambda v: isinstance(v, dict), "an object (the composed config)"),
-    "points": (lambda v: isinstance(v, list) and all(isinstance(p, dict) for p in v), "a list of objects"),
-    "git_commit": (_text, "a string"),
-    "created": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    f.name: (f.metadata["check"], f.metadata["what"]) for f in fields(SweepRecord)
 }
 
 

@@ -1,12 +1,10 @@
-"""The Tune callback that keeps a sweep's MLflow record (tune_jobs/core/record.py): it
-appends each trial's start, results and end to the record on disk and wakes the sync thread;
-Tune's loop never waits on MLflow.
+"""The Tune callback that keeps a sweep's MLflow outbox (outbox.py): it appends each trial's
+start, results and end to the outbox on disk and wakes the sync thread (sync.py); Tune's loop
+never waits on MLflow.
 
-A trial's start and end reach MLflow at once; its results every `flush_seconds` (30 s), in
-one batch per run. Each batch is one transaction of the store, and a SQLite store writes about
-90 kB per transaction whatever its size (the pages its indexes touch, twice with the rollback
-journal): sent one by one, a phase1 sweep's results (one every ~10 s per trial) cost more bytes
-than every checkpoint the sweep keeps. `--mlflow-every SECONDS` changes the period (it reaches
+A trial's start and end reach MLflow at once; its results every `flush_seconds`, in one batch
+per run: each batch is one transaction of the store, whose cost hardly depends on its size
+(bench/mlflow_logging.py measures it). `--mlflow-every SECONDS` changes the period (it reaches
 the tracker through $TUNE_JOBS_MLFLOW_EVERY_S, so a resumed sweep's restored tracker takes it
 too)."""
 
@@ -21,12 +19,52 @@ from typing import Any
 from ray.tune import Callback
 
 from trainables.common.context import ARTIFACTS
-from tune_jobs.core.adapter import DIVERGED_KEY, STOP_REASON_KEY, trial_point
+from tune_jobs.core.adapter import CUDA_DEVICES_KEY, DIVERGED_KEY, GPU_IDS_KEY, NODE_KEY, STOP_REASON_KEY, trial_point
 from tune_jobs.core.errors import one_line
 from tune_jobs.core.paths import mlflow_every
-from tune_jobs.core.record import NODE_TAGS, Mirror, Syncer, _metric_values, now_ms
+from tune_jobs.core.tracking.outbox import Outbox
+from tune_jobs.core.tracking.state import now_ms
+from tune_jobs.core.tracking.sync import Syncer
 
 log = logging.getLogger(__name__)
+
+NODE_TAGS = {
+    "ray.node_id": NODE_KEY,
+    "ray.node_ip": "node_ip",
+    "ray.hostname": "hostname",
+    "ray.gpu_ids": GPU_IDS_KEY,
+    "ray.cuda_visible_devices": CUDA_DEVICES_KEY,
+}
+
+
+def parent_tags(plan: Any, record: Any) -> dict[str, str]:
+    """The parent run's tags: what the sweep runs (the plan) and where it came from (sweep.json)."""
+    study, experiment = plan.composed.study, plan.composed.experiment
+    return {
+        "sweep.id": record.sweep_id,
+        "sweep.study": study.name,
+        "sweep.study_module": record.study_module,
+        "sweep.study_file": record.study_file,
+        "sweep.experiment": experiment.name,
+        "sweep.profile": record.profile,
+        "sweep.quick": str(record.quick).lower(),
+        "sweep.space_file": str(experiment.path),
+        "sweep.metric": experiment.metric,
+        "sweep.mode": experiment.mode,
+        "sweep.goal": experiment.goal,
+        "git.commit": record.git_commit,
+        "mlflow.source.git.commit": record.git_commit.removesuffix("-dirty"),
+    }
+
+
+def metric_values(result: Mapping[str, Any], keys: Sequence[str]) -> dict[str, float]:
+    """The declared metrics of a result as floats (NaN and inf kept: MLflow stores them)."""
+    out = {}
+    for key in keys:
+        value = result.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
 
 
 class MlflowTracker(Callback):
@@ -57,24 +95,24 @@ class MlflowTracker(Callback):
 
     @property
     def parent_run_id(self) -> str | None:
-        return self._mirror.parent_run_id
+        return self._outbox.parent_run_id
 
     def setup(self, **info: Any) -> None:
-        self._mirror = Mirror.create(
+        self._outbox = Outbox.create(
             self.sweep_dir,
             experiment_name=self.experiment_name,
             artifact_location=self.artifact_location,
             tags=self.tags,
             base=self.base,
             run_prefix=self.run_prefix,
-            hold_s=60.0,  # a replay of this sweep may be finishing
+            lock_s=60.0,  # a replay of this sweep may be finishing
         )
         self._total = int(info.get("total_num_samples") or 0)  # the trials this sweep runs
-        self._mirror.reopen()  # a sweep resumed after a Ctrl-C: its KILLED runs go on
+        self._outbox.reopen()  # a sweep resumed after a Ctrl-C: its KILLED runs go on
         # The last step journalled per trial: a resumed trial's replayed steps are skipped.
-        self._last_step = self._mirror.last_steps()
+        self._last_step = self._outbox.last_steps()
         self._started = time.monotonic()
-        self._syncer = Syncer(self._mirror, self.tracking_uri, mlflow_every() or self.flush_seconds)
+        self._syncer = Syncer(self._outbox, self.tracking_uri, mlflow_every() or self.flush_seconds)
         self._syncer.start()  # first: what a killed driver recorded but did not send
 
     def flush(self, force: bool = False) -> None:
@@ -82,28 +120,28 @@ class MlflowTracker(Callback):
         self._syncer.wake(now=force)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._mirror.add_trial(trial.trial_id, trial_point(trial.config))
+        self._outbox.add_trial(trial.trial_id, trial_point(trial.config))
         self.flush(force=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._mirror.add_trial(trial.trial_id, trial_point(trial.config))
+        self._outbox.add_trial(trial.trial_id, trial_point(trial.config))
         step = int(result.get("step", result.get("training_iteration", 0)))
         if step <= self._last_step.get(trial.trial_id, -1):
             return  # journalled already (a resumed trial replays from its last checkpoint)
         self._last_step[trial.trial_id] = step
         node = {tag: str(result[key]) for tag, key in NODE_TAGS.items() if result.get(key) is not None}
         if node:
-            self._mirror.set_node(trial.trial_id, node)
-        self._mirror.append(
-            {"trial": trial.trial_id, "step": step, "ts": now_ms(), "metrics": _metric_values(result, self.metrics)}
+            self._outbox.set_node(trial.trial_id, node)
+        self._outbox.append(
+            {"trial": trial.trial_id, "step": step, "ts": now_ms(), "metrics": metric_values(result, self.metrics)}
         )
 
     def _finish(self, trial: Any, status: str, tags: Mapping[str, str], checkpoint: str | None = None) -> None:
-        self._mirror.add_trial(trial.trial_id, trial_point(trial.config))
+        self._outbox.add_trial(trial.trial_id, trial_point(trial.config))
         artifacts = [(str(Path(trial.path) / ARTIFACTS), None)]
         if checkpoint:
             artifacts.insert(0, (checkpoint, "checkpoint"))
-        self._mirror.end_trial(trial.trial_id, status, tags, artifacts)
+        self._outbox.end_trial(trial.trial_id, status, tags, artifacts)
         self.flush(force=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -137,24 +175,24 @@ class MlflowTracker(Callback):
         # Every trial that ran to its end (or failed) passed on_trial_complete/on_trial_error.
         # Fewer of those than the sweep's trials means it was stopped from outside (Ctrl-C,
         # SIGTERM); Tune's own statuses do not say so, it marks stopped trials TERMINATED.
-        with self._mirror.lock:
-            ended = {tid for tid, entry in self._mirror.state["trials"].items() if "status" in entry}
+        with self._outbox.lock:
+            ended = {tid for tid, entry in self._outbox.state["trials"].items() if "status" in entry}
         unfinished = [t.trial_id for t in trials if t.trial_id not in ended]
         if unfinished or len(ended) < self._total:
-            self._mirror.interrupt(unfinished, tags)
+            self._outbox.interrupt(unfinished, tags)
         else:
-            self._mirror.end_sweep({**tags, "sweep.status": "finished"})
+            self._outbox.end_sweep({**tags, "sweep.status": "finished"})
         why = self._syncer.finish(elapsed=time.monotonic() - self._started)
-        self._mirror.flush()  # what the sync recorded, for the report and the summary
+        self._outbox.flush()  # what the sync recorded, for the report and the summary
         if self._syncer.stop():
-            self._mirror.release()  # else the thread is stuck in a call; the lock goes with the process
-        pending = self._mirror.pending()
+            self._outbox.release()  # else the thread is stuck in a call; the lock goes with the process
+        pending = self._outbox.pending()
         if pending:
             log.warning(
                 "%s; it still lacks %s; nothing is lost, send it with: python tune_jobs/report.py --replay %s",
                 why or f"MLflow at {self.tracking_uri} did not take everything",
                 pending,
-                self._mirror.dir,
+                self._outbox.dir,
             )
 
     def _note(self, trials: list) -> dict[str, str]:

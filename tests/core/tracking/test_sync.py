@@ -8,7 +8,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tune_jobs.core.record import JOURNAL_FILE, STATE_FILE, Mirror, client_for, replay, send_journal
+from tune_jobs.core.tracking import Outbox, open_client, replay
+from tune_jobs.core.tracking.state import JOURNAL_FILE, STATE_FILE
+from tune_jobs.core.tracking.sync import send_journal, sync
 
 
 def row(run, step, value):
@@ -46,7 +48,7 @@ def _free_port() -> int:
 
 def test_mirror_keeps_everything_while_mlflow_is_down_and_sends_it_once_later(tmp_path):
     sweep = tmp_path / "sweep"
-    mirror = Mirror.create(
+    mirror = Outbox.create(
         sweep,
         experiment_name="e",
         artifact_location=None,
@@ -69,11 +71,11 @@ def test_mirror_keeps_everything_while_mlflow_is_down_and_sends_it_once_later(tm
     mirror.end_sweep({"sweep.trials": "2"})
 
     # Nothing listens on this port: the sync fails, and the files still hold everything.
-    down = client_for(f"http://127.0.0.1:{_free_port()}")
+    down = open_client(f"http://127.0.0.1:{_free_port()}")
     with pytest.raises(MlflowException, match="Max retries exceeded"):
-        mirror.sync(down)
-    assert Mirror(sweep).pending() == mirror.pending() != ""
-    assert Mirror(sweep).state["journal_offset"] == 0
+        sync(mirror, down)
+    assert Outbox(sweep).pending() == mirror.pending() != ""
+    assert Outbox(sweep).state["journal_offset"] == 0
 
     store = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     assert replay(store, sweep) == ""
@@ -99,15 +101,15 @@ def test_the_record_and_its_replay_do_not_start_or_import_ray(tmp_path):
     # report.py --replay and the report read the record and send it without Ray.
     code = f"""
 import sys
-from tune_jobs.core.record import Mirror, client_for, replay
+from tune_jobs.core.tracking import Outbox, open_client, replay
 import tune_jobs.report  # noqa: F401
-m = Mirror.create({str(tmp_path / "sweep")!r}, experiment_name="e", artifact_location=None,
+m = Outbox.create({str(tmp_path / "sweep")!r}, experiment_name="e", artifact_location=None,
                   tags={{"sweep.id": "s1"}}, base={{}}, run_prefix="e")
 m.add_trial("t1", {{"data.n_components": 1}})
 m.append({{"trial": "t1", "step": 0, "ts": 1000, "metrics": {{"val/nmse": 0.5}}}})
 m.end_trial("t1", "FINISHED", {{"sweep.status": "finished"}}, [])
 m.save()
-print(replay(client_for({f"sqlite:///{tmp_path / 'm.db'}"!r}), m.dir) == "", "ray" in sys.modules)
+print(replay(open_client({f"sqlite:///{tmp_path / 'm.db'}"!r}), m.dir) == "", "ray" in sys.modules)
 """
     import subprocess
     import sys
@@ -138,7 +140,7 @@ class _Calls:
 
 
 def _sweep(tmp_path, trials):
-    mirror = Mirror.create(
+    mirror = Outbox.create(
         tmp_path / "sweep",
         experiment_name="e",
         artifact_location=None,
@@ -156,7 +158,7 @@ def test_runs_of_new_trials_are_made_without_searching_and_tags_go_in_one_call(t
     client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     mirror = _sweep(tmp_path, ["t1", "t2", "t3"])
     counted = _Calls(client)
-    mirror.sync(counted)
+    sync(mirror, counted)
     # One search, for the sweep's parent run; none for the three trials this driver started.
     assert counted.calls.count("search_runs") == 1
     assert counted.calls.count("create_run") == 4 and "set_tag" not in counted.calls
@@ -168,7 +170,7 @@ def test_runs_of_new_trials_are_made_without_searching_and_tags_go_in_one_call(t
     mirror.end_trial("t1", "FINISHED", {"sweep.status": "finished", "sweep.reason": "done", **many}, [])
     mirror.end_sweep({"sweep.status": "finished", "sweep.best": "t1"})
     counted.calls.clear()
-    mirror.sync(counted)
+    sync(mirror, counted)
     assert "set_tag" not in counted.calls and counted.calls.count("set_terminated") == 4
     runs = client.search_runs([mirror.state["experiment_id"]], filter_string="tags.`sweep.role` = 'trial'")
     assert len(runs) == 3
@@ -190,20 +192,20 @@ def test_a_trial_from_an_earlier_driver_or_a_lost_answer_is_searched_not_made_tw
     mirror = _sweep(tmp_path, ["t1"])
     lossy = _Calls(client, lose_create_answer=True)
     with pytest.raises(MlflowException):
-        mirror.sync(lossy)  # the store made t1's run; the answer never came
-    mirror.sync(lossy)  # t1's run is searched for now, found, and not made again
+        sync(mirror, lossy)  # the store made t1's run; the answer never came
+    sync(mirror, lossy)  # t1's run is searched for now, found, and not made again
     assert lossy.calls.count("create_run") == 2 and lossy.calls.count("search_runs") == 2
     mirror.save(now=True)
 
     # A trial the state holds from an earlier driver, its run made before the state said so.
     mirror.add_trial("t2", {"data.n_components": 2})
-    mirror.sync(client)
+    sync(mirror, client)
     mirror.state["trials"]["t2"].update(run_id=None, params_logged=False)
     mirror.save(now=True)
     mirror.release()
-    again = Mirror(tmp_path / "sweep", hold_s=0)
+    again = Outbox(tmp_path / "sweep", lock_s=0)
     counted = _Calls(client)
-    again.sync(counted)
+    sync(again, counted)
     assert counted.calls.count("search_runs") == 1 and "create_run" not in counted.calls
     runs = client.search_runs([again.state["experiment_id"]], filter_string="tags.`sweep.role` = 'trial'")
     assert sorted(r.data.tags["sweep.trial_id"] for r in runs) == ["t1", "t2"]
@@ -223,7 +225,7 @@ class _Retrying(_Calls):
 def test_a_run_the_client_made_twice_through_a_server_keeps_no_empty_twin(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     mirror = _sweep(tmp_path, ["t1", "t2"])
-    mirror.sync(_Retrying(client))
+    sync(mirror, _Retrying(client))
     exp = mirror.state["experiment_id"]
     trials = client.search_runs([exp], filter_string="tags.`sweep.role` = 'trial'")
     assert sorted(r.data.tags["sweep.trial_id"] for r in trials) == ["t1", "t2"]
@@ -236,8 +238,8 @@ def test_a_checkpoint_reaches_a_local_artifact_store_as_hard_links_and_is_copied
     import errno
     import os
 
-    from tune_jobs.core import store as store_mod
-    from tune_jobs.core.store import local_artifact_dir, upload_folder
+    from tune_jobs.core.tracking import artifacts as store_mod
+    from tune_jobs.core.tracking.artifacts import local_artifact_dir, upload_folder
 
     assert local_artifact_dir("file:///a/b%20c/artifacts") == Path("/a/b c/artifacts")
     assert local_artifact_dir("/a/b") == Path("/a/b")
@@ -305,8 +307,8 @@ def test_the_sync_drops_a_sqlite_stores_cached_pages_before_each_sync(tmp_path, 
     # writes a dirtied folio back whole: each 4 kB page a transaction rewrites then cost the disk
     # the folio around it (a copied store: ~480 kB per phase1 sync transaction instead of ~230).
     # Evicted before each sync, the pages SQLite reads back come in small folios.
-    from tune_jobs.core import record
-    from tune_jobs.core.store import drop_cached_pages
+    from tune_jobs.core.tracking import sync as record
+    from tune_jobs.core.tracking.store import drop_cached_pages
 
     if _file_system(tmp_path) in ("tmpfs", "ramfs"):
         pytest.skip("a file system in memory: nothing is read from or written to a disk")
