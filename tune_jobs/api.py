@@ -16,10 +16,10 @@ import yaml
 
 from tune_jobs.core.config import to_flat
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.paths import safe_name, tracking_uri
+from tune_jobs.core.paths import safe_name
 from tune_jobs.core.reporting import SweepData, find_parent
 from tune_jobs.core.study import Study
-from tune_jobs.core.tracking import open_client
+from tune_jobs.core.tracking import open_client, tracking_uri
 
 __all__ = ["SweepData", "find_sweep", "load_sweep", "open_store", "run_config"]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tune_jobs.core.cli import OneLineParser
 from tune_jobs.core.errors import ConfigError, one_line
-from tune_jobs.core.paths import uri_scheme
+from tune_jobs.core.tracking import uri_scheme
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000

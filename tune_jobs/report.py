@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from tune_jobs.core.cli import OneLineParser
 from tune_jobs.core.errors import ConfigError, one_line
-from tune_jobs.core.paths import sqlite_file, tracking_uri
+from tune_jobs.core.tracking import sqlite_file, tracking_uri
 
 if TYPE_CHECKING:
     from tune_jobs.core.tracking.sweep_file import SweepRecord

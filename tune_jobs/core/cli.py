@@ -12,11 +12,12 @@ from typing import NoReturn
 from tune_jobs.core.config import build_config, describe_fields, to_flat
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.interrupts import EXIT_INTERRUPTED, Interrupted, describe_with
-from tune_jobs.core.paths import MLFLOW_EVERY_ENV, experiment_file, mlflow_every, tracking_uri
+from tune_jobs.core.paths import experiment_file
 from tune_jobs.core.plan import Composed, Plan, compose, plan, trial_label
 from tune_jobs.core.preflight import check_fits, check_paths, local_resources
 from tune_jobs.core.space import load_experiment, ray_resources
 from tune_jobs.core.study import Study
+from tune_jobs.core.tracking import MLFLOW_EVERY_ENV, mlflow_every, tracking_uri
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -20,11 +20,12 @@ from typing import Any
 from tune_jobs.core import interrupts
 from tune_jobs.core.adapter import POINT_KEY, make_trainable
 from tune_jobs.core.errors import ConfigError, one_line
-from tune_jobs.core.paths import artifact_location, git_commit, safe_name
+from tune_jobs.core.paths import git_commit, safe_name
 from tune_jobs.core.plan import Composed, Plan
 from tune_jobs.core.preflight import check_fits
 from tune_jobs.core.space import Experiment, ray_resources
 from tune_jobs.core.study import declared_in
+from tune_jobs.core.tracking import artifact_location
 from tune_jobs.core.tracking.sweep_file import SWEEP_FILE, SweepRecord
 
 log = logging.getLogger(__name__)
@@ -458,7 +459,8 @@ def _run_sweep(
 
         progress.stage = "report"
         report_dir, best = build_report(study, tracking_uri, mirror.parent_run_id, results_dir)
-    from tune_jobs.core.browse import dashboard_command, runs_view
+    from tune_jobs.core.browse import dashboard_command
+    from tune_jobs.core.tracking import runs_view
 
     return SweepResult(
         sweep_id=sweep_id,

@@ -1,9 +1,11 @@
 """The MLflow path of a sweep, in one package, each module importing only those above it:
 
+- uri.py: where the records go (the tracking URI, its SQLite file, its artifacts) and how often;
 - journal.py: JSON-lines files (append past a torn line, read from an offset);
 - shapes.py, sweep_file.py: the sweep's files as declared shapes that check themselves;
 - failures.py: what failed, our files or the tracking store;
 - store.py, client.py, artifacts.py: the SQLite store prepared once, the MLflow client, artifacts;
+- view.py: the MLflow UI's saved view that compares a sweep's trials;
 - state.py, outbox.py: what must reach MLflow, kept on disk (the state file, its backup, the
   journals, the sweep's lock);
 - sync.py: the sync of the outbox to MLflow and its thread;
@@ -21,9 +23,19 @@ from tune_jobs.core.tracking.state import STATE_FILE, recorded_trials, state_dam
 from tune_jobs.core.tracking.store import prepare_store, readable_sqlite
 from tune_jobs.core.tracking.sweep_file import DAMAGED_FIX, SWEEP_FILE, SweepRecord
 from tune_jobs.core.tracking.sync import replay
+from tune_jobs.core.tracking.uri import (
+    MLFLOW_EVERY_ENV,
+    artifact_location,
+    mlflow_every,
+    sqlite_file,
+    tracking_uri,
+    uri_scheme,
+)
+from tune_jobs.core.tracking.view import runs_view
 
 __all__ = [
     "DAMAGED_FIX",
+    "MLFLOW_EVERY_ENV",
     "RUNG_JOURNAL",
     "STATE_FILE",
     "SWEEP_FILE",
@@ -32,7 +44,9 @@ __all__ = [
     "SweepBusy",
     "SweepFileError",
     "SweepRecord",
+    "artifact_location",
     "failure_line",
+    "mlflow_every",
     "open_client",
     "parent_tags",
     "parse_rung_event",
@@ -41,8 +55,12 @@ __all__ = [
     "recorded_trials",
     "replay",
     "rung_journal_problem",
+    "runs_view",
+    "sqlite_file",
     "state_damage",
+    "tracking_uri",
     "upload_folder",
+    "uri_scheme",
 ]
 
 

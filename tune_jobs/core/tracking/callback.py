@@ -21,10 +21,10 @@ from ray.tune import Callback
 from trainables.common.context import ARTIFACTS
 from tune_jobs.core.adapter import CUDA_DEVICES_KEY, DIVERGED_KEY, GPU_IDS_KEY, NODE_KEY, STOP_REASON_KEY, trial_point
 from tune_jobs.core.errors import one_line
-from tune_jobs.core.paths import mlflow_every
 from tune_jobs.core.tracking.outbox import Outbox
 from tune_jobs.core.tracking.state import now_ms
 from tune_jobs.core.tracking.sync import Syncer
+from tune_jobs.core.tracking.uri import mlflow_every
 
 log = logging.getLogger(__name__)
 

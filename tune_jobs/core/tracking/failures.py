@@ -5,7 +5,7 @@ does not answer apart from one that refuses). A store call's exception is marked
 from __future__ import annotations
 
 from tune_jobs.core.errors import one_line
-from tune_jobs.core.paths import sqlite_file, uri_scheme
+from tune_jobs.core.tracking.uri import sqlite_file, uri_scheme
 
 
 class SweepFileError(Exception):

@@ -37,7 +37,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from tune_jobs.core.errors import ConfigError, one_line
-from tune_jobs.core.paths import sqlite_file
+from tune_jobs.core.tracking.uri import sqlite_file
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from tune_jobs.core.config import to_nested
-from tune_jobs.core.paths import sqlite_file, uri_scheme
 from tune_jobs.core.tracking.artifacts import log_dict, upload_folder
 from tune_jobs.core.tracking.client import MarkedClient, open_client, probe
 from tune_jobs.core.tracking.failures import SweepFileError, failure_line, from_store, mark_store
@@ -28,6 +27,7 @@ from tune_jobs.core.tracking.journal import complete_lines
 from tune_jobs.core.tracking.outbox import Outbox, warn_bad_line
 from tune_jobs.core.tracking.shapes import parse_row
 from tune_jobs.core.tracking.store import drop_cached_pages
+from tune_jobs.core.tracking.uri import sqlite_file, uri_scheme
 
 log = logging.getLogger(__name__)
 
