@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+from tracking_helpers import new_sweep, refused_twice, resume_args
+
 from tune_jobs.core.experiment_state import (
     CheckpointPruner,
     ResultLog,
@@ -16,6 +18,8 @@ from tune_jobs.core.experiment_state import (
     configure_experiment_state,
     save_period,
 )
+from tune_jobs.core.tracking.shapes import parse_rung_event
+from tune_jobs.core.tracking.sweep_file import DAMAGED_FIX
 
 
 class FakeTrial:
@@ -130,3 +134,23 @@ def test_tunes_list_of_a_trials_checkpoints_holds_only_those_on_disk_so_its_save
     listed = sorted(int(Path(r.checkpoint.path).name.split("_")[1]) for r in manager.best_checkpoint_results)
     assert listed == on_disk(a) and len(listed) <= 2 + 2 * 3  # the newest two, the pinned and their fallbacks
     assert manager.latest_checkpoint_result.checkpoint.path == a.checkpoint.path
+
+
+def test_an_experiment_state_of_the_wrong_shape_stops_the_resume_before_ray(tmp_path):
+    sweep = new_sweep(tmp_path)
+    (sweep / "experiment_state-2099-01-01_00-00-00.json").write_text('{"trial_data": null}')
+    line = refused_twice(resume_args(tmp_path), tmp_path)
+    assert line.startswith(f"error: {sweep / 'experiment_state-2099-01-01_00-00-00.json'} is damaged: ")
+    assert line.endswith(DAMAGED_FIX)
+
+
+def test_a_trial_result_line_of_the_wrong_shape_is_no_last_result(tmp_path):
+    from types import SimpleNamespace
+
+    from tune_jobs.core.experiment_state import RESULT_FILE, last_logged_result
+
+    (tmp_path / RESULT_FILE).write_text('{"training_iteration": 3}\n[1, 2]\nnull\n')
+    assert last_logged_result(SimpleNamespace(path=str(tmp_path))) == {"training_iteration": 3}
+    assert parse_rung_event(b'{"event": "end", "trial": "a"}\n') == {"event": "end", "trial": "a"}
+    for bad in (b"[]", b"null", b'{"event": "rung", "trial": "a", "rung": 0, "score": "x"}', b'{"event": "end"}'):
+        assert parse_rung_event(bad) is None

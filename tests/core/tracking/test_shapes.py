@@ -3,9 +3,10 @@
 import json
 
 import pytest
+from tracking_helpers import new_sweep, refused_twice, resume_args
 
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.tracking.shapes import parse_row, parse_rung_event, parse_trial_event, state_problem
+from tune_jobs.core.tracking.shapes import RUNG_JOURNAL, parse_row, parse_rung_event, parse_trial_event, state_problem
 from tune_jobs.core.tracking.sweep_file import DAMAGED_FIX, SWEEP_FILE, SweepRecord
 
 
@@ -48,4 +49,15 @@ def test_a_damaged_sweep_file_is_one_line_naming_the_field(tmp_path):
         SweepRecord.read(tmp_path)
     assert str(err.value) == (
         f"{tmp_path / SWEEP_FILE} is damaged: 'tracking_uri' is a number (5), not the MLflow tracking URI; {DAMAGED_FIX}"
+    )
+
+
+def test_a_rungs_journal_line_that_is_no_decision_stops_the_resume_before_ray(tmp_path):
+    sweep = new_sweep(tmp_path)
+    rung = {"event": "rung", "trial": "a_00000", "rung": 0, "score": -1.5, "result": None}
+    (sweep / RUNG_JOURNAL).write_text(json.dumps(rung) + '\n{"event": "promote", "trial": "a_00000", "rung": null}\n')
+    line = refused_twice(resume_args(tmp_path), tmp_path)
+    assert line == (
+        f"error: {sweep / RUNG_JOURNAL} is damaged: line 2 is not a rung decision "
+        f'({{"event": "promote", "trial": "a_00000", "rung": null}}); {DAMAGED_FIX}'
     )

@@ -2,18 +2,20 @@
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from tracking_helpers import new_mirror, row
 
 from tune_jobs.core.tracking import Outbox, open_client, replay
 from tune_jobs.core.tracking.state import JOURNAL_FILE, STATE_FILE
 from tune_jobs.core.tracking.sync import send_journal, sync
 
 
-def row(run, step, value):
+def journal_row(run, step, value):
     return json.dumps({"trial": "t1", "run": run, "step": step, "ts": 1000 + step, "metrics": {"val/nmse": value}})
 
 
@@ -21,7 +23,7 @@ def test_journal_is_sent_once_and_a_torn_last_line_waits(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
     run = client.create_run(client.create_experiment("e")).info.run_id
     journal = tmp_path / JOURNAL_FILE
-    journal.write_text("\n".join(row(run, s, 1.0 / (s + 1)) for s in range(3)) + "\n" + '{"trial": "t1", "ru')
+    journal.write_text("\n".join(journal_row(run, s, 1.0 / (s + 1)) for s in range(3)) + "\n" + '{"trial": "t1", "ru')
     offset = send_journal(client, journal, 0)
     assert offset == len(journal.read_bytes()) - len('{"trial": "t1", "ru')
     assert [(m.step, m.value) for m in client.get_metric_history(run, "val/nmse")] == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
@@ -32,7 +34,7 @@ def test_journal_is_sent_once_and_a_torn_last_line_waits(tmp_path):
 
     # The torn line is completed later: only it goes out.
     with open(journal, "w") as f:
-        f.write("\n".join(row(run, s, 1.0 / (s + 1)) for s in range(4)) + "\n")
+        f.write("\n".join(journal_row(run, s, 1.0 / (s + 1)) for s in range(4)) + "\n")
     new = send_journal(client, journal, offset)
     assert new == len(journal.read_bytes())
     assert [m.step for m in client.get_metric_history(run, "val/nmse")] == [0, 1, 2, 3]
@@ -234,57 +236,6 @@ def test_a_run_the_client_made_twice_through_a_server_keeps_no_empty_twin(tmp_pa
     assert parent.info.run_id == mirror.state["parent_run_id"]
 
 
-def test_a_checkpoint_reaches_a_local_artifact_store_as_hard_links_and_is_copied_elsewhere(tmp_path, monkeypatch):
-    import errno
-    import os
-
-    from tune_jobs.core.tracking import artifacts as store_mod
-    from tune_jobs.core.tracking.artifacts import local_artifact_dir, upload_folder
-
-    assert local_artifact_dir("file:///a/b%20c/artifacts") == Path("/a/b c/artifacts")
-    assert local_artifact_dir("/a/b") == Path("/a/b")
-    assert local_artifact_dir("mlflow-artifacts:/1/x/artifacts") is None
-    assert local_artifact_dir("s3://bucket/x") is None
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
-    ckpt = tmp_path / "trial" / "checkpoint_000004"
-    (ckpt / "sub").mkdir(parents=True)
-    (ckpt / "model.pt").write_bytes(b"weights" * 1000)
-    (ckpt / "sub" / "rng.pt").write_bytes(b"rng")
-
-    linked = client.create_run(exp).info.run_id
-    assert upload_folder(client, linked, ckpt, "checkpoint", link=True) == []
-    root = local_artifact_dir(client.get_run(linked).info.artifact_uri)
-    for rel in ("model.pt", "sub/rng.pt"):
-        assert os.path.samefile(root / "checkpoint" / rel, ckpt / rel)  # no bytes written
-    assert {a.path for a in client.list_artifacts(linked, "checkpoint")} == {"checkpoint/model.pt", "checkpoint/sub"}
-    upload_folder(client, linked, ckpt, "checkpoint", link=True)  # a close repeated after a crash: unchanged
-    assert os.path.samefile(root / "checkpoint" / "model.pt", ckpt / "model.pt")
-    # The sweep prunes its checkpoint later: the run's stays whole.
-    (ckpt / "model.pt").unlink()
-    assert (root / "checkpoint" / "model.pt").read_bytes() == b"weights" * 1000
-    (ckpt / "model.pt").write_bytes(b"weights" * 1000)
-
-    # Another file system (the link fails half-way): what was linked is undone, then copied.
-    copied = client.create_run(exp).info.run_id
-    calls = []
-
-    def link_once(src, dst):
-        calls.append(dst)
-        if len(calls) > 1:
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        os.link(src, dst)
-
-    monkeypatch.setattr(store_mod.os, "link", link_once)
-    assert upload_folder(client, copied, ckpt, "checkpoint", link=True) == []
-    croot = local_artifact_dir(client.get_run(copied).info.artifact_uri) / "checkpoint"
-    assert len(calls) == 2
-    for rel in ("model.pt", "sub/rng.pt"):
-        assert (croot / rel).read_bytes() == (ckpt / rel).read_bytes()
-        assert not os.path.samefile(croot / rel, ckpt / rel)
-
-
 def _read_from_disk(path: Path) -> int:
     """The bytes this process had the disk read to read `path` whole (/proc/self/io)."""
 
@@ -329,3 +280,54 @@ def test_the_sync_drops_a_sqlite_stores_cached_pages_before_each_sync(tmp_path, 
     syncer._attempt()
     assert dropped == [db, db] and syncer.failures == 0 and mirror.parent_run_id
     assert record.Syncer(mirror, "http://127.0.0.1:5000", interval=60.0)._db is None  # a server's store is its own
+
+
+class SlowClient:
+    """A real MLflow client (a SQLite store) whose every call takes `delay` seconds, as a
+    distant or busy tracking server's would."""
+
+    def __init__(self, uri: str, delay: float) -> None:
+        self._client, self.delay = open_client(uri), delay
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+
+        def call(*args, **kwargs):
+            time.sleep(self.delay)
+            return method(*args, **kwargs)
+
+        return call
+
+
+@pytest.mark.parametrize("delay", [0.05, 5.0])
+def test_the_end_waits_for_a_server_while_it_takes_the_records_and_not_for_one_that_stalls(
+    tmp_path, monkeypatch, delay
+):
+    # The end of a sweep once cut a working server off after 5 s (a tenth of a short sweep),
+    # leaving runs unclosed while it was still uploading their checkpoints. A server that makes
+    # progress is waited for; one that makes none costs the stall limit only.
+    from tune_jobs.core.tracking import sync as record
+
+    monkeypatch.setattr(record, "END_SERVER_MIN_S", 0.5)
+    monkeypatch.setattr(record, "END_SERVER_SHARE", 0.0)
+    sweep = tmp_path / "sweep"
+    mirror = new_mirror(sweep)
+    for t in ("t1", "t2", "t3"):
+        mirror.add_trial(t, {"data.n_components": int(t[1])})
+        for step in range(3):
+            mirror.append(row(t, step))
+        mirror.end_trial(t, "FINISHED", {"sweep.status": "finished"}, [])
+    mirror.end_sweep({"sweep.status": "finished"})
+    # A server by its scheme (no health check for this one): the end's server rules apply.
+    syncer = record.Syncer(mirror, "databricks://slow", interval=60.0)
+    syncer._client = SlowClient(f"sqlite:///{tmp_path / 'mlflow.db'}", delay)
+    syncer.start()
+    t0 = time.monotonic()
+    why = syncer.finish(elapsed=10.0)
+    took = time.monotonic() - t0
+    syncer.stop(wait_s=0.1)
+    if delay < 0.5:  # each call answers within the stall limit: everything is taken
+        assert why == "" and mirror.pending() == "" and took > 0.5, (why, took)
+    else:  # no call answers within it: the end gives up after the stall limit, names what is left
+        assert why.startswith("MLflow at databricks://slow made no progress for 0 s") and took < 2.0, (why, took)
+        assert "runs to create" in mirror.pending()

@@ -1,17 +1,20 @@
-"""The MLflow tracking server goes away mid-sweep: the sweep does not fail, results are kept
-on disk, and MLflow ends up with every metric of every trial exactly once: when the server
+"""Drill: the MLflow tracking server goes away mid-sweep: the sweep does not fail, results are
+kept on disk, and MLflow ends up with every metric of every trial exactly once: when the server
 comes back during the sweep, or later through `report.py --replay`. A real `mlflow server`,
-really stopped."""
+really stopped. A server that hangs (accepts, never answers) costs the sweep little
+(bench/hung_server.py measures it)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run_job, start_job, sweep_state
+from conftest import ROOT, free_port, job_env, run_job, start_job, sweep_state
 from mlflow import MlflowClient
 
 from tune_jobs import mlflow_server
@@ -177,3 +180,21 @@ def test_server_that_never_returns_is_replayed_later_with_one_command(workdir, s
     again = run_job(replay_cmd, workdir, timeout=300)  # a second replay sends nothing twice
     assert again.returncode == 0 and "nothing was pending" in again.stdout
     assert_everything_once(server.uri)
+
+
+@pytest.mark.slow
+def test_a_hung_tracking_server_costs_the_sweep_at_most_ten_percent(workdir):
+    """bench/hung_server.py: the same sweep into SQLite and into a socket that never answers."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "hung_server.py")],
+        cwd=workdir,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    print(out.stdout)
+    ratio = float(re.search(r"ratio \(hung / SQLite\): ([0-9.]+)x", out.stdout).group(1))
+    assert ratio <= 1.10, out.stdout
+    assert "did not answer within 2 s at the end of the sweep" in out.stdout
