@@ -166,12 +166,15 @@ def _bookkeeping() -> list[Any]:
 def _outcomes(mirror: Any) -> tuple[int, list[str]]:
     """(failed trials, 'trial: reason' of each diverged one) from the sweep's own record: a
     trial that ended before a resume is not in Tune's results as it ended."""
+    from tune_jobs.core.outcome import DIVERGED, ERROR, run_ended
+
     failed, diverged = 0, []
     for entry in mirror.state.get("trials", {}).values():
         tags = entry.get("end_tags", {})
-        if tags.get("sweep.status") == "error":
+        ended = run_ended(tags, entry.get("status", ""))
+        if ended == ERROR:
             failed += 1
-        elif tags.get("sweep.status") == "diverged":
+        elif ended == DIVERGED:
             diverged.append(f"{entry['name']}: {tags.get('sweep.error', '')}")
     return failed, diverged
 
