@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
-from tune_jobs.core.reporting import SweepData, save_figure
+from tune_jobs.core.sweep_data import SweepData, save_figure
 
 LATENTS = ["none", "linear", "vq"]
 TERMS = {"rec_tokens": "val/rec_tokens", "rec_globals": "val/rec_globals", "val_loss": "val/loss"}

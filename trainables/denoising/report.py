@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tune_jobs.core.reporting import SweepData, save_figure
+from tune_jobs.core.sweep_data import SweepData, save_figure
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from tune_jobs.core.reporting import SMOKE_NOTE, SweepData, save_figure
+from tune_jobs.core.sweep_data import SMOKE_NOTE, SweepData, save_figure
 
 KEEP_UP = 0.5  # a model "keeps up" while it closes at least half of the LS -> oracle gap
 # varied key -> (axis label, name in sentences, plot file suffix)

@@ -17,7 +17,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from tune_jobs.core.reporting import SMOKE_NOTE, SweepData, save_figure
+from tune_jobs.core.sweep_data import SMOKE_NOTE, SweepData, save_figure
 
 BANDS = (  # (upper bound in F1 points, verdict, the seed's next step)
     (

@@ -20,17 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tune_jobs.core.reporting import SweepData, TrialRun, save_figure
+from tune_jobs.core.outcome import run_ended, trial_outcome
+from tune_jobs.core.sweep_data import SweepData, TrialRun, save_figure
 
 MIN_TRIALS_FOR_IMPORTANCE = 4
 
 
 def outcome(trial: TrialRun, budget: int | None, last_step: int | None) -> str:
     """finished, stopped early (before its budget, by the scheduler), diverged, error, ..."""
-    status = trial.tags.get("sweep.status") or ("finished" if trial.status == "FINISHED" else trial.status.lower())
-    if status == "finished" and budget is not None and last_step is not None and last_step + 1 < budget:
-        return "stopped early"
-    return status
+    return trial_outcome(run_ended(trial.tags, trial.status), budget, None if last_step is None else last_step + 1)
 
 
 def _budget(study: Any, trial: TrialRun) -> int | None:
