@@ -18,7 +18,9 @@ import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
 
-from tune_jobs.core.schedulers import PromotionASHA, SweepScheduler, make_scheduler, rung_milestones
+from tune_jobs.core.asha import PromotionASHA, rung_milestones
+from tune_jobs.core.experiment_state import SweepScheduler
+from tune_jobs.core.schedulers import ended_trials, make_scheduler
 
 CONTINUE, PAUSE, STOP = TrialScheduler.CONTINUE, TrialScheduler.PAUSE, TrialScheduler.STOP
 
@@ -479,7 +481,7 @@ def test_a_resumed_sweep_files_the_trials_its_record_says_ended_as_ended(tmp_pat
         },
     )
     inner = asha(journal=str(tmp_path / "asha_rungs.jsonl"))
-    s = SweepScheduler(inner, sweep_dir=str(tmp_path))
+    s = SweepScheduler(inner, sweep_dir=str(tmp_path), ended_trials=ended_trials)
     ctl = Controller(s, finished=False)
     done, broke, nan, running, new = ctl.add("done", "broke", "nan", "running", "new")
     assert (done.status, broke.status, nan.status) == (Trial.TERMINATED, Trial.ERROR, Trial.TERMINATED)
@@ -502,7 +504,7 @@ def test_a_trial_that_ended_after_tunes_last_save_tells_the_search_its_last_logg
     class Restored(Trial):  # as Tune restores it: the trial folder, and its result at the older save
         path = str(trial_dir)
 
-    s = SweepScheduler(FIFOScheduler(), sweep_dir=str(tmp_path))
+    s = SweepScheduler(FIFOScheduler(), sweep_dir=str(tmp_path), ended_trials=ended_trials)
     ctl = Controller(s)
     done = Restored("__fake", config={}, trial_id="done", stub=True)
     done.run_metadata.last_result = {"training_iteration": 1, "score": 0.1}
@@ -525,7 +527,7 @@ def test_save_on_add_saves_tunes_state_once_per_step_that_added_trials():
 
 def test_tune_saves_its_state_when_something_a_resume_needs_changed_at_most_every_period(monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr("tune_jobs.core.schedulers.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("tune_jobs.core.experiment_state.time.monotonic", lambda: clock[0])
     s = SweepScheduler(FIFOScheduler(), save_every=10)
     s.set_search_properties("score", "max")
     ctl = Controller(s)
