@@ -17,6 +17,7 @@ from ray.tune.result import DEFAULT_METRIC
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from tune_jobs.core.adapter import DIVERGED_KEY
+from tune_jobs.core.ray_compat import mark_running
 from tune_jobs.core.rung_journal import parse_rung_event
 
 log = logging.getLogger(__name__)
@@ -344,7 +345,7 @@ class PromotionASHA(FIFOScheduler):
         last result (an Optuna search learns the value it reached at its rung, as with Tune's
         stop-only ASHA), where stopping a paused trial would tell it no value at all."""
         if trial.status == Trial.PAUSED:
-            tune_controller._set_trial_status(trial, Trial.RUNNING)
+            mark_running(tune_controller, trial)
         tune_controller.stop_trial(trial)
 
     def debug_string(self) -> str:

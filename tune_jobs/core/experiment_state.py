@@ -48,6 +48,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import TrialScheduler
 
 from tune_jobs.core.asha import PromotionASHA
+from tune_jobs.core.ray_compat import drop_running_means, forget_checkpoints, save_experiment_state
 
 log = logging.getLogger(__name__)
 
@@ -143,24 +144,6 @@ def last_logged_result(trial: Any) -> dict[str, Any] | None:
     return None
 
 
-def lean_run_metadata(trial: Any) -> None:
-    """Tune keeps, for every number a trial reports, its running means over the last 5 and 10
-    results, and writes them (indented JSON) with the trial at every save of its experiment
-    state: about 12 kB of a phase1 trial's 28 kB, 43% of each save. Nothing the service does
-    reads them (MLflow holds every result; the live view reads the best value, `min`/`max`), so
-    the trials keep max, min, mean and last only. `scope="last-5-avg"` of Tune's ResultGrid is
-    then not available for these sweeps."""
-    meta = getattr(trial, "run_metadata", None)
-    if meta is None or not hasattr(meta, "_n_steps") or not isinstance(meta.metric_analysis, dict):
-        return  # another Ray's layout: left as it is
-    meta._n_steps = ()
-    meta.metric_n_steps = {}
-    for stats in meta.metric_analysis.values():  # a restored trial's
-        for key in [k for k in stats if str(k).startswith("last-")]:
-            del stats[key]
-    meta.invalidate_cache()
-
-
 class CheckpointPruner(Callback):
     """Keeps each trial's newest `keep` checkpoints, and every checkpoint one of Tune's last
     saves of its experiment state points to (a resume restores from those), with the one
@@ -213,20 +196,8 @@ class CheckpointPruner(Callback):
             shutil.rmtree(path, ignore_errors=True)
         self._paths[trial_id] = [p for p in paths if p in keep]
         if gone:
-            _forget_checkpoints(self._trials.get(trial_id), set(gone))
-
-
-def _forget_checkpoints(trial: Any, paths: set[str]) -> None:
-    """Drop deleted checkpoints from Tune's list of the trial's checkpoints.
-
-    Tune keeps every checkpoint a trial reported in that list (its own `num_to_keep` is off, see
-    above) and every save of the experiment state writes the list whole, so each save grew with
-    every checkpoint of every trial. Now the list names the checkpoints on disk."""
-    manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
-    results = getattr(manager, "_checkpoint_results", None)
-    if not isinstance(results, list):
-        return  # another Ray's layout: its list stays as it is
-    manager._checkpoint_results = [r for r in results if getattr(r.checkpoint, "path", None) not in paths]
+            # Tune's list of the trial's checkpoints (written whole at every save) names those on disk.
+            forget_checkpoints(self._trials.get(trial_id), set(gone))
 
 
 class SweepScheduler(TrialScheduler):
@@ -295,7 +266,9 @@ class SweepScheduler(TrialScheduler):
         return self.inner.set_search_properties(metric, mode, **spec)
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        lean_run_metadata(trial)
+        # Tune's running means of every metric are written with each trial at every save; nothing
+        # here reads them (MLflow holds every result), so `scope="last-5-avg"` is not available.
+        drop_running_means(trial)
         if self._ended is None:  # read once, when Tune adds the (restored) trials
             self._ended = dict(self.ended_trials(self.sweep_dir)) if self.sweep_dir and self.ended_trials else {}
         outcome = self._ended.get(trial.trial_id)
@@ -351,8 +324,7 @@ class SweepScheduler(TrialScheduler):
         return self.inner.choose_trial_to_run(tune_controller)
 
     def _save(self, tune_controller: Any, wait: bool) -> None:
-        controller = getattr(tune_controller, "_tune_controller", tune_controller)  # Tune's wrapper hides it
-        controller.checkpoint(force=True, wait=wait)
+        save_experiment_state(tune_controller, wait)
         self._added = self._changed = self._checkpointed = False
         self._last_save = time.monotonic()
 

@@ -14,12 +14,12 @@ from typing import IO, Any
 
 from tune_jobs.core.console.displays import LiveDisplay, PlainDisplay, Snapshot
 from tune_jobs.core.console.rows import SweepFacts
+from tune_jobs.core.ray_compat import TUNE_CONTROLLER_LOGGER
 
 RAY_LOG = "ray.log"
 # Ray messages the view already says better (a failed trial, by its name and error) or that are
 # about Tune's own bookkeeping; they stay in ray.log.
 RAY_QUIET = re.compile(r"Trial task failed|The `[\w.]+` operation took")
-TRIAL_FAILED_LOGGER = "ray.tune.execution.tune_controller"  # logs each failed trial's error at ERROR
 
 
 class _ToTerminal(logging.Handler):
@@ -35,7 +35,7 @@ class _ToTerminal(logging.Handler):
             text = record.getMessage().strip().splitlines()[0] if record.getMessage().strip() else ""
             if record.name.startswith("ray") and RAY_QUIET.match(text):
                 return
-            if record.name == TRIAL_FAILED_LOGGER and record.levelno >= logging.ERROR:
+            if record.name == TUNE_CONTROLLER_LOGGER and record.levelno >= logging.ERROR:
                 return  # a trial's failure: the view's "failed" line shows it, with its error
             if not text or text in self.seen:
                 return
