@@ -176,6 +176,24 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
     return p, sweep_dir
 
 
+def check_start_over(sweep_dir: Path | None, trials: Sequence[str]) -> None:
+    """ConfigError unless the sweep is resumed and every name is one of its trials (its id or
+    its label). Checked here, once, before a dry run or a sweep."""
+    if sweep_dir is None:
+        raise ConfigError("--start-over restarts trials of an interrupted sweep; use it with --resume")
+    from tune_jobs.core.record import SweepFileError, recorded_trials
+
+    try:
+        known = recorded_trials(sweep_dir)  # a damaged record counts for nothing: the resume rebuilds it
+    except SweepFileError as exc:
+        raise ConfigError(str(exc)) from None
+    names = set(known) | set(known.values())
+    unknown = [t for t in trials if t not in names]
+    if unknown:
+        listed = ", ".join(f"{tid} ({name})" for tid, name in known.items()) or "none started yet"
+        raise ConfigError(f"--start-over {unknown[0]}: no such trial in {sweep_dir.name}; its trials: {listed}")
+
+
 def _script(study: Study) -> str:
     """The entry script as the user ran it (tune_jobs/<study>.py when run from Python)."""
     argv0 = sys.argv[0] if sys.argv else ""
@@ -253,10 +271,6 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             composed = compose(study, experiment, profile=args.profile, quick=args.quick, overrides=args.overrides)
             p = plan(composed, start_from=args.start_from, stop_at=args.stop_at)
         if args.start_over:
-            from tune_jobs.core.runner import check_start_over
-
-            if resume_dir is None:
-                raise ConfigError("--start-over restarts trials of an interrupted sweep; use it with --resume")
             check_start_over(resume_dir, args.start_over)
         if args.dry_run:
             check_paths(results_dir, uri)  # what the real run would refuse here; nothing is written

@@ -200,21 +200,6 @@ def trainable_for(composed: Composed, *, sweep_id: str = "", start_over: Sequenc
     )
 
 
-def check_start_over(sweep_dir: Path, trials: Sequence[str]) -> None:
-    """ConfigError unless every name is a trial of the sweep (its id or its label)."""
-    from tune_jobs.core.record import SweepFileError, recorded_trials
-
-    try:
-        known = recorded_trials(sweep_dir)  # a damaged record counts for nothing: the resume rebuilds it
-    except SweepFileError as exc:
-        raise ConfigError(str(exc)) from None
-    names = set(known) | set(known.values())
-    unknown = [t for t in trials if t not in names]
-    if unknown:
-        listed = ", ".join(f"{tid} ({name})" for tid, name in known.items()) or "none started yet"
-        raise ConfigError(f"--start-over {unknown[0]}: no such trial in {sweep_dir.name}; its trials: {listed}")
-
-
 def check_resume_files(sweep_dir: Path) -> None:
     """ConfigError naming the file when one a resume restores from (inside Ray, where it would
     end in a traceback) is damaged: Tune's newest experiment state, the ASHA rungs journal.
@@ -344,10 +329,6 @@ def _run_sweep(
     ray_dir = (results_dir / "ray").resolve()
     points = [t.point for t in plan.trials]
     per_trial = ray_resources(experiment.resources)
-    if start_over:
-        if resume_dir is None:
-            raise ConfigError("--start-over restarts trials of an interrupted sweep; use it with --resume")
-        check_start_over(resume_dir, start_over)
 
     interrupts.install()  # Ctrl-C and SIGTERM from here on: see tune_jobs/core/interrupts.py
     bookkeeping = _bookkeeping()
