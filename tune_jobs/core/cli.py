@@ -102,11 +102,31 @@ def print_settings(c: Composed) -> None:
     if not shown:
         return
     print("settings and where they come from (default: the study's config class):")
-    width = max(len(f"{k} = {values[k]}") for k in shown)
+    rows = []
     for key in shown:
-        source = c.sources.get(key, "default")
         same = " (= the default)" if key in c.sources and defaults.get(key) == values[key] else ""
-        print(f"  {f'{key} = {values[key]}'.ljust(width)}   {source}{same}")
+        rows.append((f"{key} = {values[key]}", c.sources.get(key, "default") + same))
+    _print_columns(rows, justify="left", gap=3)
+
+
+def _print_columns(
+    rows: Sequence[Sequence[str]], header: Sequence[str] = (), justify: str = "right", gap: int = 2
+) -> None:
+    """Columns `gap` spaces apart, indented by two, never wrapped (rich's table, no borders)."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, padding=(0, gap // 2, 0, gap - gap // 2), show_header=bool(header))
+    for name in header or rows[0]:
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*row)
+    out = io.StringIO()
+    Console(file=out, width=100_000, highlight=False, soft_wrap=True).print(table)
+    for line in out.getvalue().splitlines():
+        print("  " + line.rstrip())
 
 
 def print_plan(p: Plan) -> None:
@@ -140,10 +160,8 @@ def print_plan(p: Plan) -> None:
             row.update({k: _fmt_big(v) for k, v in est.items()})
         rows.append(row)
     print(f"{len(rows)} trials:")
-    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]} if rows else {}
-    print("  " + "  ".join(k.rjust(w) for k, w in widths.items()))
-    for r in rows:
-        print("  " + "  ".join(r[k].rjust(w) for k, w in widths.items()))
+    if rows:
+        _print_columns([list(r.values()) for r in rows], header=list(rows[0]))
     if total_flops:
         print(f"compute estimate: {_fmt_big(total_flops)}FLOP of training in all (the study's estimate)")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.common.tables import table_lines
 from tune_jobs.core.outcome import run_ended
 from tune_jobs.core.paths import safe_name
 from tune_jobs.core.store import upload_folder
@@ -98,7 +99,7 @@ def write_trial_status(sweep: SweepData, out_dir: Path) -> list[str]:
     for t in sweep.trials:
         outcome = run_ended(t.tags, t.status)
         reason = t.tags.get("sweep.error", "")
-        rows.append(f"| {t.name} | {outcome} | {t.status} | {reason.replace('|', '/')} |")
+        rows.append((t.name, outcome, t.status, reason))
         if outcome != "finished":
             stopped.append(f"{t.name} ({outcome})")
     lines = [
@@ -106,9 +107,7 @@ def write_trial_status(sweep: SweepData, out_dir: Path) -> list[str]:
         "",
         f"{len(sweep.trials)} trials, {len(sweep.trials) - len(stopped)} finished.",
         "",
-        "| trial | outcome | MLflow status | reason |",
-        "|---|---|---|---|",
-        *rows,
+        *table_lines(("trial", "outcome", "MLflow status", "reason"), rows),
     ]
     (out_dir / "trial_status.md").write_text("\n".join(lines) + "\n")
     return stopped

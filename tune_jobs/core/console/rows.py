@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainables.common.tables import table_lines
 from tune_jobs.core.adapter import STOP_REASON_KEY, trial_point
 from tune_jobs.core.outcome import trial_outcome, tune_ended
 from tune_jobs.core.plan import trial_label
@@ -248,16 +249,18 @@ def note_markdown(facts: SweepFacts, rows: Sequence[Row]) -> str:
     if best is not None:
         lines += ["", f"Best trial: **{best.name}**, {facts.metric} = {fmt_value(best.best)}."]
     header = ["trial", "outcome", "progress", facts.metric] + ([f"best {facts.metric}"] if facts.shows_best else [])
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     shown = list(rows)
     if facts.shows_best:  # the best first: what a description is read for (and what fits)
         sign = -1 if facts.mode == "max" else 1
         shown.sort(key=lambda r: (r.best is None, sign * r.best if r.best is not None else 0.0))
-    for i, r in enumerate(shown):
-        cells = [r.name, r.outcome or r.status, fmt_progress(r, facts.unit), fmt_value(r.latest)]
-        if facts.shows_best:
-            cells.append(fmt_value(r.best))
-        line = "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
+    cells = [
+        [r.name, r.outcome or r.status, fmt_progress(r, facts.unit), fmt_value(r.latest)]
+        + ([fmt_value(r.best)] if facts.shows_best else [])
+        for r in shown
+    ]
+    head, rule, *table = table_lines(header, cells)
+    lines += ["", head, rule]
+    for i, line in enumerate(table):
         if sum(len(x) + 1 for x in lines) + len(line) > NOTE_LIMIT - 100:
             lines.append(f"\n{len(shown) - i} more trials: see the runs of this sweep.")
             break
