@@ -6,7 +6,7 @@ import matplotlib
 import pytest
 
 from trainables.autoencoder import report
-from tune_jobs.core.reporting import TrialRun
+from tune_jobs.core.sweep_data import TrialRun
 
 matplotlib.use("Agg")
 

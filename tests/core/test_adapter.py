@@ -15,7 +15,8 @@ from ray.tune import Checkpoint
 
 from trainables.common import NoLoadableCheckpoint, save_state
 from trainables.common.context import STATE_FILE, restore_newest
-from tune_jobs.core.adapter import TUNE_CONTROLLER_LOGGER, checkpoint_chain, quiet_restore_failures
+from tune_jobs.core.adapter import checkpoint_chain, quiet_restore_failures
+from tune_jobs.core.ray_compat import TUNE_CONTROLLER_LOGGER
 
 
 def trial_with_checkpoints(path: Path, indices: list[int]) -> Path:

@@ -183,8 +183,8 @@ def test_start_over_goes_with_resume_and_names_a_trial_of_the_sweep(workdir, tmp
     ]
     assert not (workdir / "results").exists() and not (workdir / "mlflow.db").exists()  # nothing written
 
+    from tune_jobs.core.cli import check_start_over
     from tune_jobs.core.errors import ConfigError
-    from tune_jobs.core.runner import check_start_over
 
     sweep = tmp_path / "phase1-20261201-000000-abcd"
     sweep.mkdir()

@@ -8,8 +8,9 @@ import json
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from tune_jobs.core.reporting import Compute, SweepData, add_compute_line, compute_used
+from tune_jobs.core.reporting import Compute, add_compute_line, compute_used
 from tune_jobs.core.study import Study
+from tune_jobs.core.sweep_data import SweepData
 
 
 def make_sweep(

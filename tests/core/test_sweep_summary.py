@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-from tune_jobs.core.reporting import SweepData, TrialRun
 from tune_jobs.core.study import Study
 from tune_jobs.core.summary import importances, outcome, write_sweep_summary
+from tune_jobs.core.sweep_data import SweepData, TrialRun
 
 
 class Sweep(SweepData):

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
-from tune_jobs.core.reporting import SweepData, save_figure
+from trainables.common.tables import markdown_table
+from tune_jobs.core.sweep_data import SweepData, save_figure
 
 LATENTS = ["none", "linear", "vq"]
 TERMS = {"rec_tokens": "val/rec_tokens", "rec_globals": "val/rec_globals", "val_loss": "val/loss"}
@@ -338,9 +339,7 @@ def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
             return "yes" if v else "no"
         return "" if v is None else str(v)
 
-    head = "| " + " | ".join(columns) + " |"
-    sep = "|" + "---|" * len(columns)
-    return "\n".join([head, sep, *("| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows)])
+    return markdown_table(columns, ([r.get(c) for c in columns] for r in rows), cell)
 
 
 def build(sweep: SweepData, out: Path) -> list[Path]:

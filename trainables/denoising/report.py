@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tune_jobs.core.reporting import SweepData, save_figure
+from trainables.common.tables import markdown_table
+from tune_jobs.core.sweep_data import SweepData, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -253,10 +254,7 @@ def _markdown(df: pd.DataFrame) -> str:
             return "" if math.isnan(v) else f"{v:.4g}"
         return "" if v is None else str(v)
 
-    head = "| " + " | ".join(df.columns) + " |"
-    sep = "|" + "---|" * len(df.columns)
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
+    return markdown_table(list(df.columns), df.itertuples(index=False), cell)
 
 
 def build(sweep: SweepData, out: Path) -> list[Path]:

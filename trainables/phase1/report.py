@@ -20,7 +20,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from tune_jobs.core.reporting import SMOKE_NOTE, SweepData, save_figure
+from trainables.common.tables import markdown_table
+from tune_jobs.core.sweep_data import SMOKE_NOTE, SweepData, save_figure
 
 KEEP_UP = 0.5  # a model "keeps up" while it closes at least half of the LS -> oracle gap
 # varied key -> (axis label, name in sentences, plot file suffix)
@@ -351,7 +352,4 @@ def _markdown(df: pd.DataFrame) -> str:
             return f"{v:.0f}" if v.is_integer() and abs(v) >= 10 else f"{v:.3f}"
         return "" if v is None else str(v)
 
-    head = "| " + " | ".join(df.columns) + " |"
-    sep = "|" + "---|" * len(df.columns)
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
+    return markdown_table(list(df.columns), df.itertuples(index=False), cell)

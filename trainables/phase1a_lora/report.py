@@ -17,7 +17,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from tune_jobs.core.reporting import SMOKE_NOTE, SweepData, save_figure
+from trainables.common.tables import markdown_table
+from tune_jobs.core.sweep_data import SMOKE_NOTE, SweepData, save_figure
 
 BANDS = (  # (upper bound in F1 points, verdict, the seed's next step)
     (
@@ -228,21 +229,16 @@ def _markdown(df: pd.DataFrame) -> str:
         "epochs",
         "status",
     ]
-    head = "| " + " | ".join(cols) + " |"
-    rule = "|" + "|".join("---" for _ in cols) + "|"
-    body = []
-    for _, r in df[cols].iterrows():
-        cells = []
-        for c in cols:
-            v = r[c]
-            if c in ("f1", "em", "first_token_acc"):
-                cells.append(f"{100 * v:.1f}%" if v == v else "n/a")
-            elif isinstance(v, float):
-                cells.append(f"{v:.3f}" if v == v else "n/a")
-            else:
-                cells.append(str(v))
-        body.append("| " + " | ".join(cells) + " |")
-    return "\n".join([head, rule, *body])
+
+    def cell(c: str, v: Any) -> str:
+        if c in ("f1", "em", "first_token_acc"):
+            return f"{100 * v:.1f}%" if v == v else "n/a"
+        if isinstance(v, float):
+            return f"{v:.3f}" if v == v else "n/a"
+        return str(v)
+
+    rows = ([cell(c, r[c]) for c in cols] for _, r in df[cols].iterrows())
+    return markdown_table(cols, rows)
 
 
 def build(sweep: SweepData, out: Path) -> list[Path]:

@@ -46,6 +46,7 @@ from trainables.common.context import (
 from tune_jobs.core.config import build_config
 from tune_jobs.core.errors import one_line
 from tune_jobs.core.plan import trial_label
+from tune_jobs.core.ray_compat import TUNE_CONTROLLER_LOGGER
 
 POINT_KEY = "point"  # grid trials carry their searched values as {"point": {dotted: value}}
 NODE_KEY = "node_id"  # the Ray node id, in every result
@@ -253,9 +254,6 @@ class OneLineRestoreFailure(logging.Filter):
         self._shown.add(line)
         record.msg, record.args, record.exc_info, record.exc_text = line, (), None, None
         return True
-
-
-TUNE_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
 
 
 def quiet_restore_failures() -> None:

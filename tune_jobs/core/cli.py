@@ -103,11 +103,31 @@ def print_settings(c: Composed) -> None:
     if not shown:
         return
     print("settings and where they come from (default: the study's config class):")
-    width = max(len(f"{k} = {values[k]}") for k in shown)
+    rows = []
     for key in shown:
-        source = c.sources.get(key, "default")
         same = " (= the default)" if key in c.sources and defaults.get(key) == values[key] else ""
-        print(f"  {f'{key} = {values[key]}'.ljust(width)}   {source}{same}")
+        rows.append((f"{key} = {values[key]}", c.sources.get(key, "default") + same))
+    _print_columns(rows, justify="left", gap=3)
+
+
+def _print_columns(
+    rows: Sequence[Sequence[str]], header: Sequence[str] = (), justify: str = "right", gap: int = 2
+) -> None:
+    """Columns `gap` spaces apart, indented by two, never wrapped (rich's table, no borders)."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, padding=(0, gap // 2, 0, gap - gap // 2), show_header=bool(header))
+    for name in header or rows[0]:
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*row)
+    out = io.StringIO()
+    Console(file=out, width=100_000, highlight=False, soft_wrap=True).print(table)
+    for line in out.getvalue().splitlines():
+        print("  " + line.rstrip())
 
 
 def print_plan(p: Plan) -> None:
@@ -141,10 +161,8 @@ def print_plan(p: Plan) -> None:
             row.update({k: _fmt_big(v) for k, v in est.items()})
         rows.append(row)
     print(f"{len(rows)} trials:")
-    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]} if rows else {}
-    print("  " + "  ".join(k.rjust(w) for k, w in widths.items()))
-    for r in rows:
-        print("  " + "  ".join(r[k].rjust(w) for k, w in widths.items()))
+    if rows:
+        _print_columns([list(r.values()) for r in rows], header=list(rows[0]))
     if total_flops:
         print(f"compute estimate: {_fmt_big(total_flops)}FLOP of training in all (the study's estimate)")
 
@@ -175,6 +193,24 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
         )
     check_resume_files(sweep_dir)
     return p, sweep_dir
+
+
+def check_start_over(sweep_dir: Path | None, trials: Sequence[str]) -> None:
+    """ConfigError unless the sweep is resumed and every name is one of its trials (its id or
+    its label). Checked here, once, before a dry run or a sweep."""
+    if sweep_dir is None:
+        raise ConfigError("--start-over restarts trials of an interrupted sweep; use it with --resume")
+    from tune_jobs.core.tracking import SweepFileError, recorded_trials
+
+    try:
+        known = recorded_trials(sweep_dir)  # a damaged record counts for nothing: the resume rebuilds it
+    except SweepFileError as exc:
+        raise ConfigError(str(exc)) from None
+    names = set(known) | set(known.values())
+    unknown = [t for t in trials if t not in names]
+    if unknown:
+        listed = ", ".join(f"{tid} ({name})" for tid, name in known.items()) or "none started yet"
+        raise ConfigError(f"--start-over {unknown[0]}: no such trial in {sweep_dir.name}; its trials: {listed}")
 
 
 def _script(study: Study) -> str:
@@ -254,10 +290,6 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             composed = compose(study, experiment, profile=args.profile, quick=args.quick, overrides=args.overrides)
             p = plan(composed, start_from=args.start_from, stop_at=args.stop_at)
         if args.start_over:
-            from tune_jobs.core.runner import check_start_over
-
-            if resume_dir is None:
-                raise ConfigError("--start-over restarts trials of an interrupted sweep; use it with --resume")
             check_start_over(resume_dir, args.start_over)
         if args.dry_run:
             check_paths(results_dir, uri)  # what the real run would refuse here; nothing is written

@@ -31,13 +31,26 @@ sweep:
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import shutil
+import time
 from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ray.train.constants import CHECKPOINT_DIR_NAME
 from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import TrialScheduler
+
+from tune_jobs.core.asha import PromotionASHA
+from tune_jobs.core.ray_compat import drop_running_means, forget_checkpoints, save_experiment_state
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 KEEP_CHECKPOINTS = 2
@@ -131,24 +144,6 @@ def last_logged_result(trial: Any) -> dict[str, Any] | None:
     return None
 
 
-def lean_run_metadata(trial: Any) -> None:
-    """Tune keeps, for every number a trial reports, its running means over the last 5 and 10
-    results, and writes them (indented JSON) with the trial at every save of its experiment
-    state: about 12 kB of a phase1 trial's 28 kB, 43% of each save. Nothing the service does
-    reads them (MLflow holds every result; the live view reads the best value, `min`/`max`), so
-    the trials keep max, min, mean and last only. `scope="last-5-avg"` of Tune's ResultGrid is
-    then not available for these sweeps."""
-    meta = getattr(trial, "run_metadata", None)
-    if meta is None or not hasattr(meta, "_n_steps") or not isinstance(meta.metric_analysis, dict):
-        return  # another Ray's layout: left as it is
-    meta._n_steps = ()
-    meta.metric_n_steps = {}
-    for stats in meta.metric_analysis.values():  # a restored trial's
-        for key in [k for k in stats if str(k).startswith("last-")]:
-            del stats[key]
-    meta.invalidate_cache()
-
-
 class CheckpointPruner(Callback):
     """Keeps each trial's newest `keep` checkpoints, and every checkpoint one of Tune's last
     saves of its experiment state points to (a resume restores from those), with the one
@@ -201,17 +196,137 @@ class CheckpointPruner(Callback):
             shutil.rmtree(path, ignore_errors=True)
         self._paths[trial_id] = [p for p in paths if p in keep]
         if gone:
-            _forget_checkpoints(self._trials.get(trial_id), set(gone))
+            # Tune's list of the trial's checkpoints (written whole at every save) names those on disk.
+            forget_checkpoints(self._trials.get(trial_id), set(gone))
 
 
-def _forget_checkpoints(trial: Any, paths: set[str]) -> None:
-    """Drop deleted checkpoints from Tune's list of the trial's checkpoints.
+class SweepScheduler(TrialScheduler):
+    """Runs a Tune scheduler, and keeps a resumed sweep from running an ended trial again.
 
-    Tune keeps every checkpoint a trial reported in that list (its own `num_to_keep` is off, see
-    above) and every save of the experiment state writes the list whole, so each save grew with
-    every checkpoint of every trial. Now the list names the checkpoints on disk."""
-    manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
-    results = getattr(manager, "_checkpoint_results", None)
-    if not isinstance(results, list):
-        return  # another Ray's layout: its list stays as it is
-    manager._checkpoint_results = [r for r in results if getattr(r.checkpoint, "path", None) not in paths]
+    Tune saves its experiment state (which trials exist, which have ended, their checkpoints)
+    now and then, not after every step: its cost grows with the number of trials. A trial that
+    ended after the last save would run again on `--resume`; the sweep's own record
+    (`mlflow_runs.json`, written as each trial ends) knows better, so such a trial is filed as
+    ended when Tune adds it back, and the search hears of its end again.
+
+    It also decides when Tune saves its state: when a trial was added, ended or paused, at most
+    every `save_every` seconds; when trials only reported checkpoints, at most every
+    `checkpoint_save_every` seconds (a resume restores a trial from the checkpoint the last save
+    names, so a driver killed meanwhile costs each running trial at most that much of its work
+    again; a phase1 sweep checkpoints every minute or so, and each save writes every trial's
+    state twice, to Ray's staging folder and to the sweep folder). Results alone change nothing
+    a resume needs. So a sweep's saves follow its trials and checkpoints, not the clock, however
+    long it runs. Trials that a resumed search cannot give back identically (an Optuna search draws
+    new trial ids) must be in Tune's saved state before they start: with `save_on_add`, Tune's
+    state is saved in the controller step that adds them, before their worker starts.
+    """
+
+    def __init__(
+        self,
+        inner: TrialScheduler,
+        *,
+        sweep_dir: str | None = None,
+        ended_trials: Callable[[str], Mapping[str, str]] | None = None,
+        save_on_add: bool = False,
+        save_every: float = 10.0,
+        checkpoint_save_every: float = CHECKPOINT_SAVE_S,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.sweep_dir = sweep_dir
+        self.ended_trials = ended_trials  # the sweep's record of ended trials (tune_jobs.core.schedulers)
+        self.save_on_add = save_on_add
+        self.save_every = save_every
+        self.checkpoint_save_every = checkpoint_save_every
+        self.__setstate__({})
+
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("inner", "sweep_dir", "ended_trials", "save_on_add", "save_every", "checkpoint_save_every")
+        return {k: self.__dict__[k] for k in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("checkpoint_save_every", CHECKPOINT_SAVE_S)  # pickled before it existed
+        self.__dict__.setdefault("ended_trials", None)
+        self._ended: dict[str, str] | None = None
+        self._added = False  # trials added since Tune last saved its state
+        self._changed = False  # a trial added, ended or paused since Tune last saved
+        self._checkpointed = False  # a checkpoint reported since Tune last saved
+        self._last_save = -math.inf
+
+    @property
+    def metric(self) -> str | None:
+        return self.inner.metric
+
+    @property
+    def supports_buffered_results(self) -> bool:
+        return self.inner.supports_buffered_results
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return self.inner.set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        # Tune's running means of every metric are written with each trial at every save; nothing
+        # here reads them (MLflow holds every result), so `scope="last-5-avg"` is not available.
+        drop_running_means(trial)
+        if self._ended is None:  # read once, when Tune adds the (restored) trials
+            self._ended = dict(self.ended_trials(self.sweep_dir)) if self.sweep_dir and self.ended_trials else {}
+        outcome = self._ended.get(trial.trial_id)
+        if outcome is not None and not trial.is_finished():
+            log.info("trial %s ended before the driver stopped (%s); it is not run again", trial.trial_id, outcome)
+            trial.set_status(Trial.ERROR if outcome == "error" else Trial.TERMINATED)
+            # Its last result, not the older one Tune's saved state may hold: the search hears
+            # the value it ended with (a search told none files the trial as pruned).
+            logged = last_logged_result(trial)
+            last = trial.run_metadata.last_result or {}
+            if logged and logged.get(TRAINING_ITERATION, 0) >= last.get(TRAINING_ITERATION, 0):
+                trial.run_metadata.last_result = logged
+            tune_controller.search_alg.on_trial_complete(
+                trial.trial_id, result=dict(trial.run_metadata.last_result) or None, error=outcome == "error"
+            )
+            if isinstance(self.inner, PromotionASHA):
+                self.inner.on_trial_remove(tune_controller, trial)  # its rung records may say it waits
+            return
+        self._added = self._changed = True
+        self.inner.on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        decision = self.inner.on_trial_result(tune_controller, trial, result)
+        if decision != TrialScheduler.CONTINUE:
+            self._changed = True
+        elif result.get(CHECKPOINT_DIR_NAME):
+            self._checkpointed = True
+        return decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self._changed = True
+        self.inner.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self._changed = True
+        self.inner.on_trial_error(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._changed = True
+        self.inner.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        # Tune calls this once per controller step: the place to save its state.
+        if self.save_on_add and self._added:
+            # The new trials are registered (add_trial has returned) and no worker runs them yet.
+            self._save(tune_controller, wait=True)
+        else:
+            since = time.monotonic() - self._last_save
+            if (self._changed and since >= self.save_every) or (
+                self._checkpointed and since >= self.checkpoint_save_every
+            ):
+                self._save(tune_controller, wait=False)
+        return self.inner.choose_trial_to_run(tune_controller)
+
+    def _save(self, tune_controller: Any, wait: bool) -> None:
+        save_experiment_state(tune_controller, wait)
+        self._added = self._changed = self._checkpointed = False
+        self._last_save = time.monotonic()
+
+    def debug_string(self) -> str:
+        return self.inner.debug_string()

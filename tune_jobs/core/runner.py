@@ -167,12 +167,15 @@ def _bookkeeping() -> list[Any]:
 def _outcomes(mirror: Any) -> tuple[int, list[str]]:
     """(failed trials, 'trial: reason' of each diverged one) from the sweep's own record: a
     trial that ended before a resume is not in Tune's results as it ended."""
+    from tune_jobs.core.outcome import DIVERGED, ERROR, run_ended
+
     failed, diverged = 0, []
     for entry in mirror.state.get("trials", {}).values():
         tags = entry.get("end_tags", {})
-        if tags.get("sweep.status") == "error":
+        ended = run_ended(tags, entry.get("status", ""))
+        if ended == ERROR:
             failed += 1
-        elif tags.get("sweep.status") == "diverged":
+        elif ended == DIVERGED:
             diverged.append(f"{entry['name']}: {tags.get('sweep.error', '')}")
     return failed, diverged
 
@@ -196,21 +199,6 @@ def trainable_for(composed: Composed, *, sweep_id: str = "", start_over: Sequenc
         ),
         ray_resources(resources),
     )
-
-
-def check_start_over(sweep_dir: Path, trials: Sequence[str]) -> None:
-    """ConfigError unless every name is a trial of the sweep (its id or its label)."""
-    from tune_jobs.core.tracking import SweepFileError, recorded_trials
-
-    try:
-        known = recorded_trials(sweep_dir)  # a damaged record counts for nothing: the resume rebuilds it
-    except SweepFileError as exc:
-        raise ConfigError(str(exc)) from None
-    names = set(known) | set(known.values())
-    unknown = [t for t in trials if t not in names]
-    if unknown:
-        listed = ", ".join(f"{tid} ({name})" for tid, name in known.items()) or "none started yet"
-        raise ConfigError(f"--start-over {unknown[0]}: no such trial in {sweep_dir.name}; its trials: {listed}")
 
 
 def check_resume_files(sweep_dir: Path) -> None:
@@ -341,10 +329,6 @@ def _run_sweep(
     ray_dir = (results_dir / "ray").resolve()
     points = [t.point for t in plan.trials]
     per_trial = ray_resources(experiment.resources)
-    if start_over:
-        if resume_dir is None:
-            raise ConfigError("--start-over restarts trials of an interrupted sweep; use it with --resume")
-        check_start_over(resume_dir, start_over)
 
     interrupts.install()  # Ctrl-C and SIGTERM from here on: see tune_jobs/core/interrupts.py
     bookkeeping = _bookkeeping()

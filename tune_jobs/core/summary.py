@@ -20,17 +20,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tune_jobs.core.reporting import SweepData, TrialRun, save_figure
+from trainables.common.tables import table_lines
+from tune_jobs.core.outcome import run_ended, trial_outcome
+from tune_jobs.core.sweep_data import SweepData, TrialRun, save_figure
 
 MIN_TRIALS_FOR_IMPORTANCE = 4
 
 
 def outcome(trial: TrialRun, budget: int | None, last_step: int | None) -> str:
     """finished, stopped early (before its budget, by the scheduler), diverged, error, ..."""
-    status = trial.tags.get("sweep.status") or ("finished" if trial.status == "FINISHED" else trial.status.lower())
-    if status == "finished" and budget is not None and last_step is not None and last_step + 1 < budget:
-        return "stopped early"
-    return status
+    return trial_outcome(run_ended(trial.tags, trial.status), budget, None if last_step is None else last_step + 1)
 
 
 def _budget(study: Any, trial: TrialRun) -> int | None:
@@ -48,6 +47,10 @@ def _number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and math.isfinite(value):
         return float(value)
     return None
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4g}" if _number(value) is not None else "-"
 
 
 def importances(trials: Sequence[TrialRun], keys: Sequence[str], metric: str, mode: str) -> dict[str, float]:
@@ -159,12 +162,10 @@ def write_sweep_summary(sweep: SweepData, out_dir: Path, study: Any = None) -> l
         lines += ["", f"Best trial: {best.name}, {metric} = {best.metrics[metric]:.4g}."]
     elif goal == "measure":
         lines += ["", f"A measurement ({finished} trials finished): no trial is best; compare them below."]
-    lines += ["", "| trial | outcome | " + " | ".join([*keys, metric]) + " |", "|---" * (len(keys) + 3) + "|"]
-    for t in ranked:
-        value = t.metrics.get(metric)
-        shown = f"{value:.4g}" if _number(value) is not None else "-"
-        point = " | ".join(str(t.point.get(k, "")) for k in keys)
-        lines.append(f"| {t.name} | {outcomes[t.run_id]} | {point}{' | ' if keys else ''}{shown} |")
+    rows = [
+        (t.name, outcomes[t.run_id], *(t.point.get(k, "") for k in keys), _shown(t.metrics.get(metric))) for t in ranked
+    ]
+    lines += ["", *table_lines(["trial", "outcome", *keys, metric], rows)]
     if found:
         lines += ["", f"## Importance of the searched values for {metric} (fANOVA, optuna.importance)", ""]
         lines += [f"- {k}: {v:.2f}" for k, v in sorted(found.items(), key=lambda kv: -kv[1])]

@@ -183,7 +183,7 @@ def test_fields_of_mlflow_runs_json_of_the_wrong_type_make_it_damaged_not_a_cras
 
 
 def test_start_over_with_a_damaged_mlflow_runs_json_lists_the_trials_the_trials_file_knows(tmp_path):
-    from tune_jobs.core.runner import check_start_over
+    from tune_jobs.core.cli import check_start_over
 
     sweep = new_sweep(tmp_path)
     (sweep / STATE_FILE).write_text("[]")
