@@ -138,8 +138,14 @@ _TRIAL_OPTIONAL = {
 }
 
 
-def _wrong_optional(data: Mapping[str, Any], optional: Mapping[str, tuple[Any, ...]]) -> str | None:
-    """The first key of `optional` that `data` holds with the wrong type, as a problem."""
+def _shape_problem(
+    data: Mapping[str, Any], required: Mapping[str, type], optional: Mapping[str, tuple[Any, ...]]
+) -> str | None:
+    """The first key of `required` that `data` lacks or holds with the wrong type, else the first
+    key of `optional` it holds with the wrong type, as a problem."""
+    for key, kind in required.items():
+        if not isinstance(data.get(key), kind):
+            return f"'{key}' is missing or not a {kind.__name__}"
     for key, kinds in optional.items():
         if key in data and not any(data[key] is None if k is None else isinstance(data[key], k) for k in kinds):
             names = " or ".join("null" if k is None else k.__name__ for k in kinds)
@@ -152,10 +158,7 @@ def state_problem(state: Any) -> str | None:
     """Why `state` is not a usable mlflow_runs.json, None when it is."""
     if not isinstance(state, dict):
         return f"holds a {type(state).__name__}, not an object"
-    for key, kind in _STATE_KEYS.items():
-        if not isinstance(state.get(key), kind):
-            return f"'{key}' is missing or not a {kind.__name__}"
-    problem = _wrong_optional(state, _STATE_OPTIONAL)
+    problem = _shape_problem(state, _STATE_KEYS, _STATE_OPTIONAL)
     if problem is not None:
         return problem
     for key in ("journal_offset", "trials_offset"):
@@ -167,10 +170,7 @@ def state_problem(state: Any) -> str | None:
     for trial_id, entry in state["trials"].items():
         if not isinstance(entry, dict):
             return f"trial {trial_id} is not an object"
-        for key, kind in _TRIAL_KEYS.items():
-            if not isinstance(entry.get(key), kind):
-                return f"trial {trial_id}: '{key}' is missing or not a {kind.__name__}"
-        problem = _wrong_optional(entry, _TRIAL_OPTIONAL)
+        problem = _shape_problem(entry, _TRIAL_KEYS, _TRIAL_OPTIONAL)
         if problem is not None:
             return f"trial {trial_id}: {problem}"
     return None
