@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -25,17 +24,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import job_env
+from helpers import free_port, job_env
 
 from tune_jobs import mlflow_server
 
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def own_ray_token(monkeypatch: pytest.MonkeyPatch) -> None:

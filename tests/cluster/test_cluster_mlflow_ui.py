@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cluster_helpers import chromium, free_port, mlflow_server_at, render
-from conftest import ROOT, job_env, run_job
+from cluster_helpers import chromium, mlflow_server_at, render
+from helpers import ROOT, free_port, job_env, run_job
 from mlflow import MlflowClient
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))

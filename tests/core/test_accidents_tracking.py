@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env, run_job, start_job, sweep_runs, sweep_state
+from helpers import ROOT, job_env, run_job, start_job, sweep_runs, sweep_state
 from mlflow import MlflowClient
 
 from tune_jobs.core.errors import ConfigError

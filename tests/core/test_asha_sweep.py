@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import job_env, sweep_runs
+from helpers import job_env, sweep_runs
 
 ENTRY = '''
 """Learning curves: score = quality * (1 - exp(-epoch / 2)), one report and checkpoint per epoch."""

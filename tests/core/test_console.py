@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env
+from helpers import ROOT, job_env
 from ray.tune.experiment import Trial
 
 from tune_jobs.core.adapter import DIVERGED_KEY, STOP_REASON_KEY

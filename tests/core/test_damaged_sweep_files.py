@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env
+from helpers import ROOT, job_env
 
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.record import BACKUP_FILE, STATE_FILE, TRIALS_FILE, Mirror, state_problem, write_json

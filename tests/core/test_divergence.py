@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import job_env, sweep_runs
+from helpers import job_env, sweep_runs
 
 ENTRY = '''
 """A study whose loss, 1 / (x - step), is infinite at step == x."""

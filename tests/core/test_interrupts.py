@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import job_env, start_job, sweep_runs, sweep_state
+from helpers import job_env, start_job, sweep_runs, sweep_state
 
 # Long enough that a trial is still running when the signal comes, short enough for a test.
 ARGS = [

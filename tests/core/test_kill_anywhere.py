@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import processes_in, run_job, start_job, sweep_runs, sweep_state
+from helpers import processes_in, run_job, start_job, sweep_runs, sweep_state
 
 ARGS = [
     "--quick",

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run_job, start_job, sweep_state
+from helpers import free_port, run_job, start_job, sweep_state
 from mlflow import MlflowClient
 
 from tune_jobs import mlflow_server

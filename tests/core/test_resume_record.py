@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import job_env, sweep_runs, sweep_state
+from helpers import job_env, sweep_runs, sweep_state
 
 ENTRY = '''
 """A few steps per trial, a checkpoint with each."""

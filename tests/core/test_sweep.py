@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_job, start_job, sweep_runs, sweep_state
+from helpers import run_job, start_job, sweep_runs, sweep_state
 from mlflow import MlflowClient
 
 TINY = ["trainer.steps=60", "trainer.eval_every=10", "trainer.checkpoint_every=20", "trainer.eval_prompts=64"]
