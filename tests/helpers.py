@@ -115,3 +115,9 @@ def processes_in(folder: Path) -> list[str]:
         except OSError:
             continue
     return found
+
+
+def toy_command(experiment: Path, *args: str) -> list[str]:
+    """`python tests/toy_study.py --experiment EXPERIMENT ARGS`: the tests' own study, run as a
+    user runs an entry script."""
+    return [sys.executable, str(ROOT / "tests" / "toy_study.py"), "--experiment", str(experiment), *args]
