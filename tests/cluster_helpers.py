@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -25,17 +24,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import job_env
+from helpers import free_port, job_env
 
 from tune_jobs import mlflow_server
 
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def own_ray_token(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,8 +158,15 @@ MACHINE_INIT = r"""
 # address on eth0 (which the test moves in), then sshd in the foreground (it reaps orphans).
 set -eu
 name=$1 address=$2 gateway=$3 dir=$4
+shift 4
 hostname "$name"
-mount --bind "$dir/tmp" /tmp
+# The folders the machine image's Python needs that lie under /tmp (this test run's venv when
+# the checkout was cloned there) stay where they are, bound into the machine's own /tmp.
+for keep in "$@"; do
+    mkdir -p "$dir/tmp/${keep#/tmp/}"
+    mount --bind "$keep" "$dir/tmp/${keep#/tmp/}"
+done
+mount --rbind "$dir/tmp" /tmp
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/sshd
 for f in passwd shadow hosts; do mount --bind "$dir/etc/$f" "/etc/$f"; done
@@ -311,7 +311,7 @@ class Machine:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 ["unshare", "--net", "--mount", "--pid", "--uts", "--fork", "--kill-child", "--mount-proc", "--"]
-                + ["bash", "-c", MACHINE_INIT, "init", name, address, lan.address, str(folder)],
+                + ["bash", "-c", MACHINE_INIT, "init", name, address, lan.address, str(folder), *python_under_tmp()],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_test,
@@ -333,6 +333,15 @@ class Machine:
 
     def close(self) -> None:
         _kill(self.proc)
+
+
+def python_under_tmp() -> list[str]:
+    """This test run's venv and the Python it was made from, where they lie under /tmp (a
+    checkout cloned there with its .venv, as CI does): a machine's own /tmp would hide them
+    from the machine image's Python (provision_python)."""
+    found = sorted({os.path.normpath(p) for p in (sys.prefix, sys.base_prefix)})
+    under = [p for p in found if p.startswith("/tmp/")]
+    return [p for p in under if not any(p.startswith(f"{q}/") for q in under)]
 
 
 def provision_python(home: Path) -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, job_env
+from helpers import ROOT, job_env
 from mlflow import MlflowClient
 
 from tune_jobs.core.tracking import Outbox

@@ -5,7 +5,7 @@ import re
 import h5py
 import numpy as np
 import pytest
-from conftest import files_under, run_job
+from helpers import files_under, run_job
 
 from trainables.autoencoder.data import synthesize
 

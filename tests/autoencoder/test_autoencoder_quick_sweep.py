@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_job
+from helpers import run_job
 from mlflow import MlflowClient
 
 

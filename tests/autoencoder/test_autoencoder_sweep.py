@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from conftest import run_job, sweep_runs
+from helpers import run_job, sweep_runs
 
 TINY = ["data.n_train=300", "data.n_val=100", "model.hidden=16", "trainer.epochs=2", "trainer.batch_size=64"]
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from conftest import Interrupt, StopAfter
+from helpers import Interrupt, StopAfter
 
 from trainables.autoencoder import PROFILES, Config
 from trainables.autoencoder.train import log_line, train

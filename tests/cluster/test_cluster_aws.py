@@ -22,8 +22,8 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from cluster_helpers import RAY, free_port
-from conftest import ROOT, job_env
+from cluster_helpers import RAY
+from helpers import ROOT, free_port, job_env
 
 AWS_YAML = ROOT / "cluster" / "aws.yaml"
 REGION, ZONE = "us-west-2", "us-west-2a"

@@ -32,7 +32,7 @@ from cluster_helpers import (
     stop_ray_node,
     wait_for_nodes,
 )
-from conftest import ROOT, run_job
+from helpers import ROOT, run_job
 from mlflow import MlflowClient
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))

@@ -12,8 +12,8 @@ import sys
 import time
 
 import psutil
-from cluster_helpers import free_port, processes_mentioning
-from conftest import job_env
+from cluster_helpers import processes_mentioning
+from helpers import free_port, job_env
 
 from tune_jobs import mlflow_server
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from cluster_helpers import chromium, free_port, mlflow_server_at, render
-from conftest import ROOT, job_env, run_job
+from cluster_helpers import chromium, mlflow_server_at, render
+from helpers import ROOT, free_port, job_env, run_job
 from mlflow import MlflowClient
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", ROOT / "tests" / "artifacts"))
@@ -114,9 +114,9 @@ def screenshot(browser: str, url: str, profile: Path, name: str) -> Path:
 
 
 @pytest.mark.slow
-def test_default_quick_sweep_piped_then_the_readme_mlflow_link_shows_the_trials(workdir, tmp_path):
+def test_default_quick_sweep_piped_then_the_readme_mlflow_link_shows_the_trials(phase1_quick, tmp_path):
     browser = chromium()
-    out = run_job(["phase1.py", "--quick"], workdir, timeout=900)
+    workdir, out = phase1_quick
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     # Piped, the sweep is one line per trial event: no Ray tables, no cut-off point.

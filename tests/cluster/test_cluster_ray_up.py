@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cluster_helpers import LAN, RAY, Lan, Machine, die_with_test, namespace_tools, provision_python
-from conftest import ROOT, job_env
+from helpers import ROOT, job_env
 
 ONPREM = ROOT / "cluster" / "onprem.yaml"
 HEAD, WORKER = f"{LAN}.10", f"{LAN}.11"

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cluster_helpers import free_port, processes_mentioning
-from conftest import ROOT, job_env, sweep_runs
+from cluster_helpers import processes_mentioning
+from helpers import ROOT, free_port, job_env, sweep_runs
 
 SBATCH_SCRIPT = ROOT / "cluster" / "slurm" / "ray_sweep.sbatch"
 TOOLS = ("munged", "munge", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo")

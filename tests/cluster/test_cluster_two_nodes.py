@@ -19,7 +19,7 @@ from cluster_helpers import (
     stop_ray_node,
     wait_for_nodes,
 )
-from conftest import run_job, sweep_runs
+from helpers import run_job, sweep_runs
 
 
 @pytest.fixture

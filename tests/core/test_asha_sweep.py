@@ -2,8 +2,8 @@
 and resume from the checkpoint they reported there; a driver killed while trials wait loses
 none of them on --resume.
 
-The study is written for the test (as test_divergence.py writes one): a learning curve per
-trial whose final score is `trainer.quality`, so every rung ranks the trials the same way."""
+The study is the tests' toy study (tests/toy_study.py): a learning curve per trial whose final
+score is `trainer.quality`, so every rung ranks the trials the same way."""
 
 from __future__ import annotations
 
@@ -13,70 +13,23 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import job_env, sweep_runs
-
-ENTRY = '''
-"""Learning curves: score = quality * (1 - exp(-epoch / 2)), one report and checkpoint per epoch."""
-import math
-import time
-from dataclasses import dataclass
-
-from trainables.common import param, section
-from tune_jobs.core.cli import main
-from tune_jobs.core.study import Study
-
-
-@dataclass
-class Trainer:
-    epochs: int = param(9, "epochs", ge=1)
-    quality: float = param(0.5, "the score this trial converges to")
-    sleep: float = param(0.4, "seconds per epoch")
-
-
-@dataclass
-class Config:
-    seed: int = param(0, "seed")
-    trainer: Trainer = section(Trainer, "training")
-
-
-def train(cfg, ctx):
-    state = ctx.restored_state()
-    for epoch in range((state or {}).get("epoch", 0) + 1, cfg.trainer.epochs + 1):
-        time.sleep(cfg.trainer.sleep)
-        score = cfg.trainer.quality * (1 - math.exp(-epoch / 2))
-        # A loss that ranks the trials the other way round (for rank_by): lowest for the worst.
-        ctx.report({"step": epoch, "val/score": score, "val/loss": cfg.trainer.quality / epoch}, {"epoch": epoch})
-
-
-STUDY = Study(
-    name="curves",
-    train=train,
-    config=Config,
-    metrics=("step", "val/score", "val/loss"),
-    default_experiment="curves",
-    budget=lambda params: (int(params["trainer.epochs"]), "epochs"),
-    report=lambda sweep, out: [],
-)
-
-if __name__ == "__main__":
-    raise SystemExit(main(STUDY))
-'''
+from helpers import job_env, sweep_runs, toy_command
 
 # The best first: the first trials to reach rung 1 wait there until enough peers arrive.
 QUALITIES = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
 EXPERIMENT = f"""\
-# python curves.py --experiment curves.yaml
-study: curves
+# python tests/toy_study.py --experiment curves.yaml
+study: toy
 metric: val/score
 mode: max
 search: grid
 scheduler: {{kind: asha, max_t: 9, grace_period: 1, reduction_factor: 3}}
 resources: {{cpu: 1}}
+fixed: {{trainer.epochs: 9, trainer.first: 1, trainer.seconds: 0.4}}
 space:
   trainer.quality: {{grid: {QUALITIES}}}
 """
@@ -84,10 +37,8 @@ RUNGS, MAX_T = (1, 3), 9
 
 
 def command(tmp_path: Path, *args: str) -> list[str]:
-    entry = tmp_path / "curves.py"
-    entry.write_text(ENTRY)
     (tmp_path / "curves.yaml").write_text(EXPERIMENT)
-    return [sys.executable, str(entry), "--experiment", str(tmp_path / "curves.yaml"), *args]
+    return toy_command(tmp_path / "curves.yaml", *args)
 
 
 def journal(workdir: Path) -> list[dict]:

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from conftest import files_under, run_job
+from helpers import files_under, run_job
 
 
 def test_dry_run_lists_the_8_trials_without_starting_ray(workdir):

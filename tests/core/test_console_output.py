@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, job_env
+from helpers import ROOT, job_env
 
 CHILD = """
 import logging, os, subprocess, sys

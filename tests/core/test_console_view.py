@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env
 from console_trials import PHASE1, k_trial
+from helpers import ROOT, job_env
 from ray.tune.experiment import Trial
 
 from tune_jobs.core.console.displays import PlainDisplay

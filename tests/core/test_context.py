@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Interrupt, StopAfter
+from helpers import Interrupt, StopAfter
 
 from trainables.common import LocalContext, NoLoadableCheckpoint, UnreadableCheckpoint, load_state, save_state
 from trainables.common.context import STATE_FILE, restore_newest

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_job, start_job, sweep_runs, sweep_state
+from helpers import run_job, start_job, sweep_runs, sweep_state
 
 from trainables.common.context import STATE_FILE
 

@@ -1,78 +1,33 @@
 """A trial whose loss becomes NaN or inf stops with a clear status and reason; the sweep goes on.
 
-The study here is a small one written for the test (a loss that blows up for one value of
-`x`), run as a user runs any study: an entry script, a YAML, real Ray, real MLflow.
+The study is the tests' toy study (tests/toy_study.py: a loss, 1 / (x - step), that blows up
+at step x), run as a user runs any study: an entry script, a YAML, real Ray, real MLflow.
 """
 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
-from conftest import job_env, sweep_runs
-
-ENTRY = '''
-"""A study whose loss, 1 / (x - step), is infinite at step == x."""
-from dataclasses import dataclass
-
-from trainables.common import param, section
-from tune_jobs.core.cli import main
-from tune_jobs.core.study import Study
-
-
-@dataclass
-class Trainer:
-    steps: int = param(8, "steps", ge=1)
-    x: float = param(100.0, "where the loss is infinite")
-    raise_error: bool = param(False, "raise FloatingPointError instead of reporting inf")
-
-
-@dataclass
-class Config:
-    seed: int = param(0, "seed")
-    trainer: Trainer = section(Trainer, "training")
-
-
-def train(cfg, ctx):
-    for step in range(cfg.trainer.steps):
-        gap = cfg.trainer.x - step
-        loss = 1.0 / gap if gap else float("inf")
-        if cfg.trainer.raise_error and loss == float("inf"):
-            raise FloatingPointError(f"train/loss became inf at step {step}; lower trainer.lr")
-        ctx.report({"step": step, "train/loss": loss, "val/score": -abs(loss)}, {"step": step})
-
-
-STUDY = Study(
-    name="blowup",
-    train=train,
-    config=Config,
-    metrics=("step", "train/loss", "val/score"),
-    default_experiment="blowup",
-    report=lambda sweep, out: [],
-)
-
-if __name__ == "__main__":
-    raise SystemExit(main(STUDY))
-'''
+from helpers import job_env, sweep_runs, toy_command
 
 EXPERIMENT = """\
-# python blowup.py --experiment blowup.yaml
-study: blowup
+# python tests/toy_study.py --experiment blowup.yaml
+study: toy
 metric: val/score
 mode: max
 search: grid
+fixed:
+  trainer.epochs: 8
 space:
   trainer.x: {grid: [100.0, 3.0]}
 """
 
 
 def run(tmp_path, workdir, *args):
-    entry = tmp_path / "blowup.py"
-    entry.write_text(ENTRY)
     (tmp_path / "blowup.yaml").write_text(EXPERIMENT)
     return subprocess.run(
-        [sys.executable, str(entry), "--experiment", str(tmp_path / "blowup.yaml"), *args],
+        toy_command(tmp_path / "blowup.yaml", *args),
         cwd=workdir,
         env=job_env(),
         capture_output=True,
@@ -99,7 +54,7 @@ def test_a_diverging_trial_stops_with_its_reason_and_the_sweep_goes_on(tmp_path,
     assert parents[0].data.tags["sweep.diverged_trials"] == "1"
     assert parents[0].data.tags["sweep.best_run"] == "blowup/x=100"
 
-    (report,) = (workdir / "results" / "blowup").iterdir()
+    (report,) = (workdir / "results" / "toy").iterdir()
     status = (report / "trial_status.md").read_text()
     assert "| blowup/x=3 | diverged | FAILED | train/loss became inf at step 3;" in status
     assert "| blowup/x=100 | finished | FINISHED |" in status

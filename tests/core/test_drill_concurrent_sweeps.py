@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env, sweep_runs, sweep_state
+from helpers import ROOT, job_env, sweep_runs, sweep_state
 from tracking_helpers import assert_sweep_complete, find_sweep_dirs
 
 TINY = [

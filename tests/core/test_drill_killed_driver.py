@@ -16,67 +16,24 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import job_env, run_job, start_job, sweep_runs, sweep_state
+from helpers import job_env, run_job, start_job, sweep_runs, sweep_state, toy_command
 from tracking_helpers import assert_sweep_complete, find_sweep_dirs
 
 from tune_jobs.core.tracking import Outbox
 from tune_jobs.core.tracking.state import BACKUP_FILE, JOURNAL_FILE, STATE_FILE
 
-ENTRY = '''
-"""A few steps per trial, a checkpoint with each."""
-import time
-from dataclasses import dataclass
-
-from trainables.common import param, section
-from tune_jobs.core.cli import main
-from tune_jobs.core.study import Study
-
-
-@dataclass
-class Trainer:
-    steps: int = param(6, "steps", ge=1)
-    seconds: float = param(0.5, "seconds per step")
-    x: float = param(1.0, "a searched value")
-
-
-@dataclass
-class Config:
-    seed: int = param(0, "seed")
-    trainer: Trainer = section(Trainer, "training")
-
-
-def train(cfg, ctx):
-    state = ctx.restored_state()
-    for step in range((state or {}).get("step", -1) + 1, cfg.trainer.steps):
-        time.sleep(cfg.trainer.seconds)
-        ctx.report({"step": step, "val/score": cfg.trainer.x * step}, {"step": step})
-
-
-STUDY = Study(
-    name="steps",
-    train=train,
-    config=Config,
-    metrics=("step", "val/score"),
-    default_experiment="steps",
-    report=lambda sweep, out: [],
-)
-
-if __name__ == "__main__":
-    raise SystemExit(main(STUDY))
-'''
-
 EXPERIMENT = """\
-# python steps.py --experiment steps.yaml
-study: steps
+# python tests/toy_study.py --experiment steps.yaml
+study: toy
 metric: val/score
 mode: max
 search: grid
 resources: {cpu: 1}
+fixed: {trainer.epochs: 6}
 space:
   trainer.seconds: {grid: [0.2, 1.5, 1.6, 1.7]}
 """
@@ -84,9 +41,8 @@ STEPS = 6
 
 
 def command(tmp_path: Path, *args: str) -> list[str]:
-    (tmp_path / "steps.py").write_text(ENTRY)
     (tmp_path / "steps.yaml").write_text(EXPERIMENT)
-    return [sys.executable, str(tmp_path / "steps.py"), "--experiment", str(tmp_path / "steps.yaml"), *args]
+    return toy_command(tmp_path / "steps.yaml", *args)
 
 
 def tune_statuses(sweep_dir: Path) -> dict[str, str]:

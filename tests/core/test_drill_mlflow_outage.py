@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, job_env, run_job, start_job, sweep_state
+from helpers import ROOT, free_port, job_env, run_job, start_job, sweep_state
 from mlflow import MlflowClient
 
 from tune_jobs import mlflow_server

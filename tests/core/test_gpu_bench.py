@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_the_gpu_bench_runs_end_to_end_with_smoke(tmp_path):

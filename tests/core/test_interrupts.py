@@ -11,18 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import job_env, start_job, sweep_runs, sweep_state
+from helpers import job_env, start_job, sweep_runs, sweep_state
 
 # Long enough that a trial is still running when the signal comes, short enough for a test.
 ARGS = [
     "--quick",
     "space.n_components=[1,2,3]",
-    "trainer.steps=400",
+    "trainer.steps=200",
     "trainer.eval_every=20",
-    "trainer.checkpoint_every=100",
+    "trainer.checkpoint_every=40",
     "trainer.eval_prompts=64",
 ]
-EXPECTED_STEPS = list(range(0, 400, 20)) + [399]
+EXPECTED_STEPS = list(range(0, 200, 20)) + [199]
 NOISE = ("Traceback", "Tuner.restore", "Failed to fetch metrics", "KeyboardInterrupt")
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import processes_in, run_job, start_job, sweep_runs, sweep_state
+from helpers import processes_in, run_job, start_job, sweep_runs, sweep_state
 
 ARGS = [
     "--quick",
@@ -129,5 +129,7 @@ def test_a_sweep_killed_anywhere_ends_with_exactly_what_an_uninterrupted_one_hol
     assert _histories(workdir) == expected
     state = sweep_state(_sweep_dir(workdir))
     assert state["ended"] and all(t["ended"] for t in state["trials"].values())
-    time.sleep(5)  # Ray's processes leave a moment after their driver
+    deadline = time.monotonic() + 30  # Ray's processes leave a moment after their driver
+    while processes_in(workdir) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert processes_in(workdir) == []

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 from tune_jobs.core.study import load_study, shipped_studies
 

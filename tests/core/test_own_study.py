@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env
+from helpers import ROOT, job_env
 
 SECTION = "## Add your own study"
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import files_under, run_job
+from helpers import files_under, run_job
 
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.preflight import check_paths, local_gpus, writable_dir
@@ -65,7 +65,7 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(workdir):
     import subprocess
     import sys
 
-    from conftest import ROOT, job_env
+    from helpers import ROOT, job_env
 
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "tune_jobs" / "phase1a_lora.py"), "--dry-run"],
@@ -85,7 +85,7 @@ def test_a_script_of_another_checkout_does_not_run_this_ones_code(tmp_path):
     """Two checkouts, one environment: the installed one's code would run under the other's
     script name. It stops with one line naming both and the install that fixes it; with that
     checkout's code on the path (as `pip install -e` of it puts it), the script runs."""
-    from conftest import ROOT, job_env
+    from helpers import ROOT, job_env
 
     other = tmp_path / "other"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")

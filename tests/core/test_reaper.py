@@ -10,7 +10,7 @@ import sys
 import time
 
 import psutil
-from conftest import job_env, processes_in, start_job
+from helpers import job_env, processes_in, start_job
 
 # A driver that starts the watcher, then a process that escapes its parent as Ray's agents do
 # (its own session, so nothing ties it to the driver), prints its pid and waits to be killed.

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import files_under, run_job
+from helpers import files_under, run_job
 
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.plan import compose, plan

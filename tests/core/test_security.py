@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, free_port
+from helpers import ROOT, free_port
 from hypothesis import given
 from hypothesis import strategies as st
 

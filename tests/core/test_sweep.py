@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_job, start_job, sweep_runs, sweep_state
+from helpers import run_job, start_job, sweep_runs, sweep_state
 from mlflow import MlflowClient
 
 TINY = ["trainer.steps=60", "trainer.eval_every=10", "trainer.checkpoint_every=20", "trainer.eval_prompts=64"]
@@ -65,7 +65,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_reruns_or_duplicat
     args = [
         "--quick",
         "space.n_components=[1,2,3,4]",
-        "trainer.steps=400",
+        "trainer.steps=200",
         "trainer.eval_every=20",
         "trainer.checkpoint_every=40",
         "trainer.eval_prompts=64",
@@ -109,7 +109,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_reruns_or_duplicat
         # Runs are created by the sync thread: a trial may not have had its run yet when killed.
         if entry.get("run_id"):
             assert after["trials"][tid]["run_id"] == entry["run_id"]
-    expected = list(range(0, 400, 20)) + [399]
+    expected = list(range(0, 200, 20)) + [199]
     for r in trials:
         assert r.info.status == "FINISHED"
         assert steps_of(client, r) == expected, r.info.run_name  # no gap, no duplicate step

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, job_env
+from helpers import ROOT, free_port, job_env
 
 
 def run_tool(cwd: Path, script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ passes. Then the case a user met, through the command line: nothing starts, noth
 from __future__ import annotations
 
 import pytest
-from conftest import files_under, run_job
+from helpers import files_under, run_job
 
 from tune_jobs.core.config import _conditions, iter_fields, to_flat, unused_settings
 from tune_jobs.core.errors import ConfigError

@@ -11,18 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_job, start_job, sweep_runs
+from helpers import run_job, start_job, sweep_runs
 
+STEPS = 600  # the kill comes after the 4th checkpoint (step 301): half the trial is left
 ARGS = [
     "--quick",
     "space.n_components=[2]",
-    "trainer.steps=1200",
+    f"trainer.steps={STEPS}",
     "trainer.eval_every=50",
     "trainer.checkpoint_every=100",
     "trainer.eval_prompts=64",
     "sweep.max_failures=1",
 ]
-EXPECTED_STEPS = list(range(0, 1200, 50)) + [1199]
+EXPECTED_STEPS = list(range(0, STEPS, 50)) + [STEPS - 1]
 
 
 def trial_dir(workdir: Path) -> Path | None:
@@ -83,18 +84,18 @@ def test_worker_killed_mid_trial_restores_and_ends_bit_for_bit_equal(tmp_path):
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 0, out[-3000:]
-    assert 300 <= killed_at < 1199, "the kill did not land mid-training"
+    assert 300 <= killed_at < STEPS - 1, "the kill did not land mid-training"
     # Tune saw the worker die (in Ray's output, which goes to the sweep's ray.log), and the
     # trial went on from its checkpoint, not from scratch.
     ray_log = (trial_dir(killed).parent / "ray.log").read_text(errors="replace")
     assert "ActorDiedError" in ray_log or "died" in ray_log.lower(), ray_log[-3000:]
     steps = [json.loads(line)["step"] for line in (trial_dir(killed) / "result.json").read_text().splitlines()]
-    assert steps.count(0) == 1 and steps[-1] == 1199
+    assert steps.count(0) == 1 and steps[-1] == STEPS - 1
 
     a, b = last_result(plain), last_result(killed)
     for key in ("val/nmse", "train/loss", "val/nmse_rel_oracle", "baseline/lstsq_nmse"):
         assert a[key] == b[key], (key, a[key], b[key])  # bit for bit on CPU
-    assert a["step"] == b["step"] == 1199
+    assert a["step"] == b["step"] == STEPS - 1
     # MLflow has one history with every evaluation once, equal to the uninterrupted one.
     assert history(killed, "val/nmse") == history(plain, "val/nmse")
     assert [s for s, _ in history(killed, "val/nmse")] == EXPECTED_STEPS

@@ -1,7 +1,7 @@
 """The denoising entry script as a user types it: dry runs, and bad input is one line + exit 2."""
 
 import pytest
-from conftest import files_under, run_job
+from helpers import files_under, run_job
 
 
 def test_dry_run_of_the_default_search_and_the_reference(workdir):

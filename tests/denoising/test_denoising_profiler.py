@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import files_under, run_job
+from helpers import files_under, run_job
 
 from trainables.denoising import Config
 from trainables.denoising.profiler import BatchProfile, markdown, profile, recommend

@@ -3,7 +3,7 @@
 import json
 
 import optuna
-from conftest import run_job, sweep_runs
+from helpers import run_job, sweep_runs
 
 SEARCH = """\
 # python tune_jobs/denoising.py --experiment {path}

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import Interrupt, StopAfter
+from helpers import Interrupt, StopAfter
 
 from trainables.common import LocalContext
 from trainables.denoising import METRICS, PROFILES, Config

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, processes_in
+from helpers import ROOT, processes_in
 
 
 def _bench(tmp_path, *args):

@@ -3,13 +3,12 @@
 import json
 
 import pytest
-from conftest import run_job
 from mlflow import MlflowClient
 
 
 @pytest.mark.slow
-def test_quick_runs_all_8_trials_and_the_report(workdir):
-    out = run_job(["phase1.py", "--quick"], workdir, timeout=900)
+def test_quick_runs_all_8_trials_and_the_report(phase1_quick):
+    workdir, out = phase1_quick
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("phase1")

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import Interrupt, StopAfter
+from helpers import Interrupt, StopAfter
 
 from trainables.common import LocalContext
 from trainables.phase1 import PROFILES, Config

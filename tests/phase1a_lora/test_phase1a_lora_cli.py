@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, files_under, job_env, run_job
+from helpers import ROOT, files_under, job_env, run_job
 
 SEED_GRID = [
     ("4", "8", "8"),

@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from conftest import Interrupt, StopAfter
+from helpers import Interrupt, StopAfter
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainables.common import LocalContext

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_job, sweep_runs
+from helpers import run_job, sweep_runs
 
 
 @pytest.mark.slow

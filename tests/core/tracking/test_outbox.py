@@ -8,7 +8,7 @@ import json
 import logging
 import os
 
-from conftest import run_job
+from helpers import run_job
 from mlflow import MlflowClient
 from tracking_helpers import new_mirror, row
 

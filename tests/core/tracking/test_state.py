@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, job_env, run_job
+from helpers import ROOT, job_env, run_job
 from mlflow import MlflowClient
 from tracking_helpers import SWEEP_ID, new_mirror, new_sweep, refused_twice, row
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import job_env, run_job
+from helpers import job_env, run_job
 from mlflow import MlflowClient
 
 from tune_jobs.core.errors import ConfigError
