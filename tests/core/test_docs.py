@@ -64,3 +64,19 @@ def test_the_anchor_rule_on_known_headings():
     assert anchor("Early stopping against the grid: `bench/asha_vs_grid.py`") == (
         "early-stopping-against-the-grid-benchasha_vs_gridpy"
     )
+
+
+def test_the_readmes_two_commands_are_what_ci_runs_and_what_exists():
+    """README's fresh-machine commands: the test command installs and tests as .ci/run does, and
+    the main job's script and requirements exist."""
+    commands = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("python3 -m venv")]
+    assert len(commands) == 2, commands
+    main_job, tests = commands
+    ci = (ROOT / ".ci" / "run").read_text()
+    steps = [s.strip() for s in tests.split("&&")]
+    assert steps[-1] == "pytest" and re.search(r"^timed \"fast tests\" pytest$", ci, re.M)
+    install = steps[-2].split()
+    assert install[:2] == ["pip", "install"] and all((ROOT / a).exists() for a in install if a.endswith(".txt"))
+    assert re.search(r"pip install -q " + re.escape(" ".join(install[2:])), ci), install
+    script = main_job.split("&&")[-1].split()
+    assert script[0] == "python" and (ROOT / script[1]).is_file(), script
