@@ -1,8 +1,10 @@
 """One study, one package, one name: trainables/<name>/ holds its config, training, report and
 declaration; tune_jobs/<name>.py runs it; its experiments say `study: <name>`; its tests are
 tests/<name>/test_<name>_*.py (the core's in tests/core, the cluster's in tests/cluster).
-Training and report code import no Ray and no MLflow."""
+Training and report code import no Ray and no MLflow. The project's modules import one another
+without a cycle, and the MLflow path is one package."""
 
+import ast
 import subprocess
 import sys
 
@@ -52,3 +54,72 @@ def test_training_and_report_code_imports_no_ray_and_no_mlflow():
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
     assert len(modules) > 30
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (at the top or inside a function)."""
+    files = {}
+    for path in [*(ROOT / "tune_jobs").rglob("*.py"), *(ROOT / "trainables").rglob("*.py")]:
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def module_of(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for module, path in files.items():
+        graph[module] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            for found in filter(None, map(module_of, names)):
+                if found != module and not module.startswith(found + "."):  # a package's own parents
+                    graph[module].add(found)
+    return graph
+
+
+def cycle_from(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """A chain of imports from `start` back to itself, if there is one."""
+    stack, seen = [(start, [start])], set()
+    while stack:
+        module, chain = stack.pop()
+        for nxt in graph[module]:
+            if nxt == start:
+                return [*chain, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*chain, nxt]))
+    return None
+
+
+def test_the_modules_import_one_another_without_a_cycle():
+    graph = import_graph()
+    assert len(graph) > 60
+    cycles = [c for c in (cycle_from(graph, m) for m in sorted(graph)) if c]
+    assert not cycles, " -> ".join(cycles[0])
+    # The check finds a cycle where there is one.
+    assert cycle_from({"a": {"b"}, "b": {"c"}, "c": {"a"}}, "a") == ["a", "b", "c", "a"]
+
+
+def test_the_mlflow_path_is_one_package():
+    """Only tune_jobs/core/tracking/ (and the entry scripts that serve a store or replay to it)
+    import mlflow at all; the rest reaches MLflow through the package's client."""
+    allowed = ("tune_jobs.core.tracking", "tune_jobs.mlflow_server", "tune_jobs.report")
+    outside = sorted(
+        module
+        for module, path in (
+            (".".join(p.relative_to(ROOT).with_suffix("").parts), p) for p in (ROOT / "tune_jobs").rglob("*.py")
+        )
+        if not module.startswith(allowed)
+        and any(
+            (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "mlflow" for a in n.names))
+            or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "mlflow")
+            for n in ast.walk(ast.parse(path.read_text()))
+        )
+    )
+    assert not outside, f"modules outside tune_jobs/core/tracking/ importing mlflow: {outside}"

@@ -30,9 +30,9 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
     import matplotlib
 
     matplotlib.use("Agg")
-    from mlflow import MlflowClient
+    from tune_jobs.core.tracking import open_client
 
-    client = MlflowClient(tracking_uri)
+    client = open_client(tracking_uri)
     parent = find_parent(client, parent_ref)
     sweep = SweepData(client, parent)
     out_dir = Path(results_dir) / safe_name(study.name) / safe_name(f"{sweep.experiment}-{sweep.sweep_id}")

@@ -83,9 +83,7 @@ class SweepData:
 
 def find_parent(client: Any, ref: str) -> Any:
     """A sweep's parent run by sweep id, parent run id, or the newest of an experiment/study."""
-    from mlflow.entities import ViewType
-
-    experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+    experiments = client.search_experiments()  # the active ones
     ids = [e.experiment_id for e in experiments]
     if not ids:
         raise ConfigError("the MLflow store holds no experiments yet; run a sweep first")
