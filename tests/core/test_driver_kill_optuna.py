@@ -107,7 +107,7 @@ def test_optuna_asha_driver_killed_then_resumed_keeps_the_study_and_one_run_per_
 def test_an_optuna_trial_asked_for_by_a_driver_killed_before_it_started_is_filed_as_failed(tmp_path):
     import optuna
 
-    from tune_jobs.core.runner import close_orphan_optuna_trials
+    from tune_jobs.core.search import close_orphan_optuna_trials
 
     assert close_orphan_optuna_trials(tmp_path) == 0  # no Optuna search here
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s")

@@ -6,9 +6,10 @@ from helpers import files_under, run_job
 
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.plan import compose, plan
-from tune_jobs.core.runner import check_fits, trainable_for
+from tune_jobs.core.preflight import check_fits
 from tune_jobs.core.space import load_experiment, ray_resources
 from tune_jobs.core.study import load_study
+from tune_jobs.core.tuner import trainable_for
 
 GOOD = """study: phase1
 metric: val/nmse

@@ -37,6 +37,7 @@ def trial(i, lr, wd, steps, status="finished"):
 
 
 def study(**kw) -> Study:
+    kw.setdefault("units_run", lambda steps: max(steps) + 1)  # the trials above report 0-based steps
     return Study(
         name="e", train=lambda cfg, ctx: None, config=object, metrics=("val/loss",), default_experiment="e", **kw
     )
@@ -71,3 +72,19 @@ def test_a_measurement_names_no_best_and_a_failed_trial_keeps_its_outcome(tmp_pa
     assert "| e/lr=0.3,wd=0 | diverged |" in text and "Importances need 4 trials" in text
     assert outcome(ok, 100, 99) == "finished" and outcome(ok, 100, 50) == "stopped early"
     assert outcome(ok, None, 50) == "finished"
+
+
+def test_an_epoch_study_trial_stopped_before_its_budget_is_stopped_early(tmp_path):
+    # Epoch studies report step = epoch (1-based) and count units as Study.units_run's default,
+    # as the live view does: a trial ASHA stopped at epoch 2 of 3 did not finish its budget.
+    def epochs(i, last):
+        run, _ = trial(i, 0.03 * i, 0, 3)
+        run.params = {"trainer.epochs": "3"}
+        return run, [(e, 1.0 / e) for e in range(1, last + 1)]
+
+    (full, full_h), (cut, cut_h) = epochs(1, 3), epochs(2, 2)
+    sweep = Sweep([full, cut], {"r1": full_h, "r2": cut_h})
+    write_sweep_summary(sweep, tmp_path, study(budget=lambda p: (int(p["trainer.epochs"]), "epochs"), units_run=max))
+    text = (tmp_path / "sweep_summary.md").read_text()
+    assert "2 trials: 1 finished, 1 stopped early" in text
+    assert "| e/lr=0.06,wd=0 | stopped early |" in text

@@ -297,6 +297,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             return 0
         preflight(p, results_dir, uri, args.address)
         from tune_jobs.core.runner import run_sweep
+        from tune_jobs.core.sweep_result import print_result
         from tune_jobs.core.tracking.store import prepare_store
         from tune_jobs.core.tracking.sweep_file import SweepRecord
 
@@ -321,32 +322,4 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
     except (Interrupted, KeyboardInterrupt) as exc:
         print(f"\n{interrupted_line(study, args, exc)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    diverged = f", {len(result.diverged)} diverged" if result.diverged else ""
-    print(f"\nsweep {result.sweep_id}: {result.trials} trials, {result.errored} failed{diverged}; {result.best}")
-    for line in result.diverged:
-        print(f"  diverged:    {line}")
-    print(f"  ray results: {result.sweep_dir}")
-    if result.ray_log:
-        print(f"  ray log:     {result.ray_log}")
-    if result.report_dir:
-        print(f"  report:      {result.report_dir}")
-    if result.summary:
-        print(f"  summary:     {result.summary}")
-    if result.dashboard:
-        print(f"  optuna:      {result.dashboard}")
-    if result.pending:
-        print(
-            f"  MLflow:      {result.tracking_uri} did not take everything: it still lacks {result.pending}; nothing is lost:"
-            f"\n               python tune_jobs/report.py --replay {result.sweep_dir}   (sends it, then builds the report)"
-        )
-        return 1 if result.errored else 0
-    print(f"  MLflow:      {result.tracking_uri} (parent run {result.parent_run_id})")
-    if result.browse:
-        print(f"  browse:      {result.browse}")
-    elif result.tracking_uri.startswith("sqlite:"):
-        print(
-            f"  browse:      mlflow ui --backend-store-uri {result.tracking_uri} --port 5000   (then open http://127.0.0.1:5000)"
-        )
-    elif result.tracking_uri.startswith(("http:", "https:")):
-        print(f"  browse:      {result.tracking_uri}  (through an SSH tunnel if the server is on a cluster's head)")
-    return 1 if result.errored else 0
+    return print_result(result)

@@ -226,7 +226,8 @@ class SweepScheduler(TrialScheduler):
         inner: TrialScheduler,
         *,
         sweep_dir: str | None = None,
-        ended_trials: Callable[[str], Mapping[str, str]] | None = None,
+        ended_trials: Callable[[Any], Mapping[str, str]] | None = None,
+        outbox: Any = None,
         save_on_add: bool = False,
         save_every: float = 10.0,
         checkpoint_save_every: float = CHECKPOINT_SAVE_S,
@@ -235,6 +236,7 @@ class SweepScheduler(TrialScheduler):
         self.inner = inner
         self.sweep_dir = sweep_dir
         self.ended_trials = ended_trials  # the sweep's record of ended trials (tune_jobs.core.schedulers)
+        self.outbox = outbox  # that record, the sweep's one; else read from sweep_dir
         self.save_on_add = save_on_add
         self.save_every = save_every
         self.checkpoint_save_every = checkpoint_save_every
@@ -248,11 +250,16 @@ class SweepScheduler(TrialScheduler):
         self.__dict__.update(state)
         self.__dict__.setdefault("checkpoint_save_every", CHECKPOINT_SAVE_S)  # pickled before it existed
         self.__dict__.setdefault("ended_trials", None)
+        self.__dict__.setdefault("outbox", None)  # not pickled: the runner hands it to a restored one
         self._ended: dict[str, str] | None = None
         self._added = False  # trials added since Tune last saved its state
         self._changed = False  # a trial added, ended or paused since Tune last saved
         self._checkpointed = False  # a checkpoint reported since Tune last saved
         self._last_save = -math.inf
+
+    def use_outbox(self, outbox: Any) -> None:
+        """Read the ended trials from the sweep's one outbox (a restored scheduler is handed it)."""
+        self.outbox = outbox
 
     @property
     def metric(self) -> str | None:
@@ -270,7 +277,8 @@ class SweepScheduler(TrialScheduler):
         # here reads them (MLflow holds every result), so `scope="last-5-avg"` is not available.
         drop_running_means(trial)
         if self._ended is None:  # read once, when Tune adds the (restored) trials
-            self._ended = dict(self.ended_trials(self.sweep_dir)) if self.sweep_dir and self.ended_trials else {}
+            source = self.outbox if self.outbox is not None else self.sweep_dir
+            self._ended = dict(self.ended_trials(source)) if source and self.ended_trials else {}
         outcome = self._ended.get(trial.trial_id)
         if outcome is not None and not trial.is_finished():
             log.info("trial %s ended before the driver stopped (%s); it is not run again", trial.trial_id, outcome)

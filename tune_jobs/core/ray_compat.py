@@ -3,7 +3,7 @@
 Each was written against Ray 2.60.0 (the version requirements.txt pins); each says why no
 public API does the job, and the upstream issue where there is one. A Ray upgrade starts here:
 every function checks the layout it expects and does nothing on another one, so a changed
-Ray loses an optimisation, never a sweep. (Tune's TUNE_* environment variables that
+Ray loses an optimisation, never a sweep (`restored_hooks`, which a resume needs, says so instead). (Tune's TUNE_* environment variables that
 experiment_state.py sets are documented: docs.ray.io/en/latest/tune/api/env.html.)
 """
 
@@ -69,3 +69,19 @@ def mark_running(tune_controller: Any, trial: Any) -> None:
     trial it stops (ray-project/ray#5459 let searches hear of early-stopped trials, running
     ones only), and a scheduler has no public way to stop a trial with its result."""
     tune_controller._set_trial_status(trial, "RUNNING")
+
+
+def restored_hooks(tuner: Any) -> list[Any]:
+    """The callbacks and the scheduler a restored Tuner will run: the objects Tune unpickled
+    from the sweep's tuner.pkl, which need the driver's live objects (the sweep's outbox) again.
+
+    Ray 2.60.0: `Tuner._local_tuner` (a `TunerInternal`) and its `_run_config.callbacks` and
+    `_tune_config.scheduler`. `Tuner.restore` takes neither callbacks nor a scheduler: a resumed
+    run gets those it was started with. Unlike the functions above, another layout is an error:
+    the sweep cannot run without its outbox."""
+    internal = getattr(tuner, "_local_tuner", None)
+    run_config = getattr(internal, "_run_config", None)
+    tune_config = getattr(internal, "_tune_config", None)
+    if run_config is None or tune_config is None:
+        raise RuntimeError(f"Tuner.restore's layout is not Ray {RAY_VERSION}'s: see tune_jobs/core/ray_compat.py")
+    return [*(run_config.callbacks or []), tune_config.scheduler]

@@ -32,27 +32,30 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, HyperBan
 
 from tune_jobs.core.asha import PromotionASHA
 from tune_jobs.core.experiment_state import CHECKPOINT_SAVE_S, SweepScheduler
+from tune_jobs.core.tracking.outbox import Outbox
 from tune_jobs.core.tracking.shapes import RUNG_JOURNAL
 
 
-def ended_trials(sweep_dir: str | Path) -> dict[str, str]:
-    """Trials the sweep's record (mlflow_runs.json) says have ended: trial id -> outcome
-    (finished, diverged or error). The tracker writes a trial's end there, atomically, in
-    the same controller step as Tune learns of it."""
-    from tune_jobs.core.tracking import Outbox
-
-    trials = Outbox(sweep_dir).state.get("trials", {})
-    return {
-        trial_id: entry.get("end_tags", {}).get("sweep.status", "finished")
-        for trial_id, entry in trials.items()
-        if "status" in entry and not entry.get("interrupted")  # closed by a Ctrl-C: it goes on
-    }
+def ended_trials(outbox: Outbox | str | Path) -> dict[str, str]:
+    """Trials the sweep's record (its outbox, or the one in a sweep folder) says have ended:
+    trial id -> outcome (finished, diverged or error). The tracker writes a trial's end there,
+    atomically, in the same controller step as Tune learns of it."""
+    if not isinstance(outbox, Outbox):
+        outbox = Outbox(outbox)
+    with outbox.lock:
+        trials = outbox.state.get("trials", {})
+        return {
+            trial_id: entry.get("end_tags", {}).get("sweep.status", "finished")
+            for trial_id, entry in trials.items()
+            if "status" in entry and not entry.get("interrupted")  # closed by a Ctrl-C: it goes on
+        }
 
 
 def make_scheduler(
     settings: Mapping[str, Any],
     *,
     sweep_dir: str | Path | None = None,
+    outbox: Outbox | None = None,
     save_on_add: bool = False,
     save_every: float = 10.0,
     checkpoint_save_every: float = CHECKPOINT_SAVE_S,
@@ -76,6 +79,7 @@ def make_scheduler(
         inner,
         sweep_dir=str(sweep_dir) if sweep_dir else None,
         ended_trials=ended_trials,
+        outbox=outbox,
         save_on_add=save_on_add,
         save_every=save_every,
         checkpoint_save_every=checkpoint_save_every,

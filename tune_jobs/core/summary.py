@@ -16,7 +16,7 @@ searched values or more and four such trials.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,22 @@ from tune_jobs.core.sweep_data import SweepData, TrialRun, save_figure
 MIN_TRIALS_FOR_IMPORTANCE = 4
 
 
-def outcome(trial: TrialRun, budget: int | None, last_step: int | None) -> str:
-    """finished, stopped early (before its budget, by the scheduler), diverged, error, ..."""
-    return trial_outcome(run_ended(trial.tags, trial.status), budget, None if last_step is None else last_step + 1)
+def _zero_based(steps: Sequence[int]) -> int:
+    return max(steps) + 1
+
+
+def outcome(
+    trial: TrialRun,
+    budget: int | None,
+    steps: Sequence[int] | int | None,
+    units_run: Callable[[Sequence[int]], int] = _zero_based,
+) -> str:
+    """finished, stopped early (before its budget, by the scheduler), diverged, error, ...: the
+    units it ran are its reported `steps` (or the last of them) counted by `units_run`, the
+    study's (`Study.units_run`, as the live view counts them); by default 0-based steps."""
+    if isinstance(steps, int):
+        steps = [steps]
+    return trial_outcome(run_ended(trial.tags, trial.status), budget, units_run(steps) if steps else None)
 
 
 def _budget(study: Any, trial: TrialRun) -> int | None:
@@ -91,9 +104,9 @@ def write_sweep_summary(sweep: SweepData, out_dir: Path, study: Any = None) -> l
     goal = sweep.tags.get("sweep.goal", "optimize")
     keys = sorted({k for t in sweep.trials for k in t.point})
     curves = {t.run_id: sweep.history(t.run_id, metric) if metric else [] for t in sweep.trials}
+    units_run = getattr(study, "units_run", _zero_based)
     outcomes = {
-        t.run_id: outcome(t, _budget(study, t), curves[t.run_id][-1][0] if curves[t.run_id] else None)
-        for t in sweep.trials
+        t.run_id: outcome(t, _budget(study, t), [s for s, _ in curves[t.run_id]], units_run) for t in sweep.trials
     }
     sign = -1 if mode == "max" else 1
     ranked = sorted(

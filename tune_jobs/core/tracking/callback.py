@@ -81,6 +81,7 @@ class MlflowTracker(Callback):
         artifact_location: str | None = None,
         flush_seconds: float = 30.0,
         end_note: Callable[[list], str] | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -92,20 +93,26 @@ class MlflowTracker(Callback):
         self.artifact_location = artifact_location
         self.flush_seconds = flush_seconds
         self.end_note = end_note  # the parent run's description (MLflow's note) from the final trials
+        self.use_outbox(outbox)
+
+    def use_outbox(self, outbox: Outbox | None) -> None:
+        """Keep `outbox`, the sweep's one (its writer's lock held), rather than open one in setup;
+        the runner hands it again to a tracker Tune restores, which is pickled without it."""
+        self._outbox = outbox
 
     @property
     def parent_run_id(self) -> str | None:
         return self._outbox.parent_run_id
 
     def setup(self, **info: Any) -> None:
-        self._outbox = Outbox.create(
-            self.sweep_dir,
+        if getattr(self, "_outbox", None) is None:  # a tracker on its own becomes the sweep's writer
+            self._outbox = Outbox(self.sweep_dir, lock_s=60.0)  # a replay of this sweep may be finishing
+        self._outbox.prepare(
             experiment_name=self.experiment_name,
             artifact_location=self.artifact_location,
             tags=self.tags,
             base=self.base,
             run_prefix=self.run_prefix,
-            lock_s=60.0,  # a replay of this sweep may be finishing
         )
         self._total = int(info.get("total_num_samples") or 0)  # the trials this sweep runs
         self._outbox.reopen()  # a sweep resumed after a Ctrl-C: its KILLED runs go on
@@ -205,7 +212,7 @@ class MlflowTracker(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with its experiment state: keep only the settings, the
-        # runtime state is rebuilt from the files in setup().
+        # runtime state is rebuilt from the files in setup() (the outbox is handed again).
         keep = (
             "tracking_uri",
             "experiment_name",

@@ -82,10 +82,27 @@ class Outbox(StateFile):
         run_prefix: str,
         lock_s: float | None = None,
     ) -> Outbox:
-        mirror = cls(sweep_dir, lock_s=lock_s)
-        if not mirror.state:
-            mirror.dir.mkdir(parents=True, exist_ok=True)
-            mirror.state = {
+        return cls(sweep_dir, lock_s=lock_s).prepare(
+            experiment_name=experiment_name,
+            artifact_location=artifact_location,
+            tags=tags,
+            base=base,
+            run_prefix=run_prefix,
+        )
+
+    def prepare(
+        self,
+        *,
+        experiment_name: str,
+        artifact_location: str | None,
+        tags: Mapping[str, str],
+        base: Mapping[str, Any],
+        run_prefix: str,
+    ) -> Outbox:
+        """A new sweep's state (the parent run to create) when the files hold none yet."""
+        if not self.state:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.state = {
                 "experiment": experiment_name,
                 "artifact_location": artifact_location,
                 "tags": dict(tags),
@@ -100,11 +117,11 @@ class Outbox(StateFile):
                 "journal_offset": 0,
                 "trials": {},
             }
-            if mirror.recovered:
-                mirror._adopt_journal_trials()
-                mirror._apply_trial_events(mirror.state)
-            mirror.save(now=True)
-        return mirror
+            if self.recovered:
+                self._adopt_journal_trials()
+                self._apply_trial_events(self.state)
+            self.save(now=True)
+        return self
 
     # -- one writer per sweep ---------------------------------------------------------------
     def take_lock(self, wait_s: float = 0.0) -> Outbox:

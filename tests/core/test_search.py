@@ -2,7 +2,7 @@
 
 The page itself is checked in headless Chromium by tests/cluster/test_cluster_mlflow_ui.py."""
 
-from tune_jobs.core.browse import dashboard_command
+from tune_jobs.core.search import dashboard_command
 
 
 def test_dashboard_command_names_the_sweeps_own_study(tmp_path):

@@ -1,0 +1,92 @@
+"""What a sweep's search tries: Tune's param space from the planned points or the searched
+space, the Optuna search with its study in the sweep folder, and where a person opens that
+study (the Optuna dashboard)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tune_jobs.core.adapter import POINT_KEY
+from tune_jobs.core.space import Experiment
+
+log = logging.getLogger(__name__)
+
+DASHBOARD_UI = "http://127.0.0.1:8080"  # optuna-dashboard's default address
+
+
+def _domain(dim: Any) -> Any:
+    from ray import tune
+
+    lo, hi = dim.values[0], dim.values[-1] if dim.kind != "quniform" else dim.values[1]
+    return {
+        "grid": lambda: tune.grid_search(list(dim.values)),
+        "choice": lambda: tune.choice(list(dim.values)),
+        "uniform": lambda: tune.uniform(lo, hi),
+        "loguniform": lambda: tune.loguniform(lo, hi),
+        "randint": lambda: tune.randint(lo, hi + 1),  # the YAML's high is inclusive
+        "quniform": lambda: tune.quniform(lo, hi, dim.values[2]),
+    }[dim.kind]()
+
+
+def param_space(experiment: Experiment, points: list[dict[str, Any]]) -> dict[str, Any]:
+    from ray import tune
+
+    if experiment.search == "grid":
+        # One grid_search over the planned points keeps the plan's order and its slice.
+        return {POINT_KEY: tune.grid_search(points)}
+    return {dim.key: _domain(dim) for dim in experiment.space}
+
+
+def search_alg(experiment: Experiment, sweep_dir: Path, sweep_id: str) -> Any:
+    if experiment.search != "optuna":
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    # A persistent study in the sweep directory: the search keeps its history on resume.
+    storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
+    return OptunaSearch(
+        metric=experiment.metric,
+        mode=experiment.mode,
+        seed=experiment.seed,
+        storage=storage,
+        study_name=f"{experiment.name}-{sweep_id}",
+    )
+
+
+def close_orphan_optuna_trials(sweep_dir: Path) -> int:
+    """File as failed the Optuna trials still running once a sweep has ended; their number.
+
+    The search asks Optuna for a trial (a RUNNING row in optuna.db) before Tune adds it and
+    saves its state: a driver killed in between leaves that row, and the resumed search, which
+    never heard of it, asks for another. Once the sweep has ended nothing runs, so the study
+    (and its dashboard) must not show a trial running forever."""
+    import optuna
+    from optuna.trial import TrialState
+
+    path = sweep_dir / "optuna.db"
+    if not path.exists():
+        return 0
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    closed = 0
+    try:
+        for study in storage.get_all_studies():
+            for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                closed += 1
+    finally:
+        storage.engine.dispose()
+    if closed:
+        log.info("%d Optuna trial(s) asked for by a driver that stopped before they started: filed as failed", closed)
+    return closed
+
+
+def dashboard_command(sweep_dir: Path) -> str:
+    """The optuna-dashboard command of an Optuna search's study (one study per sweep folder);
+    the MLflow UI's view of a sweep is tune_jobs/core/tracking/view.py."""
+    db = Path(sweep_dir) / "optuna.db"
+    if not db.exists():
+        return ""
+    return f"optuna-dashboard sqlite:///{db}   then open {DASHBOARD_UI}/dashboard/studies/1/trials"
