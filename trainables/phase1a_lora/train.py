@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.common import TrialContext, atomic_file, pick_device, user_path
+from trainables.common.jsonl import append_line
 from trainables.phase1a_lora.base_model import (
     decode_answers,
     encode_answers,
@@ -288,8 +289,8 @@ def train(cfg: Config, ctx: TrialContext) -> None:
         rows.append(
             {"step": step, "epoch": epoch, "eval": True, "text_f1": val["val/f1"], "text_em": val["val/em"], **metrics}
         )
-        with diag_path.open("a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        for row in rows:
+            append_line(diag_path, row)
         write_predictions(ctx.artifact_dir / PREDICTIONS_FILE, val_set, preds, cfg.trainer.samples_shown, epoch)
         state = {
             "bottleneck": bottleneck.state_dict(),

@@ -15,9 +15,9 @@ from ray.tune.experiment import Trial
 from ray.tune.result import DEFAULT_METRIC
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from trainables.common.jsonl import append_line, complete_lines
 from tune_jobs.core.adapter import DIVERGED_KEY
 from tune_jobs.core.ray_compat import mark_running
-from tune_jobs.core.tracking.journal import append_line, complete_lines
 from tune_jobs.core.tracking.shapes import parse_rung_event
 
 log = logging.getLogger(__name__)

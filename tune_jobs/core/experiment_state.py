@@ -47,6 +47,7 @@ from ray.tune.experiment import Trial
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import TrialScheduler
 
+from trainables.common.jsonl import append_line
 from tune_jobs.core.asha import PromotionASHA
 from tune_jobs.core.ray_compat import drop_running_means, forget_checkpoints, save_experiment_state
 
@@ -123,8 +124,7 @@ class ResultLog(Callback):
         path = Path(trial.path) / RESULT_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         row = {k: v for k, v in result.items() if k != "config"}
-        with open(path, "a") as f:
-            f.write(json.dumps(row, cls=SafeFallbackEncoder) + "\n")
+        append_line(path, row, SafeFallbackEncoder)
 
 
 def last_logged_result(trial: Any) -> dict[str, Any] | None:

@@ -30,9 +30,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from trainables.common.jsonl import append_line, end_torn_line
 from tune_jobs.core.plan import trial_label
 from tune_jobs.core.tracking.failures import SweepBusy, SweepFileError
-from tune_jobs.core.tracking.journal import append_line, end_torn_line
 from tune_jobs.core.tracking.shapes import parse_row
 from tune_jobs.core.tracking.state import StateFile, now_ms, read_file
 

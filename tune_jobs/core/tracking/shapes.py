@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainables.common.jsonl import complete_lines
 from tune_jobs.core.errors import one_line
 from tune_jobs.core.tracking.failures import SweepFileError
-from tune_jobs.core.tracking.journal import complete_lines
 
 RUNG_JOURNAL = "asha_rungs.jsonl"
 

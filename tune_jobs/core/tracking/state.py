@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from trainables.common.context import atomic_file
+from trainables.common.jsonl import append_line, read_from
 from tune_jobs.core.adapter import trial_point
 from tune_jobs.core.plan import trial_label
 from tune_jobs.core.tracking.failures import SweepFileError
-from tune_jobs.core.tracking.journal import append_line, read_from
 from tune_jobs.core.tracking.shapes import parse_row, parse_trial_event, read_state
 
 log = logging.getLogger(__name__)

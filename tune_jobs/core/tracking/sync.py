@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from trainables.common.jsonl import complete_lines
 from tune_jobs.core.config import to_nested
 from tune_jobs.core.tracking.artifacts import log_dict, upload_folder
 from tune_jobs.core.tracking.client import MarkedClient, open_client, probe
 from tune_jobs.core.tracking.failures import SweepFileError, failure_line, from_store, mark_store
-from tune_jobs.core.tracking.journal import complete_lines
 from tune_jobs.core.tracking.outbox import Outbox, warn_bad_line
 from tune_jobs.core.tracking.shapes import parse_row
 from tune_jobs.core.tracking.store import drop_cached_pages

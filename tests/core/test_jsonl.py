@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from tune_jobs.core.tracking.journal import append_line, complete_lines, end_torn_line
+from trainables.common.jsonl import append_line, complete_lines, end_torn_line
 
 
 def test_an_append_never_glues_onto_a_torn_last_line(tmp_path):
@@ -41,8 +41,19 @@ def test_a_torn_last_line_is_ended_once(tmp_path):
 
 def test_the_helper_imports_neither_ray_nor_mlflow():
     code = (
-        "import sys, tune_jobs.core.tracking.journal\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow'}))"
+        "import sys, trainables.common.jsonl\nprint(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def test_an_append_takes_an_encoder_for_values_json_cannot_write(tmp_path):
+    class Fallback(json.JSONEncoder):
+        def default(self, o):
+            return repr(o)
+
+    path = tmp_path / "result.json"
+    path.write_bytes(b'{"n": 0}\n{"n": 1')  # torn by a crash
+    append_line(path, {"n": 2, "when": object}, Fallback)
+    lines = path.read_bytes().splitlines()
+    assert lines[:2] == [b'{"n": 0}', b'{"n": 1'] and json.loads(lines[2]) == {"n": 2, "when": repr(object)}

@@ -1,7 +1,8 @@
-"""JSON-lines files, written and read the one way every journal of a sweep needs: the results
-journal, the trials file and ASHA's rung journal. An append never glues onto a last line a
-crash left torn, and a reader resumes from a byte offset and yields only complete lines.
-Standard library only (no Ray, no MLflow), so any process can read a sweep's journals."""
+"""JSON-lines files, written and read the one way every journal needs: the sweep's results
+journal, trials file and ASHA's rung journal, each trial's result.json, a study's own logs
+(phase1a_lora's diagnostics.jsonl). An append never glues onto a last line a crash left torn,
+and a reader resumes from a byte offset and yields only complete lines. Standard library only
+(no Ray, no MLflow), so a trainable, the driver and a report can all use it."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 
-def append_line(path: Path, data: Mapping[str, Any]) -> None:
-    """Append one JSON line, never onto a line a crash left torn. It survives a killed process
-    once written (the page cache is the kernel's). Raises OSError."""
+def append_line(path: Path, data: Mapping[str, Any], encoder: type[json.JSONEncoder] | None = None) -> None:
+    """Append one JSON line (`encoder`: json's `cls`), never onto a line a crash left torn. It
+    survives a killed process once written (the page cache is the kernel's). Raises OSError."""
     with open(path, "a+b") as f:
         size = f.seek(0, os.SEEK_END)
         prefix = b""
         if size:
             f.seek(size - 1)
             prefix = b"" if f.read(1) == b"\n" else b"\n"
-        f.write(prefix + json.dumps(data).encode() + b"\n")
+        f.write(prefix + json.dumps(data, cls=encoder).encode() + b"\n")
 
 
 def read_from(path: Path, offset: int = 0) -> bytes:
