@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from tune_jobs.core.commands import command_line
 from tune_jobs.core.config import build_config, describe_fields, to_flat
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.interrupts import EXIT_INTERRUPTED, Interrupted, describe_with
@@ -180,7 +181,8 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
     saved = SweepRecord.read(sweep_dir, resume=True)
     if saved.study != study.name:
         raise ConfigError(
-            f"sweep {saved.sweep_id} belongs to study {saved.study}; resume it with python {saved.script} --resume {saved.sweep_id}"
+            f"sweep {saved.sweep_id} belongs to study {saved.study}; "
+            f"resume it with {command_line('python', saved.script, '--resume', saved.sweep_id)}"
         )
     experiment = load_experiment(Path(saved.experiment_file))
     composed = compose(study, experiment, profile=saved.profile, quick=saved.quick, overrides=saved.overrides)
@@ -228,16 +230,16 @@ def interrupted_line(study: Study, args: argparse.Namespace, exc: BaseException)
     if exc.sweep_id is None:
         return "interrupted before the sweep started; nothing was run"
     if exc.stage == "report":
-        uri = "" if args.mlflow_uri is None else f" --mlflow-uri {args.mlflow_uri}"
+        uri = "" if args.mlflow_uri is None else f" --mlflow-uri {command_line(args.mlflow_uri)}"
         return (
             f"interrupted while building the report of sweep {exc.sweep_id} (its trials are all in MLflow); "
             f"build it with: python tune_jobs/report.py {exc.sweep_id}{uri}"
         )
     done = f" with {exc.finished} of {exc.total} trials finished" if exc.total else ""
-    where = "" if args.results_dir == "results" else f" --results-dir {args.results_dir}"
+    where = "" if args.results_dir == "results" else f" --results-dir {command_line(args.results_dir)}"
     return (
         f"interrupted: sweep {exc.sweep_id} stopped{done}; "
-        f"finish it with: python {_script(study)} --resume {exc.sweep_id}{where}"
+        f"finish it with: {command_line('python', _script(study), '--resume', exc.sweep_id)}{where}"
     )
 
 

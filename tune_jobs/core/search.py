@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_jobs.core.adapter import POINT_KEY
+from tune_jobs.core.commands import command_line
 from tune_jobs.core.space import Experiment
 
 log = logging.getLogger(__name__)
@@ -89,4 +90,6 @@ def dashboard_command(sweep_dir: Path) -> str:
     db = Path(sweep_dir) / "optuna.db"
     if not db.exists():
         return ""
-    return f"optuna-dashboard sqlite:///{db}   then open {DASHBOARD_UI}/dashboard/studies/1/trials"
+    return (
+        f"{command_line('optuna-dashboard', f'sqlite:///{db}')}   then open {DASHBOARD_UI}/dashboard/studies/1/trials"
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tune_jobs.core import interrupts
+from tune_jobs.core.commands import command_line
 from tune_jobs.core.console import RAY_LOG
 from tune_jobs.core.outcome import DIVERGED, ERROR, run_ended
 from tune_jobs.core.plan import Plan
@@ -112,7 +113,8 @@ def print_result(result: SweepResult) -> int:
     if result.pending:
         print(
             f"  MLflow:      {result.tracking_uri} did not take everything: it still lacks {result.pending}; nothing is lost:"
-            f"\n               python tune_jobs/report.py --replay {result.sweep_dir}   (sends it, then builds the report)"
+            f"\n               {command_line('python', 'tune_jobs/report.py', '--replay', result.sweep_dir)}"
+            "   (sends it, then builds the report)"
         )
         return 1 if result.errored else 0
     print(f"  MLflow:      {result.tracking_uri} (parent run {result.parent_run_id})")

@@ -20,6 +20,7 @@ from ray.tune import Callback
 
 from trainables.common.context import ARTIFACTS
 from tune_jobs.core.adapter import CUDA_DEVICES_KEY, DIVERGED_KEY, GPU_IDS_KEY, NODE_KEY, STOP_REASON_KEY, trial_point
+from tune_jobs.core.commands import command_line
 from tune_jobs.core.errors import one_line
 from tune_jobs.core.tracking.outbox import Outbox
 from tune_jobs.core.tracking.state import now_ms
@@ -196,10 +197,10 @@ class MlflowTracker(Callback):
         pending = self._outbox.pending()
         if pending:
             log.warning(
-                "%s; it still lacks %s; nothing is lost, send it with: python tune_jobs/report.py --replay %s",
+                "%s; it still lacks %s; nothing is lost, send it with: %s",
                 why or f"MLflow at {self.tracking_uri} did not take everything",
                 pending,
-                self._outbox.dir,
+                command_line("python", "tune_jobs/report.py", "--replay", self._outbox.dir),
             )
 
     def _note(self, trials: list) -> dict[str, str]:

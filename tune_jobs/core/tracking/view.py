@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tune_jobs.core.commands import command_line
 from tune_jobs.core.errors import one_line
 from tune_jobs.core.tracking.client import open_client
 from tune_jobs.core.tracking.uri import uri_scheme
@@ -94,6 +95,7 @@ def runs_view(
         log.warning("the MLflow UI view was not saved (%s); the runs are all there", one_line(exc)[:200])
     if scheme == "sqlite":
         return (
-            f"mlflow ui --backend-store-uri {tracking_uri} --port 5000   then open {view_url(LOCAL_UI, experiment_id)}"
+            f"{command_line('mlflow', 'ui', '--backend-store-uri', tracking_uri, '--port', '5000')}   "
+            f"then open {view_url(LOCAL_UI, experiment_id)}"
         )
     return view_url(tracking_uri, experiment_id)
