@@ -31,6 +31,7 @@ from pathlib import Path
 from tune_jobs.core.cli import OneLineParser
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.tracking import uri_scheme
+from tune_jobs.core.tracking.mounts import network_store_warning
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -54,6 +55,9 @@ def _backend(uri: str) -> str:
         path = Path(uri[len("sqlite:///") :]).expanduser().resolve()
         if not path.parent.is_dir():
             raise ConfigError(f"--backend-store-uri: folder {path.parent} does not exist; create it first")
+        warning = network_store_warning(f"sqlite:///{path}")
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         return f"sqlite:///{path}"
     if scheme == "postgresql":
         try:

@@ -251,6 +251,11 @@ def preflight(p: Plan, results_dir: Path, uri: str, address: str | None) -> None
     if address is None and not os.environ.get("RAY_ADDRESS"):
         check_fits(ray_resources(p.composed.experiment.resources), local_resources())
     check_paths(results_dir, uri)
+    from tune_jobs.core.tracking.mounts import network_store_warning
+
+    warning = network_store_warning(uri)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
 
 
 _SWEEP_HELP = """\
