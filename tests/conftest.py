@@ -20,5 +20,5 @@ def workdir(tmp_path: Path) -> Path:
 def phase1_quick(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """`python tune_jobs/phase1.py --quick` in a fresh folder, output piped: the README's first
     sweep, run once for the tests that only read what it left (the folder and the output)."""
-    workdir = tmp_path_factory.mktemp("phase1_quick")
+    workdir = tmp_path_factory.mktemp("first_sweep")
     return workdir, run_job(["phase1.py", "--quick"], workdir, timeout=900)

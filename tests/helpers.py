@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from trainables.common import LocalContext
 
@@ -87,6 +91,36 @@ def start_job(args: list[str], cwd: Path, output: bool = False) -> subprocess.Po
         text=True,
         start_new_session=True,
     )
+
+
+T = TypeVar("T")
+
+
+def crash_when(
+    driver: subprocess.Popen,
+    ready: Callable[[], T | None],
+    *,
+    within: float = 600,
+    settle: float = 0,
+    log: Path | None = None,
+) -> T:
+    """SIGKILL `driver` and all it started (its process group), as a crash would, `settle`
+    seconds after `ready()` first returns something; returns that. Fails if the sweep ends
+    first (quoting `log`, where the driver's output went) or the moment never comes."""
+    try:
+        deadline = time.monotonic() + within
+        while (found := ready()) is None:
+            why = "the sweep ended before the moment came" if driver.poll() is not None else None
+            if why is None and time.monotonic() > deadline:
+                why = f"the moment never came in {within:.0f} s"
+            assert why is None, why + (": " + log.read_text()[-3000:] if log else "")
+            time.sleep(0.2)
+        time.sleep(settle)
+        return found
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
 
 
 def sweep_state(sweep_dir: Path | None) -> dict:

@@ -129,7 +129,8 @@ def test_default_quick_sweep_piped_then_the_readme_mlflow_link_shows_the_trials(
         assert sum(f" {name}  " in e for e in events) == 2, (name, events)
         assert any(re.search(rf"finished\s+{name}  step 301/301  val/nmse=\S+", e) for e in events), name
     assert not any("..." in line or "\u2026" in line for line in lines)
-    assert not any(text in out.stdout for text in ("Trial status", "Checkpoint successfully created", "phase1_"))
+    shown = out.stdout.replace(str(workdir), "<folder>")  # the folder's own name may hold anything
+    assert not any(text in shown for text in ("Trial status", "Checkpoint successfully created", "phase1_"))
     (log,) = (workdir / "results" / "ray").glob("phase1-*/ray.log")
     assert lines[start].endswith(f"Ray's output: {log}")
     assert "Trial status" in log.read_text()  # Ray's own output, kept

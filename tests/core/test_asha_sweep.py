@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import job_env, sweep_runs, toy_command
+from helpers import crash_when, job_env, sweep_runs, toy_command
 
 # The best first: the first trials to reach rung 1 wait there until enough peers arrive.
 QUALITIES = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
@@ -95,30 +93,18 @@ def test_asha_with_promotion_pauses_trials_at_rungs_and_resumes_them_from_their_
 
 @pytest.mark.slow
 def test_a_driver_killed_while_trials_wait_at_a_rung_loses_none_of_them_on_resume(tmp_path, workdir):
-    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 (closed below)
-    driver = subprocess.Popen(
-        command(tmp_path), cwd=workdir, env=job_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and driver.poll() is None:
-            events = journal(workdir)
-            waiting = {e["trial"] for e in events if e["event"] == "rung"} - {
-                e["trial"] for e in events if e["event"] in ("promote", "end")
-            }
-            if len(waiting) >= 2:
-                break
-            time.sleep(0.2)
-        assert driver.poll() is None, (
-            "the sweep ended before trials waited at a rung: " + (tmp_path / "driver.log").read_text()[-3000:]
+    def two_wait_at_a_rung() -> set[str] | None:
+        events = journal(workdir)
+        waiting = {e["trial"] for e in events if e["event"] == "rung"}
+        waiting -= {e["trial"] for e in events if e["event"] in ("promote", "end")}
+        return waiting if len(waiting) >= 2 else None
+
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(
+            command(tmp_path), cwd=workdir, env=job_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        time.sleep(1.0)  # let Tune pause them
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        log.close()
+        # settle: the moment Tune pauses the waiting trials
+        waiting = crash_when(driver, two_wait_at_a_rung, settle=1.0, log=tmp_path / "driver.log")
     before = journal(workdir)
     time.sleep(2)
 

@@ -13,12 +13,11 @@ import json
 import os
 import re
 import shlex
-import signal
 import time
 from pathlib import Path
 
 import pytest
-from helpers import run_job, start_job, sweep_runs, sweep_state
+from helpers import crash_when, run_job, start_job, sweep_runs, sweep_state
 
 from trainables.common.context import STATE_FILE
 
@@ -98,21 +97,12 @@ def worker_pids(trial: Path) -> list[int]:
 def killed_with_two_checkpoints(workdir: Path) -> tuple[Path, Path]:
     """Start the sweep, SIGKILL its driver (and all it started) once Tune has recorded two
     checkpoints of the trial; returns the sweep folder and the trial folder."""
-    driver = start_job(["phase1.py", *ARGS], workdir)
-    try:
-        deadline, sweep = time.monotonic() + 500, None
-        while time.monotonic() < deadline and driver.poll() is None:
-            sweep = sweep or sweep_dir(workdir)
-            if sweep and len(registered_checkpoints(sweep)) >= 2:
-                break
-            time.sleep(0.2)
-        assert driver.poll() is None, "the sweep ended before it could be interrupted"
-        assert sweep and len(registered_checkpoints(sweep)) >= 2, "timed out waiting for two checkpoints"
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, as in a crash
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
+
+    def two_checkpoints() -> Path | None:
+        sweep = sweep_dir(workdir)
+        return sweep if sweep and len(registered_checkpoints(sweep)) >= 2 else None
+
+    sweep = crash_when(start_job(["phase1.py", *ARGS], workdir), two_checkpoints, within=500)
     (trial,) = [p for p in sweep.iterdir() if p.is_dir() and p.name.startswith("n_components=2_")]
     deadline = time.monotonic() + 120
     while worker_pids(trial.name) and time.monotonic() < deadline:  # nothing writes there any more

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import job_env, run_job, start_job, sweep_runs, sweep_state, toy_command
+from helpers import crash_when, job_env, run_job, start_job, sweep_runs, sweep_state, toy_command
 from tracking_helpers import assert_sweep_complete, find_sweep_dirs
 
 from tune_jobs.core.tracking import Outbox
@@ -55,28 +55,19 @@ def tune_statuses(sweep_dir: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_a_trial_that_finished_after_tunes_last_save_is_not_run_again(tmp_path, workdir):
     env = {**job_env(), "TUNE_GLOBAL_CHECKPOINT_S": "1000000"}  # Tune saves at the start only
-    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 (closed below)
-    driver = subprocess.Popen(
-        command(tmp_path), cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    sweep_dir = None
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and driver.poll() is None:
-            found = list((workdir / "results" / "ray").glob("steps-*")) if (workdir / "results").exists() else []
-            if found:
-                sweep_dir = found[0]
-                trials = sweep_state(sweep_dir)["trials"].values()
-                if any("status" in t for t in trials) and sum("status" not in t for t in trials) >= 2:
-                    break
-            time.sleep(0.2)
-        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        log.close()
+
+    def two_running_one_ended() -> Path | None:
+        for sweep_dir in (workdir / "results" / "ray").glob("steps-*"):
+            trials = sweep_state(sweep_dir)["trials"].values()
+            if any("status" in t for t in trials) and sum("status" not in t for t in trials) >= 2:
+                return sweep_dir
+        return None
+
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen(
+            command(tmp_path), cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        sweep_dir = crash_when(driver, two_running_one_ended, log=tmp_path / "driver.log")
     before = sweep_state(sweep_dir)
     ended = {tid for tid, t in before["trials"].items() if "status" in t}
     # The case under test: Tune's saved state does not know that these trials ended.

@@ -5,13 +5,11 @@ and no duplicate step. (The grid case is in test_sweep.py.)"""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
-from helpers import run_job, start_job, sweep_runs, sweep_state
+from helpers import crash_when, run_job, start_job, sweep_runs, sweep_state
 
 SAMPLES = 6
 EXPERIMENT = f"""\
@@ -51,24 +49,16 @@ def optuna_trials(sweep_dir: Path) -> list:
 def test_optuna_asha_driver_killed_then_resumed_keeps_the_study_and_one_run_per_trial(workdir, tmp_path):
     path = tmp_path / "lr_asha.yaml"
     path.write_text(EXPERIMENT)
+
+    def two_ended_one_running() -> Path | None:
+        for sweep_dir in (workdir / "results" / "ray").glob("lr_asha-*"):
+            trials = sweep_state(sweep_dir)["trials"].values()
+            if sum("status" in t for t in trials) >= 2 and any("status" not in t for t in trials):
+                return sweep_dir
+        return None
+
     driver = start_job(["phase1.py", "--experiment", str(path), *ARGS], workdir)
-    try:
-        deadline, sweep_dir = time.monotonic() + 500, None
-        while time.monotonic() < deadline and driver.poll() is None:
-            found = list((workdir / "results" / "ray").glob("lr_asha-*")) if (workdir / "results").exists() else []
-            if found:
-                sweep_dir = found[0]
-                trials = sweep_state(sweep_dir)["trials"].values()
-                if sum("status" in t for t in trials) >= 2 and any("status" not in t for t in trials):
-                    break
-            time.sleep(0.3)
-        assert driver.poll() is None, "the sweep ended before it could be interrupted"
-        time.sleep(0.5)
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
+    sweep_dir = crash_when(driver, two_ended_one_running, within=500, settle=0.5)
     before = sweep_state(sweep_dir)
     finished_before = {tid for tid, t in before["trials"].items() if "status" in t}
     rows_before = {p.parent.name: p.read_text() for p in sweep_dir.glob("*/result.json")}

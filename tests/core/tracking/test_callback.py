@@ -3,40 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import threading
 import time
 from pathlib import Path
 
+from bench.hung_server import hung_server  # the benchmark's server: one socket that never answers
 from tune_jobs.core.tracking.state import JOURNAL_FILE
-
-
-@contextlib.contextmanager
-def hung_server():
-    """http://127.0.0.1:PORT: a socket that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held, stop = [], threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                held.append(listener.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        listener.close()
 
 
 class FakeTrial:
