@@ -53,6 +53,8 @@ def test_a_search_gets_its_trials_ranked_the_best_named_and_importances(tmp_path
     text = (tmp_path / "sweep_summary.md").read_text()
     assert "7 trials: 6 finished, 1 stopped early; metric val/loss (min)." in text
     assert "Best trial: e/lr=0.03,wd=0" in text
+    assert "Each point ran on one seed, so this ranking rests on one seed each (`sweep.seeds=3` runs" in text
+    assert "over their seeds" not in text
     rows = [line for line in text.splitlines() if line.startswith("| e/")]
     assert rows[0].startswith("| e/lr=0.03,wd=0 | finished |")  # ranked by the metric
     found = importances(sweep.trials, ["trainer.lr", "trainer.wd"], "val/loss", "min")

@@ -161,7 +161,8 @@ def print_plan(p: Plan) -> None:
             total_flops += est.get("flops", 0.0)
             row.update({k: _fmt_big(v) for k, v in est.items()})
         rows.append(row)
-    print(f"{len(rows)} trials:")
+    n = exp.seeds
+    print(f"{len(rows)} trials" + (f" ({len(rows) // n} points x {n} seeds):" if n > 1 and not len(rows) % n else ":"))
     if rows:
         _print_columns([list(r.values()) for r in rows], header=list(rows[0]))
     if total_flops:
@@ -264,6 +265,8 @@ settings of the sweep, as key=value overrides too (an experiment YAML sets them 
   space.KEY=[a,b,c]: the values of a key the experiment searches (a grid's points, a search's
     choices); space.KEY=a runs that one value; space.KEY={{loguniform:[lo,hi]}} any value kind
   sweep.num_samples=N (>= 1): trials an optuna or random search samples
+  sweep.seeds=N (>= 1): every point of a grid run N times, seed, seed+1, ...; the summary gives
+    each point's mean and spread over them
   sweep.max_concurrent=N (>= 0): trials at a time at most; 0 leaves it to the free resources
   sweep.max_failures=N (>= 0): restarts of a crashed trial from its last checkpoint
   sweep.scheduler.SETTING=V: a setting of the experiment's scheduler ({schedulers})

@@ -28,7 +28,9 @@ from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.space import Dimension, Experiment, parse_dimension, scheduler_settings, set_resource
 from tune_jobs.core.study import Study
 
-SWEEP_KEYS = {"num_samples": 1, "max_concurrent": 0, "max_failures": 0}
+SWEEP_KEYS = {"num_samples": 1, "seeds": 1, "max_concurrent": 0, "max_failures": 0}
+# The config key `seeds: N` counts up (every study's top-level `seed`: what training draws).
+SEED_KEY = "seed"
 
 
 @dataclass
@@ -109,7 +111,7 @@ def _sweep_setting(exp: Experiment, key: str, value: Any) -> Experiment:
         return replace(exp, scheduler={**exp.scheduler, setting: value})
     if name not in SWEEP_KEYS:
         raise ConfigError(
-            f"{key}: unknown sweep setting; use sweep.num_samples, sweep.max_concurrent, sweep.max_failures or sweep.scheduler.<setting>"
+            f"{key}: unknown sweep setting; use sweep.num_samples, sweep.seeds, sweep.max_concurrent, sweep.max_failures or sweep.scheduler.<setting>"
         )
     if isinstance(value, bool) or not isinstance(value, int) or value < SWEEP_KEYS[name]:
         raise ConfigError(f"{key}: expected an integer >= {SWEEP_KEYS[name]}, got {value!r}")
@@ -209,6 +211,7 @@ def compose(
     if any(key.startswith("sweep.scheduler.") for key, _ in parsed):
         experiment = replace(experiment, scheduler=scheduler_settings(experiment.scheduler, where="sweep.scheduler"))
     check_time_attr(experiment, study)
+    check_seeds(experiment, study)
     composed = Composed(
         study=study,
         experiment=experiment,
@@ -250,6 +253,36 @@ def check_time_attr(experiment: Experiment, study: Any) -> None:
         raise ConfigError(
             f"scheduler.rank_by: {rank_by!r} is not in the results of study {study.name}; "
             f"use one of {', '.join(study.metrics)}"
+        )
+
+
+def check_seeds(experiment: Experiment, study: Study) -> None:
+    """`seeds: N` runs every point of a grid N times, `seed` counting up. Refused where it would
+    not mean that: a study without a `seed` setting, a space that already searches it, a sampled
+    search (each sample would be one seed), an early-stopping scheduler (it would stop a point's
+    seeds one by one, on one seed's noise)."""
+    n = experiment.seeds
+    if n == 1:
+        return
+    where = f"seeds: {n}"
+    if SEED_KEY not in field_table(study.config):
+        raise ConfigError(
+            f"{where}: study {study.name} has no `seed` setting to vary; add one to its config, or drop seeds"
+        )
+    if any(d.key == SEED_KEY for d in experiment.space):
+        raise ConfigError(
+            f"{where}: {experiment.path.name} already searches seed in space:; keep one of the two "
+            "(seeds: N runs seed, seed+1, ... for every point)"
+        )
+    if experiment.search != "grid":
+        raise ConfigError(
+            f"{where}: seeds run the points of a grid search; a {experiment.search} search samples its points "
+            "one trial each: use search: grid, or drop seeds"
+        )
+    if experiment.scheduler.get("kind", "fifo") != "fifo":
+        raise ConfigError(
+            f"{where}: {experiment.scheduler['kind']} would stop a point's seeds one by one, on one seed's noise; "
+            "use scheduler: {kind: fifo} with seeds, or drop seeds"
         )
 
 
@@ -310,6 +343,15 @@ def _grid_points(space: Sequence[Dimension]) -> list[dict[str, Any]]:
     return points
 
 
+def _with_seeds(points: list[dict[str, Any]], composed: Composed) -> list[dict[str, Any]]:
+    """Each point `seeds` times, seed counting up from the configured one, a point's seeds together."""
+    n = composed.experiment.seeds
+    if n == 1:
+        return points
+    first = getattr(build_config(composed.study.config, composed.base, cross_check=False), SEED_KEY)
+    return [{**point, SEED_KEY: first + i} for point in points for i in range(n)]
+
+
 def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | None = None) -> Plan:
     exp, cls = composed.experiment, composed.study.config
     if exp.search != "grid":
@@ -342,7 +384,7 @@ def plan(composed: Composed, *, start_from: int | None = None, stop_at: int | No
         _check_devices(composed, [("", v) for v in variants])
         return Plan(composed=composed, trials=[])
 
-    points = _grid_points(exp.space)
+    points = _with_seeds(_grid_points(exp.space), composed)
     first = 1 if start_from is None else start_from
     last = len(points) if stop_at is None else stop_at
     if not 1 <= first <= last <= len(points):

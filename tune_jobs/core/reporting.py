@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.common.tables import table_lines
+from tune_jobs.core import spread
 from tune_jobs.core.outcome import run_ended
 from tune_jobs.core.paths import safe_name
 from tune_jobs.core.summary import write_sweep_summary
@@ -59,7 +60,7 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
     best = sweep.best()
     summary = "no trial reported the sweep metric"
     if best is not None:
-        metric = sweep.tags["sweep.metric"]
+        metric, mode = sweep.tags["sweep.metric"], sweep.tags.get("sweep.mode", "min")
         summary = f"best trial {best.name}: {metric} = {best.metrics[metric]:.4g}"
         for key, value in (
             ("sweep.best_run", best.name),
@@ -67,6 +68,11 @@ def build_report(study: Any, tracking_uri: str, parent_ref: str, results_dir: Pa
             (f"sweep.best_{metric}", f"{best.metrics[metric]:.6g}"),
         ):
             client.set_tag(parent.info.run_id, key, value)
+        points = spread.ranked(spread.points(sweep.trials, metric), mode)
+        if spread.seeded(points) and sweep.tags.get("sweep.goal") != "measure":
+            top = points[0]  # the best point by its mean over seeds, not the luckiest seed
+            summary = f"best point {top.label}: {metric} = {top.mean:.4g} ± {top.std:.2g} over {top.n} seeds"
+            client.set_tag(parent.info.run_id, "sweep.best_point", top.label)
         if sweep.tags.get("sweep.goal") == "measure":
             # A measurement grid: every trial is a result; the line names none of them best.
             measured = sum(1 for t in sweep.trials if metric in t.metrics)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tune_jobs.core import interrupts
+from tune_jobs.core import interrupts, provenance
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import git_commit, safe_name
 from tune_jobs.core.plan import Plan
@@ -144,6 +144,7 @@ def _new_sweep(plan: Plan, ray_dir: Path, tracking_uri: str) -> tuple[Path, Swee
     sweep_dir = ray_dir / f"{safe_name(composed.experiment.name)}-{record.sweep_id}"
     sweep_dir.mkdir(parents=True)
     record.write(sweep_dir)
+    provenance.write(sweep_dir)
     return sweep_dir, record
 
 

@@ -7,6 +7,7 @@
     goal: measure           # measure (a grid of measurements: no "best") | optimize (the default)
     search: grid            # grid | optuna | random
     num_samples: 1          # trials to sample (optuna, random)
+    seeds: 1                # each point run with this many seeds (seed, seed+1, ...), each its own trial
     scheduler: {kind: fifo} # or {kind: asha, max_t: 20, grace_period: 2, reduction_factor: 3}
                             # (promote: false: Ray Tune's stop-only ASHA), {kind: hyperband, ...}
                             # (rank_by: val/loss, rank_mode: min: rungs rank by another metric)
@@ -62,6 +63,7 @@ TOP_KEYS = (
     "goal",
     "search",
     "num_samples",
+    "seeds",
     "max_concurrent",
     "scheduler",
     "resources",
@@ -106,6 +108,7 @@ class Experiment:
     goal: str = "optimize"
     search: str = "grid"
     num_samples: int = 1
+    seeds: int = 1  # runs of each point, the config key `seed` counting up from its value
     max_concurrent: int = 0
     scheduler: Mapping[str, Any] = field(default_factory=lambda: {"kind": "fifo"})
     resources: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
@@ -372,7 +375,7 @@ def load_experiment(path: Path) -> Experiment:
     search = data.get("search", "grid")
     if search not in SEARCH_KINDS:
         raise _fail(path, "search", f"expected one of {', '.join(SEARCH_KINDS)}, got {search!r}")
-    for key, low in (("num_samples", 1), ("max_concurrent", 0), ("max_failures", 0), ("seed", 0)):
+    for key, low in (("num_samples", 1), ("seeds", 1), ("max_concurrent", 0), ("max_failures", 0), ("seed", 0)):
         value = data.get(key, low)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise _fail(path, key, f"expected an integer >= {low}, got {value!r}")
@@ -440,6 +443,7 @@ def load_experiment(path: Path) -> Experiment:
         goal=goal,
         search=search,
         num_samples=data.get("num_samples", 1),
+        seeds=data.get("seeds", 1),
         max_concurrent=data.get("max_concurrent", 0),
         scheduler=dict(scheduler),
         resources=res,

@@ -2,7 +2,10 @@
 reports (which add their own plots beside it):
 
 - `sweep_summary.md`: the trials ranked by the sweep's metric, with their searched values and
-  outcome, the best trial (for `goal: optimize`), and the searched values' importances;
+  outcome; where points ran on several seeds, each point's mean, spread, 95% interval and
+  whether it differs from the next beyond the seeds' noise (tune_jobs/core/spread.py), and
+  where they ran on one, that the ranking rests on one seed; the best trial or point (for
+  `goal: optimize`); the searched values' importances;
 - `sweep_curves.png/.pdf`: the metric's curve of every trial, trials stopped before their
   budget marked with a cross where they stopped;
 - `sweep_parallel.png/.pdf`: the searched values against the metric, one line per trial
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.common.tables import table_lines
+from tune_jobs.core import spread
 from tune_jobs.core.outcome import run_ended, trial_outcome
 from tune_jobs.core.sweep_data import SweepData, TrialRun, save_figure
 
@@ -93,6 +97,31 @@ def importances(trials: Sequence[TrialRun], keys: Sequence[str], metric: str, mo
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same numbers on every rebuild
     found = optuna.importance.get_param_importances(study, evaluator=evaluator)
     return {k: float(v) for k, v in found.items()}
+
+
+def _spread(p: spread.Point) -> str:
+    lo, hi = p.interval
+    return f"{p.mean:.4g} ± {p.std:.2g} (mean ± std over {p.n} seeds; 95% interval {lo:.4g} to {hi:.4g})"
+
+
+def _point_table(points: Sequence[spread.Point]) -> tuple[list[str], list[tuple[str, ...]]]:
+    """Each point's mean, spread and interval; `vs next`: Welch's p against the next one down."""
+    rows = []
+    for i, p in enumerate(points):
+        lo, hi = p.interval
+        test = spread.welch_p(p, points[i + 1]) if i + 1 < len(points) else math.nan
+        beyond = "" if math.isnan(test) else (" (beyond noise)" if test < spread.ALPHA else " (within noise)")
+        rows.append(
+            (
+                p.label,
+                str(p.n),
+                f"{p.mean:.4g}",
+                _shown(p.std),
+                "-" if math.isnan(lo) else f"{lo:.4g} to {hi:.4g}",
+                "-" if math.isnan(test) else f"{test:.2g}{beyond}",
+            )
+        )
+    return ["point", "seeds", "mean", "std", "95% interval", "p vs next (Welch)"], rows
 
 
 def write_sweep_summary(sweep: SweepData, out_dir: Path, study: Any = None) -> list[Path]:
@@ -171,14 +200,32 @@ def write_sweep_summary(sweep: SweepData, out_dir: Path, study: Any = None) -> l
         + ", ".join(f"{n} {o}" for o, n in counts.items())
         + f"; metric {metric} ({mode})."
     )
-    if best is not None and goal != "measure":
+    points = spread.ranked(spread.points(sweep.trials, metric), mode) if metric else []
+    seeded = spread.seeded(points)
+    if seeded and goal != "measure":
+        top = points[0]
+        lines += ["", f"Best point (by its mean over seeds): {top.label}, {metric} = {_spread(top)}."]
+        if len(points) > 1:
+            lines.append(spread.verdict(top, points[1], metric))
+    elif best is not None and goal != "measure":
         lines += ["", f"Best trial: {best.name}, {metric} = {best.metrics[metric]:.4g}."]
     elif goal == "measure":
         lines += ["", f"A measurement ({finished} trials finished): no trial is best; compare them below."]
+    if len(points) > 1 and not seeded:
+        more = " (`sweep.seeds=3` runs every point on three and measures the spread)"
+        lines += [
+            "",
+            "Each point ran on one seed, so this ranking rests on one seed each"
+            + (more if sweep.tags.get("sweep.search", "grid") == "grid" else "")
+            + ".",
+        ]
+    if seeded:
+        lines += ["", f"## The points over their seeds ({metric}, {'lower' if mode == 'min' else 'higher'} is better)"]
+        lines += ["", *table_lines(*_point_table(points))]
     rows = [
         (t.name, outcomes[t.run_id], *(t.point.get(k, "") for k in keys), _shown(t.metrics.get(metric))) for t in ranked
     ]
-    lines += ["", *table_lines(["trial", "outcome", *keys, metric], rows)]
+    lines += ["", *(["## The trials", ""] if seeded else []), *table_lines(["trial", "outcome", *keys, metric], rows)]
     if found:
         lines += ["", f"## Importance of the searched values for {metric} (fANOVA, optuna.importance)", ""]
         lines += [f"- {k}: {v:.2f}" for k, v in sorted(found.items(), key=lambda kv: -kv[1])]
@@ -187,4 +234,19 @@ def write_sweep_summary(sweep: SweepData, out_dir: Path, study: Any = None) -> l
     lines += ["", "Plots: `sweep_curves.png`" + (", `sweep_parallel.png`" if keys and scored else "") + "."]
     path = out_dir / "sweep_summary.md"
     path.write_text("\n".join(lines) + "\n")
+    if seeded:
+        written.append(_write_points(points, out_dir / "sweep_points.csv"))
     return [path, *written]
+
+
+def _write_points(points: Sequence[spread.Point], path: Path) -> Path:
+    """The points over their seeds as numbers, for a notebook (the summary's table, unrounded)."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["point", "seeds", "mean", "std", "ci95_low", "ci95_high", "p_vs_next"])
+        for i, p in enumerate(points):
+            test = spread.welch_p(p, points[i + 1]) if i + 1 < len(points) else math.nan
+            out.writerow([p.label, p.n, p.mean, p.std, *p.interval, test])
+    return path

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tune_jobs.core import provenance
 from tune_jobs.core.adapter import make_trainable
 from tune_jobs.core.paths import safe_name
 from tune_jobs.core.plan import Composed, Plan
@@ -90,7 +91,7 @@ def new_tuner(
         tracking_uri=record.tracking_uri,
         experiment_name=experiment.name,
         sweep_dir=str(sweep_dir),
-        tags=parent_tags(plan, record),
+        tags={**parent_tags(plan, record), **provenance.tags(sweep_dir)},
         base=composed.base_flat,
         metrics=study.metrics,
         run_prefix=experiment.name,

@@ -53,6 +53,8 @@ def parent_tags(plan: Any, record: Any) -> dict[str, str]:
         "sweep.metric": experiment.metric,
         "sweep.mode": experiment.mode,
         "sweep.goal": experiment.goal,
+        "sweep.search": experiment.search,
+        "sweep.seeds": str(experiment.seeds),
         "git.commit": record.git_commit,
         "mlflow.source.git.commit": record.git_commit.removesuffix("-dirty"),
     }

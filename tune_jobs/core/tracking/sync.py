@@ -21,6 +21,8 @@ from typing import Any
 
 from trainables.common.jsonl import complete_lines
 from tune_jobs.core.config import to_nested
+from tune_jobs.core.plan import SEED_KEY
+from tune_jobs.core.provenance import DIFF_FILE, ENV_FILE
 from tune_jobs.core.tracking.artifacts import log_dict, upload_folder
 from tune_jobs.core.tracking.client import MarkedClient, open_client, probe
 from tune_jobs.core.tracking.failures import SweepFileError, failure_line, from_store, mark_store
@@ -157,6 +159,9 @@ class Sync:
             self._record(lambda s: s.update(parent_run_id=run_id))
         if not st["parent_cfg_logged"]:
             log_dict(store, st["parent_run_id"], to_nested(st["base"]), "cfg.yaml")
+            for name in (ENV_FILE, DIFF_FILE):  # what a rerun of a trial needs to know
+                if (self.outbox.dir / name).is_file():
+                    store.log_artifact(st["parent_run_id"], str(self.outbox.dir / name))
             self._record(lambda s: s.update(parent_cfg_logged=True))
 
     def _sync_runs(self, store: MarkedClient) -> None:
@@ -183,6 +188,10 @@ class Sync:
                         "mlflow.parentRunId": st["parent_run_id"],
                         "sweep.seed": str(flat.get("seed", "")),
                         "sweep.point": json.dumps(entry["point"], sort_keys=True),
+                        # The point less its seed: a point's seeds share it (group by it in the UI).
+                        "sweep.point_group": json.dumps(
+                            {k: v for k, v in entry["point"].items() if k != SEED_KEY}, sort_keys=True
+                        ),
                     }
                     self.outbox.new_trials.discard(trial_id)  # until the create is recorded
                     run_id = self._create_run(
