@@ -9,6 +9,7 @@ study package may import it and still pass the rule that its modules import no R
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from tune_jobs.core.config import to_flat
 from tune_jobs.core.errors import ConfigError
 from tune_jobs.core.paths import safe_name
 from tune_jobs.core.reporting import SweepData, find_parent
-from tune_jobs.core.study import Study
+from tune_jobs.core.study import FILE_MODULE, Study
 from tune_jobs.core.tracking import open_client, tracking_uri
 
 __all__ = ["SweepData", "find_sweep", "load_sweep", "open_store", "run_config"]
@@ -36,10 +37,12 @@ def run_config(
     gpus: float = 0,
     results_dir: str | os.PathLike[str] = "results",
     mlflow_uri: str | None = None,
+    verbose: int = 0,
 ) -> SweepData:
     """Run `config` (the study's typed config) as a one-trial sweep named `name` through the
     service (Ray, MLflow, report), as `python tune_jobs/<study>.py --experiment <the YAML it
-    writes under results_dir/api/>` would, and return the sweep as MLflow holds it."""
+    writes under results_dir/api/>` would, and return the sweep as MLflow holds it. `verbose`
+    1 shows the sweep's live view (0: nothing on the terminal)."""
     import ray
 
     from tune_jobs.core.plan import compose, plan
@@ -52,9 +55,15 @@ def run_config(
         study, config, name, results / "api", metric=metric, mode=mode, description=description, cpus=cpus, gpus=gpus
     )
     composed = compose(study, load_experiment(path), profile="local")
+    module = sys.modules.get(getattr(study.train, "__module__", ""))
+    if module is not None and module.__name__.startswith(FILE_MODULE):
+        # A study load_study imported from its file: Ray's workers get its code by value.
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
     started_here = not ray.is_initialized()
     try:
-        run_sweep(plan(composed), results_dir=results, tracking_uri=uri, address=None, verbose=0)
+        run_sweep(plan(composed), results_dir=results, tracking_uri=uri, address=None, verbose=verbose)
     finally:
         if started_here:
             ray.shutdown()

@@ -21,3 +21,34 @@ def test_quick_runs_all_8_trials_and_the_report(phase1_quick):
     assert summary["findings"]
     for name in ("loss_vs_components", "capacity_analysis", "convergence_steps"):
         assert (report / f"{name}.png").exists() and (report / f"{name}.pdf").exists()
+
+
+@pytest.mark.slow
+def test_a_trial_of_the_quick_sweep_reruns_from_mlflow_bit_for_bit(phase1_quick, tmp_path):
+    """A GPT-2 trial (torch's init, data stream and evaluation on CPU) rerun from its run: every
+    value of every metric at every step is the original's. Into a copy of the store, so the
+    shared sweep's store stays as the sweep left it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from helpers import ROOT, job_env
+
+    workdir, _ = phase1_quick
+    shutil.copy(workdir / "mlflow.db", tmp_path / "mlflow.db")  # its artifacts stay where they are
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("phase1").experiment_id], filter_string="tags.`sweep.role` = 'parent'"
+    )
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tune_jobs" / "rerun.py"), parent.data.tags["sweep.id"], "n_components=2"],
+        cwd=tmp_path,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "every value of every metric is the original's, bit for bit" in out.stdout, out.stdout[-3000:]
+    table = [line for line in out.stdout.splitlines() if line.startswith("| ") and " | equal |" in line]
+    assert any(line.startswith("| val/nmse |") for line in table) and len(table) >= 3, out.stdout[-3000:]

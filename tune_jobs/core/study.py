@@ -107,7 +107,7 @@ def load_study(name: str, module: str = "", file: str = "") -> Study:
         except ImportError:
             pass  # moved or renamed: its file, or the shipped script, may still declare it
     if file and Path(file).is_file():
-        return _study_of(_import_file(Path(file), f"_study_{name}"), name)
+        return _study_of(_import_file(Path(file), f"{FILE_MODULE}{name}"), name)
     shipped = _trainables() / name / "study.py"
     if shipped.is_file() and _declares_a_study(shipped):
         return _study_of(importlib.import_module(f"trainables.{name}.study"), name)
@@ -133,6 +133,10 @@ def _study_of(module: Any, name: str) -> Study:
     if not isinstance(study, Study) or study.name != name:
         raise ConfigError(f"{module.__name__} declares no study {name!r} as STUDY")
     return study
+
+
+# The module name of a study imported from its file: Ray's workers cannot import it by name.
+FILE_MODULE = "_study_"
 
 
 def _import_file(path: Path, module_name: str) -> Any:

@@ -1,7 +1,7 @@
 """The MLflow path of a sweep, in one package, each module importing only those above it:
 
 - uri.py: where the records go (the tracking URI, its SQLite file, its artifacts) and how often;
-- journal.py: JSON-lines files (append past a torn line, read from an offset);
+- mounts.py: the warning for a SQLite store on a network file system;
 - shapes.py, sweep_file.py: the sweep's files as declared shapes that check themselves;
 - failures.py: what failed, our files or the tracking store;
 - store.py, client.py, artifacts.py: the SQLite store prepared once, the MLflow client, artifacts;
@@ -9,7 +9,10 @@
 - state.py, outbox.py: what must reach MLflow, kept on disk (the state file, its backup, the
   journals, the sweep's lock);
 - sync.py: the sync of the outbox to MLflow and its thread;
-- callback.py: the Tune callback that fills the outbox (the one module that imports Ray).
+- callback.py: the Tune callback that fills the outbox (the one module that imports Ray);
+- trial_runs.py: a finished trial read back (its run, its settings, its metrics) for a rerun.
+
+The journals are JSON-lines files written with trainables/common/jsonl.py.
 """
 
 from typing import Any
