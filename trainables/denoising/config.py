@@ -18,7 +18,7 @@ class DataConfig:
         0.005, "variance of the Gaussian noise added to x*: x = x* + N(0, noise_variance)", ge=0
     )
     n_train: int = param(150_000, "samples per epoch, drawn fresh every batch (the epoch length)", ge=1)
-    val_samples: int = param(2048, "fixed validation samples (seed + 1) for val/loss", ge=16)
+    val_samples: int = param(2048, "fixed validation samples (the same for every seed) for val/loss", ge=16)
 
 
 @dataclass
@@ -100,7 +100,9 @@ class DiagnosticsConfig:
 
 @dataclass
 class Config:
-    seed: int = param(0, "seeds the init, the data stream and the pair sample; validation uses seed + 1", ge=0)
+    seed: int = param(
+        0, "seeds the init and the data stream; validation and the pair sample are the same for every seed", ge=0
+    )
     data: DataConfig = section(DataConfig, "the two-hot signals and their noise")
     model: ModelConfig = section(ModelConfig, "Linear(d, h) -> tanh^3 -> Linear(h, d)")
     loss: LossConfig = section(LossConfig, "the lambda_on-weighted squared error and the weight penalties")

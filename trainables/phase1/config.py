@@ -93,7 +93,9 @@ class TrainerConfig:
 
 @dataclass
 class Config:
-    seed: int = param(0, "seeds model init and the data stream; the validation set uses seed+1", ge=0)
+    seed: int = param(
+        0, "seeds model init and the data stream; the evaluation prompts are the same for every seed", ge=0
+    )
     data: DataConfig = section(DataConfig, "the prompt distribution")
     model: ModelConfig = section(ModelConfig, "the GPT-2 backbone")
     trainer: TrainerConfig = section(TrainerConfig, "optimisation and evaluation")
