@@ -4,6 +4,8 @@ are: differences count when they exceed two standard errors over the evaluation 
 import math
 
 import pandas as pd
+import pytest
+from scipy import stats
 
 from trainables.phase1.report import findings, still_improving
 
@@ -83,3 +85,69 @@ def test_still_improving_reads_the_end_of_the_smoothed_curve():
     falling = [(s, 1.0 - 0.01 * s) for s in range(50)]
     flat = [(s, 0.5) for s in range(50)]
     assert still_improving(falling) and not still_improving(flat) and not still_improving(falling[:3])
+
+
+class Sweep:
+    """What build() reads of a sweep: its trials as MLflow returns them, their histories."""
+
+    def __init__(self, trials, histories):
+        self.trials, self._histories = trials, histories
+        self.sweep_id, self.experiment, self.smoke = "s1", "phase1", False
+
+    def history(self, run_id, key):
+        return self._histories[run_id]
+
+
+def seeded_sweep(finals: dict[int, list[float]]) -> Sweep:
+    from tune_jobs.core.sweep_data import TrialRun
+
+    trials, histories = [], {}
+    for k, values in finals.items():
+        for seed, nmse in enumerate(values):
+            run_id = f"r{k}_{seed}"
+            metrics = {
+                "val/nmse": nmse,
+                "final/nmse": nmse,
+                "final/nmse_se": 0.004,
+                "final/zero_nmse": 1.0,
+                "final/lstsq_nmse": 0.5,
+                "final/oracle_nmse": 0.1,
+                "final/nmse_minus_lstsq": nmse - 0.5,
+                "final/nmse_minus_lstsq_se": 0.003,
+                "baseline/lstsq_nmse": 0.5,
+                "baseline/oracle_nmse": 0.1,
+                "baseline/zero_nmse": 1.0,
+            }
+            point = {"data.n_components": k, "seed": seed}
+            trials.append(
+                TrialRun(
+                    run_id, f"phase1/n_components={k},seed={seed}", "FINISHED", point, {"seed": str(seed)}, metrics, {}
+                )
+            )
+            histories[run_id] = [(0, 1.0), (100, (1.0 + nmse) / 2), (200, nmse)]
+    return Sweep(trials, histories)
+
+
+def test_a_sweep_on_several_seeds_is_reported_per_k_over_its_seeds(tmp_path):
+    """As README's table: K = 3 and 4 on three seeds each, which the seeds cannot tell apart,
+    and K = 1, clearly apart from both."""
+    from trainables.phase1.report import build, over_seeds
+
+    finals = {1: [0.03, 0.04, 0.035], 3: [0.78, 0.45, 0.6], 4: [0.42, 0.53, 0.7]}
+    files = build(seeded_sweep(finals), tmp_path)
+    assert {p.name for p in files} >= {"loss_vs_components.png", "summary.md", "summary.csv"}
+    per_k = over_seeds(pd.read_csv(tmp_path / "summary.csv"))
+    assert list(per_k.seeds) == [3, 3, 3]
+    for k, values in finals.items():
+        row = per_k[per_k.x == k].iloc[0]
+        assert row.final_nmse == pytest.approx(sum(values) / 3)
+        assert row.final_std == pytest.approx(pd.Series(values).std(ddof=1))
+        assert row.final_se == pytest.approx(pd.Series(values).std(ddof=1) / math.sqrt(3))
+    text = (tmp_path / "summary.md").read_text()
+    assert "- Each K ran on 3 seeds: every number below is the mean over them" in text
+    p13 = stats.ttest_ind(finals[1], finals[3], equal_var=False).pvalue
+    p34 = stats.ttest_ind(finals[3], finals[4], equal_var=False).pvalue
+    assert f"beyond the seeds' noise (Welch's t-test): K = 1 and 3 (p = {p13:.2g})." in text
+    assert f"Neighbours these seeds cannot tell apart: K = 3 and 4 (p = {p34:.2g})." in text
+    header = next(line for line in text.splitlines() if line.startswith("| K |"))
+    assert header.startswith("| K | seeds | final_nmse | final_std | final_se |")

@@ -8,6 +8,11 @@ Plots (PNG + PDF), against the varied parameter x (K for phase 1):
 - convergence_steps: the first step the smoothed validation nMSE falls below a threshold
   relative to the baselines (the least-squares level, and halfway from it to the oracle).
 Plus summary.csv / summary.json / summary.md.
+
+A sweep that ran each x on several seeds (`sweep.seeds=3`) is reported per x over its seeds:
+the mean of each number, its errors the standard error of that mean over the seeds (the seeds'
+spread, far wider than the prompts'), each seed drawn as a dot, and which neighbouring values
+of x the seeds tell apart (Welch's t-test). summary.csv keeps one row per trial.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ def collect(sweep: SweepData) -> tuple[pd.DataFrame, str]:
         rows.append(
             {
                 "x": t.point.get(x_key, t.params.get(x_key)),
+                "seed": int(t.params.get("seed", 0)),
                 "final_nmse": nmse,
                 "final_se": m.get("final/nmse_se", nan),
                 "best_nmse": min(v for _, v in hist),
@@ -107,6 +113,58 @@ def collect(sweep: SweepData) -> tuple[pd.DataFrame, str]:
     return df, x_key
 
 
+def over_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per x from the trials' rows: the mean of each number over the seeds, `seeds` and
+    `final_std` (their spread); the errors the standard error of the mean over seeds; a curve
+    still improving on any seed is still improving; steps to a level, the mean over the seeds
+    that reached it (none reached: NaN)."""
+    rows = []
+    for x, group in df.groupby("x", sort=False):
+        n = len(group)
+        row: dict[str, Any] = {"x": x, "seeds": n}
+        for col in group.columns:
+            if col in ("x", "seed", "status", "run", "run_id", "still_improving"):
+                continue
+            row[col] = pd.to_numeric(group[col], errors="coerce").mean()
+        spread = group.final_nmse.std(ddof=1) if n > 1 else math.nan
+        row["final_std"] = spread
+        row["final_se"] = spread / math.sqrt(n) if n > 1 else math.nan
+        row["minus_lstsq_se"] = group.minus_lstsq.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+        row["zero_se"] = group.zero_nmse.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+        row["still_improving"] = bool(group.still_improving.fillna(False).astype(bool).any())
+        row["status"] = "FINISHED" if (group.status == "FINISHED").all() else "NOT FINISHED"
+        row["values"] = list(group.final_nmse)
+        rows.append(row)
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def seed_findings(per_x: pd.DataFrame, x_name: str) -> list[str]:
+    """How many seeds, and which neighbouring values of x their means tell apart."""
+    from scipy import stats
+
+    n = sorted(set(per_x.seeds))
+    lines = [
+        f"Each {x_name} ran on {_list(n)} seeds: every number below is the mean over them, every error the "
+        "standard error of that mean over seeds (how far a rerun on new seeds may move it)."
+    ]
+    apart, close = [], []
+    for (_, a), (_, b) in zip(per_x.iloc[:-1].iterrows(), per_x.iloc[1:].iterrows(), strict=True):
+        if len(a["values"]) < 2 or len(b["values"]) < 2:
+            continue
+        p = float(stats.ttest_ind(a["values"], b["values"], equal_var=False).pvalue)
+        said = f"{x_name} = {a.x} and {b.x} (p = {p:.2g})"
+        (apart if p < 0.05 else close).append(said)
+    if apart:
+        lines.append(
+            "Neighbours whose mean final nMSE differs beyond the seeds' noise (Welch's t-test): "
+            + "; ".join(apart)
+            + "."
+        )
+    if close:
+        lines.append("Neighbours these seeds cannot tell apart: " + "; ".join(close) + ".")
+    return lines
+
+
 def _labels(x_key: str) -> tuple[str, str, str]:
     leaf = x_key.rsplit(".", 1)[-1]
     return NAMES.get(leaf, (leaf, leaf, leaf))
@@ -114,10 +172,17 @@ def _labels(x_key: str) -> tuple[str, str, str]:
 
 def plot_loss(df: pd.DataFrame, x_label: str, stem: str, out: Path, title: str) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    seeded = "values" in df
+    if seeded:
+        xs = [x for x, values in zip(df.x, df["values"], strict=True) for _ in values]
+        ax.scatter(
+            xs, [v for values in df["values"] for v in values], s=12, color="tab:blue", alpha=0.35, label="each seed"
+        )
     ax.plot(df.x, df.zero_nmse, ":", color="grey", label="zero predictor")
     ax.plot(df.x, df.lstsq_nmse, "--", color="tab:orange", label="least squares on target block")
     ax.plot(df.x, df.oracle_nmse, "-.", color="tab:green", label="Bayes oracle (block matching)")
-    # Error bars: two standard errors over the evaluation prompts (absent for old sweeps).
+    # Error bars: two standard errors over the evaluation prompts (absent for old sweeps), or
+    # over the seeds where the sweep ran several.
     ax.errorbar(
         df.x,
         df.final_nmse,
@@ -126,7 +191,7 @@ def plot_loss(df: pd.DataFrame, x_label: str, stem: str, out: Path, title: str) 
         color="tab:blue",
         lw=2,
         capsize=3,
-        label="transformer (final, ±2 SE)",
+        label="transformer (mean over seeds, ±2 SE)" if seeded else "transformer (final, ±2 SE)",
     )
     ax.set_xlabel(x_label)
     ax.set_ylabel("query nMSE  (MSE / scale² d)")
@@ -311,18 +376,23 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
     if done.empty:
         (out / "summary.md").write_text(f"# {title}\n\nNo trial reported results.\n")
         return files + [out / "summary.md"]
-    files += plot_loss(done, x_label, f"loss_vs_{x_file}", out, title)
-    files += plot_capacity(done, x_label, out, title)
-    files += plot_convergence(done, x_label, out, title)
-    notes = [SMOKE_NOTE] if sweep.smoke else findings(done, x_name)
+    seeded = done.groupby("x").seed.nunique().max() > 1
+    shown = over_seeds(done) if seeded else done
+    files += plot_loss(shown, x_label, f"loss_vs_{x_file}", out, title)
+    files += plot_capacity(shown, x_label, out, title)
+    files += plot_convergence(shown, x_label, out, title)
+    if sweep.smoke:
+        notes = [SMOKE_NOTE]
+    else:
+        notes = [*seed_findings(shown, x_name), *findings(shown, x_name)] if seeded else findings(done, x_name)
     records = json.loads(df.to_json(orient="records"))
     (out / "summary.json").write_text(
         json.dumps({"sweep": sweep.sweep_id, "x": x_key, "findings": notes, "trials": records}, indent=1)
     )
-    table = done[
+    table = shown[
         [
             "x",
-            "final_nmse",
+            *(["seeds", "final_nmse", "final_std"] if seeded else ["final_nmse"]),
             "final_se",
             "minus_lstsq",
             "minus_lstsq_se",
