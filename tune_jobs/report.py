@@ -59,23 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if not _store_error(exc):
-            raise
-        from tune_jobs.core.tracking.failures import failure_line
+        from tune_jobs.core.tracking.failures import failure_line, mark_if_from_store
 
-        exc.from_store = True  # type: ignore[attr-defined]
+        if not mark_if_from_store(exc):
+            raise
         print(f"error: {failure_line(exc, tracking_uri(args.mlflow_uri))}; try again", file=sys.stderr)
         return 1
     print(f"report of sweep {parent.data.tags['sweep.id']} in {out} (and attached to MLflow run {parent.info.run_id})")
     print(best)
     return 0
-
-
-def _store_error(exc: BaseException) -> bool:
-    """An error of the MLflow store (as opposed to one of ours)."""
-    from mlflow.exceptions import MlflowException
-
-    return isinstance(exc, MlflowException)
 
 
 def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
@@ -84,6 +76,7 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     from tune_jobs.core.study import load_study
     from tune_jobs.core.tracking import STATE_FILE, Outbox, SweepFileError, failure_line, state_damage
     from tune_jobs.core.tracking.client import open_client
+    from tune_jobs.core.tracking.failures import mark_if_from_store
     from tune_jobs.core.tracking.sweep_file import SWEEP_FILE, SweepRecord
     from tune_jobs.core.tracking.sync import sync
 
@@ -124,9 +117,8 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     try:
         out, best = build_report(study, uri, mirror.parent_run_id, Path(results_dir or sweep_dir.parents[1]).resolve())
     except Exception as exc:
-        if not _store_error(exc):
+        if not mark_if_from_store(exc):
             raise
-        exc.from_store = True  # type: ignore[attr-defined]
         print(
             f"error: the report could not be built: {failure_line(exc, uri)}; build it with: "
             f"python tune_jobs/report.py {sweep_id} --mlflow-uri {uri}",

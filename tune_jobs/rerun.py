@@ -39,6 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the store failed (a server down, a refused login): one line
+        from tune_jobs.core.tracking import tracking_uri
+        from tune_jobs.core.tracking.failures import failure_line, mark_if_from_store
+
+        if not mark_if_from_store(exc):
+            raise
+        print(f"error: {failure_line(exc, tracking_uri(args.mlflow_uri))}; try again", file=sys.stderr)
+        return 1
     warning = code_warning(parent.data.tags.get("git.commit", ""))
     if warning:
         print(f"warning: {warning}", flush=True)

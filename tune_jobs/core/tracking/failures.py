@@ -26,6 +26,17 @@ def from_store(exc: BaseException) -> bool:
     return bool(getattr(exc, "from_store", False))
 
 
+def mark_if_from_store(exc: BaseException) -> bool:
+    """Whether `exc` is an MLflow error (the store failed, as opposed to our code); if it is,
+    it is marked so that failure_line says so."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        exc.from_store = True  # type: ignore[attr-defined]
+        return True
+    return False
+
+
 UNREACHABLE_WORDS = (
     "connection refused",
     "max retries exceeded",
