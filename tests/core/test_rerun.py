@@ -4,11 +4,10 @@ new sweep of one, its metrics compared with the original's; a rerun of other cod
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, job_env, sweep_runs, toy_command
+from helpers import job_env, run_job, sweep_runs, toy_command
 
 EXPERIMENT = """\
 study: toy
@@ -22,14 +21,7 @@ space:
 
 
 def rerun(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tune_jobs" / "rerun.py"), *args],
-        cwd=workdir,
-        env=job_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_job(["rerun.py", *args], workdir)
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,8 @@ def test_a_trial_of_the_quick_sweep_reruns_from_mlflow_bit_for_bit(phase1_quick,
     value of every metric at every step is the original's. Into a copy of the store, so the
     shared sweep's store stays as the sweep left it."""
     import shutil
-    import subprocess
-    import sys
 
-    from helpers import ROOT, job_env
+    from helpers import run_job
 
     workdir, _ = phase1_quick
     shutil.copy(workdir / "mlflow.db", tmp_path / "mlflow.db")  # its artifacts stay where they are
@@ -40,14 +38,7 @@ def test_a_trial_of_the_quick_sweep_reruns_from_mlflow_bit_for_bit(phase1_quick,
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("phase1").experiment_id], filter_string="tags.`sweep.role` = 'parent'"
     )
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "tune_jobs" / "rerun.py"), parent.data.tags["sweep.id"], "n_components=2"],
-        cwd=tmp_path,
-        env=job_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = run_job(["rerun.py", parent.data.tags["sweep.id"], "n_components=2"], tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "every value of every metric is the original's, bit for bit" in out.stdout, out.stdout[-3000:]
     table = [line for line in out.stdout.splitlines() if line.startswith("| ") and " | equal |" in line]
