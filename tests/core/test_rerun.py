@@ -4,6 +4,7 @@ new sweep of one, its metrics compared with the original's; a rerun of other cod
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,11 @@ def test_a_trial_rerun_by_its_run_id_gives_its_metrics_bit_for_bit_as_a_new_swee
         f"| val/score | {original.data.metrics['val/score']!r} | {original.data.metrics['val/score']!r} | equal |"
         in (out.stdout)
     )
+    # What a rerun needs to know of where the trial first ran, on the original's parent run.
+    (parent,) = sweep_runs(swept, "noisy")[1]
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"environment.json", "cfg.yaml"}
+    assert parent.data.tags["env.python"] == ".".join(map(str, sys.version_info[:3]))
+    assert parent.data.tags["env.torch"].startswith("2.13.0") and parent.data.tags["env.cpu"]
     _, parents, again = sweep_runs(swept, "rerun-noisy")
     assert parents[-1].data.tags["sweep.rerun_of"] == original.info.run_id
     (new,) = [r for r in again if r.data.tags["mlflow.parentRunId"] == parents[-1].info.run_id]

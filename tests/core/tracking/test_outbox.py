@@ -85,3 +85,36 @@ def test_a_failed_trial_started_over_is_run_again_and_its_run_reopened_without_i
     assert run.info.status == "RUNNING" and run.data.tags["sweep.status"] == "running"
     assert "sweep.error" not in run.data.tags
     assert client.get_run(mirror.state["trials"]["t2"]["run_id"]).info.status == "FINISHED"  # untouched
+
+
+def test_a_trial_that_ends_after_a_ctrl_c_filed_it_interrupted_is_ended_on_resume(tmp_path):
+    """The Ctrl-C came as the trial was finishing: the sweep filed it as interrupted, then its
+    end arrived. Tune's state says it ended, so a resume that reopened it would wait forever."""
+    from tune_jobs.core.schedulers import ended_trials
+
+    sweep = tmp_path / "sweep"
+    mirror = new_mirror(sweep)
+    mirror.add_trial("t1", {"data.n_components": 1})
+    mirror.interrupt(["t1"], {})
+    mirror.end_trial("t1", "FINISHED", {"sweep.status": "finished"}, [])
+    mirror.save(now=True)
+    mirror.release()
+    resumed = Outbox(sweep, lock_s=0)
+    resumed.reopen()
+    assert resumed.state["trials"]["t1"]["status"] == "FINISHED"
+    assert set(ended_trials(sweep)) == {"t1"}
+    resumed.release()
+
+    # The same when the end reached only the trials file (the driver died before the state
+    # file was written again).
+    sweep = tmp_path / "sweep2"
+    mirror = new_mirror(sweep)
+    mirror.add_trial("t1", {"data.n_components": 1})
+    mirror.interrupt(["t1"], {})
+    mirror.save(now=True)
+    mirror._log_trial("t1", "end", status="FINISHED", end_tags={"sweep.status": "finished"}, artifacts=[], end_ms=1)
+    mirror.release()
+    resumed = Outbox(sweep, lock_s=0)
+    resumed.reopen()
+    assert resumed.state["trials"]["t1"]["status"] == "FINISHED"
+    resumed.release()

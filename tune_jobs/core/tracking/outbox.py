@@ -228,7 +228,11 @@ class Outbox(StateFile):
                 "end_ms": now_ms(),
             }
             self._log_trial(trial_id, "end", **end)  # at once: a resume must not run it again
-            self.state["trials"][trial_id].update(end, ended=False)
+            entry = self.state["trials"][trial_id]
+            # A trial that ends after a Ctrl-C filed it as interrupted (it was finishing as the
+            # signal came) has ended: a resume must neither run it again nor wait for it.
+            entry.pop("interrupted", None)
+            entry.update(end, ended=False)
             self.save()
 
     def end_sweep(self, tags: Mapping[str, str], status: str = "FINISHED") -> None:

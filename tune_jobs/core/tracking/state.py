@@ -209,7 +209,7 @@ class StateFile:
                 # found for it must get the trial's own params, not the sweep's defaults.
                 entry.update(point=dict(event["point"]), name=event["name"])
                 self._dirty = True
-            if event["event"] == "end" and "status" not in entry:
+            if event["event"] == "end" and ("status" not in entry or entry.pop("interrupted", False)):
                 entry.update({k: event[k] for k in ("status", "end_tags", "artifacts", "end_ms")}, ended=False)
                 self._dirty = True
 
