@@ -368,3 +368,17 @@ def provision_python(home: Path) -> None:
     pip_conf.parent.mkdir(parents=True)
     # `no-build-isolation = false` is pip's spelling of --no-build-isolation in a config file.
     pip_conf.write_text("[global]\nno-index = true\n\n[install]\nno-build-isolation = false\n")
+
+
+def replay_if_told(out: subprocess.CompletedProcess, workdir: Path) -> None:
+    """A sweep through a server on a loaded machine may end before the server took every record
+    (it waits for a slow server a tenth of its time at most) and then prints the replay command:
+    run it, as its user would, so the test reads what the service promises, every record."""
+    import re
+
+    from helpers import run_job
+
+    told = re.search(r"did not take everything.*?\n\s+\S+ \S+ --replay (\S+)", out.stdout, re.S)
+    if told:
+        replay = run_job(["report.py", "--replay", told.group(1)], workdir, timeout=600)
+        assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]

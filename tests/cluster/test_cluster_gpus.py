@@ -27,6 +27,7 @@ from cluster_helpers import (
     own_ray_token,
     processes_mentioning,
     render,
+    replay_if_told,
     shared_view,
     start_ray_node,
     stop_ray_node,
@@ -113,6 +114,7 @@ def test_quarter_gpu_trials_pack_four_per_gpu_and_asha_frees_slots_at_once(gpu_n
         print(f"sweep: exit {out.returncode} after {time.monotonic() - started:.0f} s")
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         assert "resources per trial: cpu=0.25, gpu=0.25;" in out.stdout
+        replay_if_told(out, workdir)  # 8 trials at once on 2 cores can slow the server
 
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name("quarter_gpus")
