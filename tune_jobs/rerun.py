@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tune_jobs.core.cli import OneLineParser
+from tune_jobs.core.commands import command_line
 from tune_jobs.core.errors import ConfigError, one_line
+from tune_jobs.core.interrupts import EXIT_INTERRUPTED, Interrupted
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt):
+        # A rerun is a new sweep of one: started again, it starts from the trial's settings.
+        again = command_line("python", "tune_jobs/rerun.py", *(sys.argv[1:] if argv is None else argv))
+        print(f"\ninterrupted: the rerun stopped; start it again with: {again}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     (again,) = rerun.trials
     rerun.client.set_tag(rerun.parent.info.run_id, "sweep.rerun_of", run.info.run_id)
     same, lines = compare(client, run.info.run_id, again.run_id)

@@ -109,3 +109,37 @@ def test_a_folder_without_a_store_says_where_to_point(tmp_path):
         "or pass --mlflow-uri\n"
     )
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_rerun_is_one_line_that_starts_it_again(tmp_path):
+    import os
+    import signal
+
+    from helpers import ROOT
+
+    (tmp_path / "slow.yaml").write_text(EXPERIMENT.replace("seeds: 2\n", "").replace("noise: 0.1", "seconds: 3"))
+    out = subprocess.run(
+        toy_command(tmp_path / "slow.yaml"), cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (trial,) = sweep_runs(tmp_path, "slow")[2]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tune_jobs" / "rerun.py"), trial.info.run_id],
+        cwd=tmp_path,
+        env=job_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    for line in proc.stdout:  # the trial runs 9 s: the Ctrl-C comes while it runs
+        if " started " in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    assert err.rstrip().splitlines()[-1] == (
+        f"interrupted: the rerun stopped; start it again with: python tune_jobs/rerun.py {trial.info.run_id}"
+    )
