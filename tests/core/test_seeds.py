@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import random
 import re
@@ -61,8 +62,8 @@ def test_each_point_runs_on_consecutive_seeds_from_the_configured_one_a_points_s
             r"^seeds: 3: asha would stop a point's seeds one by one, on one seed's noise; use scheduler",
         ),
         (
-            {"mode: max\n": "mode: max\nsearch: optuna\n", "grid: [0.5, 0.9]": "uniform: [0.5, 0.9]"},
-            r"^seeds: 3: seeds run the points of a grid search; a optuna search samples",
+            {"mode: max\n": "mode: max\nsearch: random\n", "grid: [0.5, 0.9]": "uniform: [0.5, 0.9]"},
+            r"^seeds: 3: a random search draws each point once, so no point would run on several seeds; use search",
         ),
         ({"space:\n": "space:\n  seed: {grid: [0, 1]}\n"}, r"^seeds: 3: seeded.yaml already searches seed in space:"),
     ],
@@ -121,3 +122,61 @@ def test_a_grid_with_three_seeds_runs_three_trials_per_point_and_its_summary_giv
     assert float(rows["quality=0.9"]["mean"]) == pytest.approx(np.mean(finals[0.9]))
     assert float(rows["quality=0.9"]["p_vs_next"]) == pytest.approx(p)
     assert "best point quality=0.9: val/score = " in out.stdout  # the sweep's last line, by the mean
+
+
+OPTUNA = """\
+study: toy
+metric: val/score
+mode: max
+search: optuna
+num_samples: 3
+seeds: 3
+seed: 5
+fixed: {trainer.epochs: 3, trainer.first: 1, trainer.noise: 0.05}
+space:
+  trainer.quality: {uniform: [0.1, 1.0]}
+"""
+
+
+def test_an_optuna_search_with_seeds_runs_each_point_on_each_seed_and_the_study_hears_the_means(tmp_path):
+    import optuna
+
+    (tmp_path / "searched.yaml").write_text(OPTUNA)
+    dry = subprocess.run(
+        toy_command(tmp_path / "searched.yaml", "--dry-run"),
+        cwd=tmp_path,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "9 trials sampled by optuna (3 points x 3 seeds) from:" in dry.stdout
+    out = subprocess.run(
+        toy_command(tmp_path / "searched.yaml"),
+        cwd=tmp_path,
+        env=job_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    _, parents, trials = sweep_runs(tmp_path, "searched")
+    assert len(trials) == 9 and {r.info.status for r in trials} == {"FINISHED"}
+    by_point: dict[str, list] = {}
+    for r in trials:
+        by_point.setdefault(r.data.tags["sweep.point_group"], []).append(r)
+    assert len(by_point) == 3
+    means = {}
+    for group, runs in by_point.items():
+        assert sorted(r.data.tags["sweep.seed"] for r in runs) == ["0", "1", "2"]  # the trials' seed, not the sampler's
+        means[json.loads(group)["trainer.quality"]] = np.mean([r.data.metrics["val/score"] for r in runs])
+
+    (db,) = (tmp_path / "results" / "ray").glob("searched-*/optuna.db")
+    (study,) = optuna.get_all_study_names(f"sqlite:///{db}")
+    told = optuna.load_study(study_name=study, storage=f"sqlite:///{db}").trials
+    assert [t.state.name for t in told] == ["COMPLETE"] * 3  # one Optuna trial per point, not per seed
+    assert {t.params["trainer.quality"]: t.value for t in told} == pytest.approx(means)
+    (summary,) = (tmp_path / "results" / "toy").glob("searched-*/sweep_summary.md")
+    assert "9 trials: 9 finished" in summary.read_text()
+    assert "Best point (by its mean over seeds): quality=" in summary.read_text()

@@ -146,7 +146,8 @@ def print_plan(p: Plan) -> None:
         print("overrides: " + " ".join(c.overrides))
     print_settings(c)
     if p.sampled:
-        print(f"{p.count} trials sampled by {exp.search} from:")
+        per = f" ({exp.num_samples} points x {exp.seeds} seeds)" if exp.seeds > 1 else ""
+        print(f"{p.count} trials sampled by {exp.search}{per} from:")
         for dim in exp.space:
             print(f"  {dim.key}: {dim.kind} {list(dim.values)}")
         return
@@ -265,8 +266,8 @@ settings of the sweep, as key=value overrides too (an experiment YAML sets them 
   space.KEY=[a,b,c]: the values of a key the experiment searches (a grid's points, a search's
     choices); space.KEY=a runs that one value; space.KEY={{loguniform:[lo,hi]}} any value kind
   sweep.num_samples=N (>= 1): trials an optuna or random search samples
-  sweep.seeds=N (>= 1): every point of a grid run N times, seed, seed+1, ...; the summary gives
-    each point's mean and spread over them
+  sweep.seeds=N (>= 1): every point of a grid or an optuna search run N times, seed, seed+1, ...;
+    the summary gives each point's mean and spread over them
   sweep.max_concurrent=N (>= 0): trials at a time at most; 0 leaves it to the free resources
   sweep.max_failures=N (>= 0): restarts of a crashed trial from its last checkpoint
   sweep.scheduler.SETTING=V: a setting of the experiment's scheduler ({schedulers})

@@ -68,7 +68,9 @@ class Plan:
 
     @property
     def count(self) -> int:
-        return self.composed.experiment.num_samples if self.sampled else len(self.trials)
+        """The sweep's trials: a search's samples run on each of their seeds, or the grid's."""
+        exp = self.composed.experiment
+        return exp.num_samples * exp.seeds if self.sampled else len(self.trials)
 
 
 def study_profiles(study: Study) -> dict[str, Mapping[str, Any]]:
@@ -257,10 +259,11 @@ def check_time_attr(experiment: Experiment, study: Any) -> None:
 
 
 def check_seeds(experiment: Experiment, study: Study) -> None:
-    """`seeds: N` runs every point of a grid N times, `seed` counting up. Refused where it would
-    not mean that: a study without a `seed` setting, a space that already searches it, a sampled
-    search (each sample would be one seed), an early-stopping scheduler (it would stop a point's
-    seeds one by one, on one seed's noise)."""
+    """`seeds: N` runs every point of a grid, or every point an Optuna search suggests, N times,
+    `seed` counting up. Refused where it would not mean that: a study without a `seed` setting, a
+    space that already searches it, a random search (its samples are seeds of their own: each
+    point is drawn once), an early-stopping scheduler (it would stop a point's seeds one by one,
+    on one seed's noise)."""
     n = experiment.seeds
     if n == 1:
         return
@@ -274,10 +277,10 @@ def check_seeds(experiment: Experiment, study: Study) -> None:
             f"{where}: {experiment.path.name} already searches seed in space:; keep one of the two "
             "(seeds: N runs seed, seed+1, ... for every point)"
         )
-    if experiment.search != "grid":
+    if experiment.search == "random":
         raise ConfigError(
-            f"{where}: seeds run the points of a grid search; a {experiment.search} search samples its points "
-            "one trial each: use search: grid, or drop seeds"
+            f"{where}: a random search draws each point once, so no point would run on several seeds; "
+            "use search: grid or search: optuna, or drop seeds"
         )
     if experiment.scheduler.get("kind", "fifo") != "fifo":
         raise ConfigError(
@@ -343,12 +346,17 @@ def _grid_points(space: Sequence[Dimension]) -> list[dict[str, Any]]:
     return points
 
 
+def first_seed(composed: Composed) -> int:
+    """The seed a point's first trial runs on (the composed config's `seed`)."""
+    return getattr(build_config(composed.study.config, composed.base, cross_check=False), SEED_KEY)
+
+
 def _with_seeds(points: list[dict[str, Any]], composed: Composed) -> list[dict[str, Any]]:
     """Each point `seeds` times, seed counting up from the configured one, a point's seeds together."""
     n = composed.experiment.seeds
     if n == 1:
         return points
-    first = getattr(build_config(composed.study.config, composed.base, cross_check=False), SEED_KEY)
+    first = first_seed(composed)
     return [{**point, SEED_KEY: first + i} for point in points for i in range(n)]
 
 

@@ -1,6 +1,7 @@
 """What a sweep's search tries: Tune's param space from the planned points or the searched
-space, the Optuna search with its study in the sweep folder, and where a person opens that
-study (the Optuna dashboard)."""
+space, the seeded random search, the Optuna search with its study in the sweep folder (with
+`seeds: N`, each point it suggests run on N seeds, the study told the point's mean), and where a
+person opens that study (the Optuna dashboard)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from tune_jobs.core.adapter import POINT_KEY
 from tune_jobs.core.commands import command_line
+from tune_jobs.core.plan import SEED_KEY, Composed, first_seed
 from tune_jobs.core.space import Experiment
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,12 @@ def param_space(experiment: Experiment, points: list[dict[str, Any]]) -> dict[st
     return {dim.key: _domain(dim) for dim in experiment.space}
 
 
-def search_alg(experiment: Experiment, sweep_dir: Path, sweep_id: str) -> Any:
+def search_alg(composed: Composed, sweep_dir: Path, sweep_id: str) -> Any:
+    experiment = composed.experiment
+    if experiment.search == "random":
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=experiment.seed)  # the same seed draws the same trials
     if experiment.search != "optuna":
         return None
     import optuna
@@ -48,13 +55,35 @@ def search_alg(experiment: Experiment, sweep_dir: Path, sweep_id: str) -> Any:
 
     # A persistent study in the sweep directory: the search keeps its history on resume.
     storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
-    return OptunaSearch(
+    optuna_search = OptunaSearch(
         metric=experiment.metric,
         mode=experiment.mode,
         seed=experiment.seed,
         storage=storage,
         study_name=f"{experiment.name}-{sweep_id}",
     )
+    if experiment.seeds == 1:
+        return optuna_search
+    return seeded_search(optuna_search, experiment.seeds, first_seed(composed))
+
+
+def seeded_search(searcher: Any, seeds: int, first: int) -> Any:
+    """`searcher` with each point it suggests run `seeds` times, `seed` counting up from `first`.
+
+    Ray's Repeater groups a point's trials and tells the searcher their mean once every one has
+    ended (its groups are saved with Tune's search state, so a resumed sweep keeps them); this
+    puts the trial's place in its group into the study's `seed` instead of Repeater's index key."""
+    from ray.tune.search import Repeater
+    from ray.tune.search.repeater import TRIAL_INDEX
+
+    class SeedRepeater(Repeater):
+        def suggest(self, trial_id: str) -> Any:
+            config = super().suggest(trial_id)  # a copy of the group's config, with the index
+            if isinstance(config, dict) and TRIAL_INDEX in config:
+                config[SEED_KEY] = first + config.pop(TRIAL_INDEX)
+            return config
+
+    return SeedRepeater(searcher, repeat=seeds, set_index=True)
 
 
 def close_orphan_optuna_trials(sweep_dir: Path) -> int:

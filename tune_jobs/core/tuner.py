@@ -105,9 +105,9 @@ def new_tuner(
         tune_config=tune.TuneConfig(
             metric=experiment.metric,
             mode=experiment.mode,
-            search_alg=search_alg(experiment, sweep_dir, record.sweep_id),
+            search_alg=search_alg(composed, sweep_dir, record.sweep_id),
             scheduler=_scheduler(experiment, sweep_dir, plan.count, outbox),
-            num_samples=experiment.num_samples if plan.sampled else 1,
+            num_samples=plan.count if plan.sampled else 1,  # a search's samples x seeds
             max_concurrent_trials=experiment.max_concurrent or None,
             trial_dirname_creator=_trial_dirname,
             reuse_actors=True,  # one worker process per slot, not per trial: imports once
