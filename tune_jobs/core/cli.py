@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tune_jobs.core.commands import command_line
 from tune_jobs.core.config import build_config, describe_fields, to_flat
@@ -131,7 +131,13 @@ def _print_columns(
         print("  " + line.rstrip())
 
 
-def print_plan(p: Plan) -> None:
+def print_plan(p: Plan, extension: dict[str, Any] | None = None) -> None:
+    """The sweep as it will run (an extension: its new trials only)."""
+    if extension:
+        from tune_jobs.core.extend import run_plan
+
+        p = run_plan(p, extension)
+        print("extends the finished sweep: the trials below are added, the others ran already")
     c = p.composed
     exp = c.experiment
     sched = ", ".join(f"{k}={v}" for k, v in exp.scheduler.items())
@@ -163,20 +169,31 @@ def print_plan(p: Plan) -> None:
             row.update({k: _fmt_big(v) for k, v in est.items()})
         rows.append(row)
     n = exp.seeds
-    print(f"{len(rows)} trials" + (f" ({len(rows) // n} points x {n} seeds):" if n > 1 and not len(rows) % n else ":"))
+    if extension:
+        print(f"{len(rows)} new trials:")
+    else:
+        print(
+            f"{len(rows)} trials" + (f" ({len(rows) // n} points x {n} seeds):" if n > 1 and not len(rows) % n else ":")
+        )
     if rows:
         _print_columns([list(r.values()) for r in rows], header=list(rows[0]))
     if total_flops:
         print(f"compute estimate: {_fmt_big(total_flops)}FLOP of training in all (the study's estimate)")
 
 
-def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> tuple[Plan, Path]:
+def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> tuple[Plan, Path, dict[str, Any]]:
+    """The sweep to resume (its plan, its folder) and, when sweep.num_samples=N or
+    sweep.seeds=N asks for more trials, what that extension adds ({} otherwise)."""
+    from tune_jobs.core.extend import EXTENDS, extend, extended_overrides, override_key
     from tune_jobs.core.runner import check_resume_files, find_sweep
+    from tune_jobs.core.tracking import sweep_finished
     from tune_jobs.core.tracking.sweep_file import SweepRecord
 
-    if args.overrides or args.quick or args.profile or args.start_from or args.stop_at:
+    more = [o for o in args.overrides if override_key(o) in EXTENDS]
+    if len(more) < len(args.overrides) or args.quick or args.profile or args.start_from or args.stop_at:
         raise ConfigError(
-            "--resume continues a sweep with its own settings; drop the overrides and --quick/--profile/--start-from/--stop-at"
+            "--resume continues a sweep with its own settings; drop the overrides and --quick/--profile/--start-from/--stop-at "
+            "(only sweep.num_samples=N and sweep.seeds=N, which extend a finished sweep)"
         )
     name = Path(args.experiment).stem
     sweep_dir = find_sweep(results_dir / "ray", name, args.resume or None)
@@ -196,7 +213,15 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
             f"{experiment.path} changed since sweep {saved.sweep_id} started; restore the file or start a new sweep"
         )
     check_resume_files(sweep_dir)
-    return p, sweep_dir
+    if not more:
+        return p, sweep_dir, {}
+    overrides = extended_overrides(saved.overrides, more)
+    wider = plan(compose(study, experiment, profile=saved.profile, quick=saved.quick, overrides=overrides))
+    finished = sweep_finished(sweep_dir)
+    p, share = extend(
+        p, wider, sweep_id=saved.sweep_id, finished=finished, resume=_resume_command(study, args, saved.sweep_id)
+    )
+    return p, sweep_dir, share
 
 
 def check_start_over(sweep_dir: Path | None, trials: Sequence[str]) -> None:
@@ -238,11 +263,14 @@ def interrupted_line(study: Study, args: argparse.Namespace, exc: BaseException)
             f"build it with: python tune_jobs/report.py {exc.sweep_id}{uri}"
         )
     done = f" with {exc.finished} of {exc.total} trials finished" if exc.total else ""
-    where = "" if args.results_dir == "results" else f" --results-dir {command_line(args.results_dir)}"
     return (
-        f"interrupted: sweep {exc.sweep_id} stopped{done}; "
-        f"finish it with: {command_line('python', _script(study), '--resume', exc.sweep_id)}{where}"
+        f"interrupted: sweep {exc.sweep_id} stopped{done}; finish it with: {_resume_command(study, args, exc.sweep_id)}"
     )
+
+
+def _resume_command(study: Study, args: argparse.Namespace, sweep_id: str) -> str:
+    where = () if args.results_dir == "results" else ("--results-dir", args.results_dir)
+    return command_line("python", _script(study), "--resume", sweep_id, *where)
 
 
 def preflight(p: Plan, results_dir: Path, uri: str, address: str | None) -> None:
@@ -293,9 +321,9 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         every = mlflow_every(args.mlflow_every)
         if every is not None:  # read by the tracker, a resumed sweep's restored one too
             os.environ[MLFLOW_EVERY_ENV] = str(every)
-        resume_dir = None
+        resume_dir, extension = None, {}
         if args.resume is not None:
-            p, resume_dir = _resume_plan(study, args, results_dir)
+            p, resume_dir, extension = _resume_plan(study, args, results_dir)
         else:
             experiment = load_experiment(experiment_file(args.experiment))
             composed = compose(study, experiment, profile=args.profile, quick=args.quick, overrides=args.overrides)
@@ -304,7 +332,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             check_start_over(resume_dir, args.start_over)
         if args.dry_run:
             check_paths(results_dir, uri)  # what the real run would refuse here; nothing is written
-            print_plan(p)
+            print_plan(p, extension)
             return 0
         preflight(p, results_dir, uri, args.address)
         from tune_jobs.core.runner import run_sweep
@@ -315,7 +343,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         # The store is created, checked or repaired once, under its lock, before Ray starts (and
         # before the plan is shown, so that a store it cannot use ends the command in one line).
         prepare_store(SweepRecord.read(resume_dir).tracking_uri if resume_dir else uri)
-        print_plan(p)
+        print_plan(p, extension)
 
         describe_with(lambda exc: interrupted_line(study, args, exc))
         result = run_sweep(
@@ -324,6 +352,7 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
             tracking_uri=uri,
             address=args.address,
             resume_dir=resume_dir,
+            extension=extension,
             start_over=args.start_over,
             verbose=2 if args.verbose else 1,
         )

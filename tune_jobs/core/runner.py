@@ -13,6 +13,7 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ def run_sweep(
     tracking_uri: str,
     address: str | None,
     resume_dir: Path | None = None,
+    extension: dict[str, Any] | None = None,
     start_over: Sequence[str] = (),
     verbose: int = 1,
 ) -> SweepResult:
@@ -101,7 +103,8 @@ def run_sweep(
     `start_over` names trials (ids or labels) of the resumed sweep that start from scratch if
     none of their checkpoints loads; failed trials are then resumed too (Tune cannot pick them
     one by one). A Ctrl-C or SIGTERM becomes `Interrupted`, naming the sweep and the stage it
-    stopped in, after Tune saved what it could."""
+    stopped in, after Tune saved what it could. `extension` (tune_jobs/core/extend.py) adds
+    the new trials of the finished sweep in `resume_dir`, `plan` being the extended sweep."""
     from tune_jobs.core.console import SweepOutput
 
     progress = interrupts.progress = interrupts.Progress()
@@ -115,6 +118,7 @@ def run_sweep(
                 tracking_uri=tracking_uri,
                 address=address,
                 resume_dir=resume_dir,
+                extension=extension or {},
                 start_over=start_over,
             )
         except KeyboardInterrupt:
@@ -157,9 +161,11 @@ def _run_sweep(
     tracking_uri: str,
     address: str | None,
     resume_dir: Path | None = None,
+    extension: dict[str, Any],
     start_over: Sequence[str] = (),
 ) -> SweepResult:
     from tune_jobs.core.console import RAY_LOG
+    from tune_jobs.core.extend import run_plan
 
     interrupts.install()  # Ctrl-C and SIGTERM from here on: see tune_jobs/core/interrupts.py
     tune_settings = bookkeeping()
@@ -174,10 +180,22 @@ def _run_sweep(
     trainable = trainable_for(plan.composed, sweep_id=record.sweep_id, start_over=start_over)
     outbox = _open_outbox(sweep_dir, start_over)
     try:
-        if resume_dir is not None and (sweep_dir / "tuner.pkl").exists():
-            tuner = restored_tuner(plan, sweep_dir, trainable=trainable, start_over=start_over, outbox=outbox)
+        if extension:  # the sweep's record says what it now runs; its parent run is reopened
+            record = replace(
+                record,
+                overrides=list(plan.composed.overrides),
+                points=[t.point for t in plan.trials],
+                extension=extension,
+            )
+            record.write(sweep_dir)
+            outbox.extend({"sweep.seeds": str(plan.composed.experiment.seeds)})
+        this_run = run_plan(plan, record.extension)  # what this Tune run runs: an extension's new trials
+        if resume_dir is not None and not extension and (sweep_dir / "tuner.pkl").exists():
+            tuner = restored_tuner(this_run, sweep_dir, trainable=trainable, start_over=start_over, outbox=outbox)
         else:
-            tuner = new_tuner(plan, record, sweep_dir, trainable=trainable, bookkeeping=tune_settings, outbox=outbox)
+            tuner = new_tuner(
+                this_run, record, sweep_dir, trainable=trainable, bookkeeping=tune_settings, outbox=outbox
+            )
     except BaseException:
         outbox.release()  # no trial ran: the sweep's files are free
         raise

@@ -42,12 +42,14 @@ def param_space(experiment: Experiment, points: list[dict[str, Any]]) -> dict[st
     return {dim.key: _domain(dim) for dim in experiment.space}
 
 
-def search_alg(composed: Composed, sweep_dir: Path, sweep_id: str) -> Any:
+def search_alg(composed: Composed, sweep_dir: Path, sweep_id: str, *, drawn: int = 0) -> Any:
+    """The search of a sweep's Tune run; `drawn`: samples an extended sweep drew before it."""
     experiment = composed.experiment
+    seed = draw_seed(experiment.seed, drawn)
     if experiment.search == "random":
         from ray.tune.search import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=experiment.seed)  # the same seed draws the same trials
+        return BasicVariantGenerator(random_state=seed)
     if experiment.search != "optuna":
         return None
     import optuna
@@ -58,13 +60,22 @@ def search_alg(composed: Composed, sweep_dir: Path, sweep_id: str) -> Any:
     optuna_search = OptunaSearch(
         metric=experiment.metric,
         mode=experiment.mode,
-        seed=experiment.seed,
+        seed=seed,
         storage=storage,
         study_name=f"{experiment.name}-{sweep_id}",
     )
     if experiment.seeds == 1:
         return optuna_search
     return seeded_search(optuna_search, experiment.seeds, first_seed(composed))
+
+
+def draw_seed(seed: int, drawn: int) -> int:
+    """The sampler's seed: the experiment's, so that the same seed draws the same trials; for an
+    extension that goes on after `drawn` samples, another one derived from both (the same one
+    would draw the first samples again)."""
+    import numpy as np
+
+    return seed if not drawn else int(np.random.SeedSequence([seed, drawn]).generate_state(1)[0])
 
 
 def seeded_search(searcher: Any, seeds: int, first: int) -> Any:

@@ -64,6 +64,8 @@ def sum_up(
     study, experiment = plan.composed.study, plan.composed.experiment
     sweep_dir, sweep_id, tracking_uri = outbox.dir, record.sweep_id, record.tracking_uri
     finished, errored, diverged = _outcomes(outbox)
+    with outbox.lock:  # an extended sweep's Tune run holds its new trials only
+        trials = max(trials, len(outbox.state.get("trials", {})))
     if outbox.interrupted:
         raise interrupts.Interrupted(sweep_id, "sweep", finished, plan.count)
     if experiment.search == "optuna":

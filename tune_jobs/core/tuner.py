@@ -105,7 +105,7 @@ def new_tuner(
         tune_config=tune.TuneConfig(
             metric=experiment.metric,
             mode=experiment.mode,
-            search_alg=search_alg(composed, sweep_dir, record.sweep_id),
+            search_alg=search_alg(composed, sweep_dir, record.sweep_id, drawn=record.extension.get("drawn", 0)),
             scheduler=_scheduler(experiment, sweep_dir, plan.count, outbox),
             num_samples=plan.count if plan.sampled else 1,  # a search's samples x seeds
             max_concurrent_trials=experiment.max_concurrent or None,

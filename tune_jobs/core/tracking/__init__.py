@@ -22,7 +22,7 @@ from tune_jobs.core.tracking.client import open_client
 from tune_jobs.core.tracking.failures import SweepBusy, SweepFileError, failure_line
 from tune_jobs.core.tracking.outbox import Outbox
 from tune_jobs.core.tracking.shapes import RUNG_JOURNAL, parse_rung_event, rung_journal_problem
-from tune_jobs.core.tracking.state import STATE_FILE, recorded_trials, state_damage
+from tune_jobs.core.tracking.state import STATE_FILE, recorded_trials, state_damage, sweep_finished
 from tune_jobs.core.tracking.store import prepare_store, readable_sqlite
 from tune_jobs.core.tracking.sweep_file import DAMAGED_FIX, SWEEP_FILE, SweepRecord
 from tune_jobs.core.tracking.sync import replay
@@ -61,6 +61,7 @@ __all__ = [
     "runs_view",
     "sqlite_file",
     "state_damage",
+    "sweep_finished",
     "tracking_uri",
     "upload_folder",
     "uri_scheme",

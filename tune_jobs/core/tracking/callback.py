@@ -176,8 +176,10 @@ class MlflowTracker(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         failed = sum(1 for t in trials if t.status == "ERROR")
         diverged = sum(1 for t in trials if (t.last_result or {}).get(DIVERGED_KEY))
+        with self._outbox.lock:  # an extended sweep's Tune run holds its new trials only
+            recorded = len(self._outbox.state["trials"])
         tags = {
-            "sweep.trials": str(len(trials)),
+            "sweep.trials": str(max(len(trials), recorded)),
             "sweep.failed_trials": str(failed),
             "sweep.diverged_trials": str(diverged),
             **self._note(trials),

@@ -286,6 +286,13 @@ class Outbox(StateFile):
             if changed:
                 self.save(now=True)
 
+    def extend(self, tags: Mapping[str, str]) -> None:
+        """A finished sweep given more trials (tune_jobs/core/extend.py): its parent run is
+        RUNNING again, with `tags` (the extended settings), at the next sync."""
+        with self.lock:
+            self.state.update(end=None, ended=False, reopen=True, reopen_tags=dict(tags))
+            self.save(now=True)
+
     def pending(self) -> str:
         """What MLflow does not hold yet, in words ('' when it is up to date)."""
         with self.lock:

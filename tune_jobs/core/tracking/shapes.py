@@ -123,6 +123,7 @@ _STATE_OPTIONAL = {
     "end": (dict, None),
     "trials_offset": (int,),
     "reopen": (bool,),
+    "reopen_tags": (dict,),
 }
 _TRIAL_OPTIONAL = {
     "run_id": (str, None),

@@ -84,6 +84,17 @@ def state_damage(sweep_dir: str | os.PathLike[str]) -> str | None:
     return "; ".join(damaged)
 
 
+def sweep_finished(sweep_dir: str | os.PathLike[str]) -> bool:
+    """Whether the sweep ran to its end: its state records an end that is not an interrupt.
+    Reads only."""
+    for name in (STATE_FILE, BACKUP_FILE):
+        state, _ = read_state(Path(sweep_dir) / name)
+        if state is not None:
+            end = state.get("end")
+            return isinstance(end, dict) and end.get("status") == "FINISHED"
+    return False
+
+
 def recorded_trials(sweep_dir: str | os.PathLike[str]) -> dict[str, str]:
     """The sweep's trials as its record knows them, trial id -> name: from mlflow_runs.json (or
     its previous version) and the starts in mlflow_trials.jsonl. Reads only; what is not a

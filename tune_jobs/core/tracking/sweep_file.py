@@ -56,6 +56,8 @@ class SweepRecord:
         lambda v: isinstance(v, list) and all(isinstance(p, dict) for p in v), "a list of objects", default_factory=list
     )
     git_commit: str = _is(_text, "a string", default="")
+    # The newest Tune run's share of an extended sweep (tune_jobs/core/extend.py); {}: all of it.
+    extension: dict[str, Any] = _is(lambda v: isinstance(v, dict), "an object", default_factory=dict)
     created: float = _is(
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", default_factory=time.time
     )
@@ -101,7 +103,8 @@ class SweepRecord:
         return cls(**{k: v for k, v in data.items() if k in FIELD_KINDS})
 
 
-# sweep.json is written once, before the first trial; its settings are recorded nowhere else.
+# sweep.json is written before the first trial (and again when the sweep is extended); its
+# settings are recorded nowhere else.
 DAMAGED_FIX = "restore it from a backup, or start the sweep again (its command without --resume)"
 REQUIRED = ("study", "sweep_id", "tracking_uri")
 RESUME_REQUIRED = ("experiment_file", "profile", "quick", "overrides", "base", "points")

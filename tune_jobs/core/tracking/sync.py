@@ -241,13 +241,14 @@ class Sync:
         """Runs closed KILLED by an interrupt are RUNNING again once the sweep is resumed."""
         with self.lock:
             parent = self.state["parent_run_id"] if self.state.get("reopen") else None
+            tags = {"sweep.status": "running", **self.state.get("reopen_tags", {})}  # an extension's settings
             todo = [
                 (tid, e["run_id"]) for tid, e in self.state["trials"].items() if e.get("reopen") and e["params_logged"]
             ]
         if parent is not None:
-            store.set_tag(parent, "sweep.status", "running")
+            _set_tags(store, parent, tags)
             store.update_run(parent, status="RUNNING")
-            self._record(lambda s: s.update(reopen=False))
+            self._record(lambda s: s.update(reopen=False, reopen_tags={}))
         for trial_id, run_id in todo:
             stale = self.state["trials"][trial_id].get("stale_tags") or []
             if stale:
