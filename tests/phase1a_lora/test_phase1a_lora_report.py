@@ -1,9 +1,12 @@
-"""The report's verdict: the best LoRA gain over the no-LoRA baseline in the seed's bands."""
+"""The report's verdict: the best LoRA gain over the no-LoRA baseline in the seed's bands, read
+over the sweep's seeds where it has them."""
+
+import re
 
 import pandas as pd
 import pytest
 
-from trainables.phase1a_lora.report import band, config_name, findings
+from trainables.phase1a_lora.report import band, config_name, findings, over_seeds, seeded
 
 
 @pytest.mark.parametrize(
@@ -61,3 +64,30 @@ def test_a_smoke_run_or_a_base_model_that_cannot_do_the_task_draws_no_conclusion
     assert "no conclusion" in first and out["band"] is None
     assert not any(word in text for word in ("significant", "marginal", "strong", "Next step"))
     assert "+31.0 points" in text  # the numbers are still there
+
+
+def seeded_rows(config: str, lora: bool, f1s: list[float]) -> list[dict]:
+    row = dict(em=0.2, text_f1=0.9, collapsed=False, epochs=3, status="FINISHED", run="r")
+    return [dict(config=config, lora=lora, f1=f1, seed=str(s), **row) for s, f1 in enumerate(f1s)]
+
+
+@pytest.mark.parametrize(
+    ("lora_f1s", "verdict"),
+    [
+        ([0.31, 0.32, 0.30], r"the gain is beyond the seeds' noise \(Welch's t-test, p = "),
+        ([0.45, 0.10, 0.30], r"these seeds cannot tell the gain from noise \(Welch's t-test, p = "),
+    ],
+)
+def test_a_sweep_with_seeds_is_read_over_them_and_its_gain_tested_against_their_noise(lora_f1s, verdict):
+    df = pd.DataFrame(
+        seeded_rows("baseline (no LoRA)", False, [0.24, 0.25, 0.23]) + seeded_rows("r=8 a=16 L=12", True, lora_f1s)
+    )
+    assert seeded(df)
+    per = over_seeds(df)
+    assert list(per["config"]) == ["r=8 a=16 L=12", "baseline (no LoRA)"] and list(per["seeds"]) == [3, 3]
+    assert per["f1"][0] == pytest.approx(sum(lora_f1s) / 3) and per["f1_std"][1] == pytest.approx(0.01)
+    out = findings(per)
+    assert out["gain_points"] == pytest.approx(100 * (sum(lora_f1s) / 3 - 0.24))
+    (line,) = [x for x in out["lines"] if x.startswith("F1 over seeds")]
+    assert re.search(verdict, line), line
+    assert not seeded(pd.DataFrame(seeded_rows("baseline (no LoRA)", False, [0.24])))

@@ -4,8 +4,10 @@ F1 over pure reconstruction, and by how much?
 Built from MLflow alone: one row per configuration (its best validation F1 over the epochs it
 ran, with EM, first-token accuracy, the collapse diagnostics and the text baseline), the best
 LoRA configuration, its gain over the no-LoRA baseline in F1 points classified by the seed's
-bands (<2, 2-5, 5-10, >10), and an F1/EM bar chart. Files: sweep_summary.txt (the seed's),
-summary.md, summary.csv, summary.json, f1_by_config.png/.pdf.
+bands (<2, 2-5, 5-10, >10), and an F1/EM bar chart. A sweep with seeds is read over them: each
+configuration's mean F1/EM with their spread, and whether the best gain is beyond the seeds'
+noise (Welch's t-test). Files: sweep_summary.txt (the seed's), summary.md, summary.csv,
+summary.json, f1_by_config.png/.pdf.
 """
 
 from __future__ import annotations
@@ -98,12 +100,58 @@ def collect(sweep: SweepData) -> pd.DataFrame:
                 "epochs": evals,
                 "status": t.status,
                 "run": t.name,
+                "seed": p.get("seed", ""),
             }
         )
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df.sort_values("f1", ascending=False, na_position="last").reset_index(drop=True)
     return df
+
+
+def over_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration from its seeds' rows: the mean of each number, `seeds`,
+    `f1_std` and `em_std` (their spread) and `f1_values` (for the test between two configs); a
+    configuration is collapsed when any seed collapsed. Best mean F1 first."""
+    rows = []
+    for config, group in df.groupby("config", sort=False):
+        row: dict[str, Any] = {"config": config, "seeds": len(group), "f1_values": list(group["f1"].dropna())}
+        for col in group.columns:
+            if col in ("config", "seed", "run"):
+                continue
+            values = group[col]
+            numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+            row[col] = values.mean() if numeric else values.iloc[0]
+        row["collapsed"] = bool(group["collapsed"].any())
+        row["f1_std"] = group["f1"].std(ddof=1) if len(group) > 1 else float("nan")
+        row["em_std"] = group["em"].std(ddof=1) if len(group) > 1 else float("nan")
+        row["status"] = "FINISHED" if (group["status"] == "FINISHED").all() else "NOT FINISHED"
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("f1", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def seeded(df: pd.DataFrame) -> bool:
+    """Whether some configuration ran on two or more seeds."""
+    return bool((df.groupby("config")["seed"].nunique() >= 2).any()) if "seed" in df else False
+
+
+def seed_line(b: pd.Series, best: pd.Series) -> str:
+    """Whether the best LoRA beats the baseline beyond the seeds' noise, in one sentence."""
+    from scipy import stats
+
+    a, z = best["f1_values"], b["f1_values"]
+    spread = (
+        f"F1 over seeds (mean ± std): best LoRA {100 * best['f1']:.1f} ± {100 * best['f1_std']:.1f}% "
+        f"({len(a)} seeds), baseline {100 * b['f1']:.1f} ± {100 * b['f1_std']:.1f}% ({len(z)} seeds)"
+    )
+    if len(a) < 2 or len(z) < 2:
+        return f"{spread}; too few seeds (2 each) to test the gain."
+    p = float(stats.ttest_ind(a, z, equal_var=False).pvalue)
+    if p < 0.05:
+        return f"{spread}; the gain is beyond the seeds' noise (Welch's t-test, p = {p:.2g})."
+    return (
+        f"{spread}; these seeds cannot tell the gain from noise (Welch's t-test, p = {p:.2g}): more seeds, or no gain."
+    )
 
 
 # Below this F1 the base model cannot answer the questions reading the text itself: its
@@ -146,6 +194,8 @@ def findings(df: pd.DataFrame, smoke: bool = False) -> dict[str, Any]:
             f"({gain:+.1f} points).",
         ]
         return out
+    if "f1_values" in df:
+        lines.append(seed_line(b, best))
     lines += [
         f"Baseline (no LoRA, pure reconstruction + first-token CE): F1 {100 * b['f1']:.1f}%, EM {100 * b['em']:.1f}%"
         f" (the same LLM reading the text itself: F1 {100 * text:.1f}%).",
@@ -182,7 +232,8 @@ def bar_figure(df: pd.DataFrame, title: str, baseline_f1: float | None) -> Any:
         alpha = 1.0 if r["epochs"] == full else 0.5
         hatch, edge = ("///", "tab:red") if r["collapsed"] else (None, colour)
         f1, em = 100 * r["f1"], 100 * r["em"]
-        ax.bar(i - 0.2, f1, width=0.4, color=colour, alpha=alpha, hatch=hatch, edgecolor=edge)
+        spread = 100 * r["f1_std"] if "f1_std" in r and r["f1_std"] == r["f1_std"] else None  # over seeds
+        ax.bar(i - 0.2, f1, width=0.4, color=colour, alpha=alpha, hatch=hatch, edgecolor=edge, yerr=spread, capsize=2)
         ax.bar(i + 0.2, em, width=0.4, color=colour, alpha=0.35 * alpha, hatch=hatch, edgecolor=edge)
         ax.text(i - 0.2, f1 + 0.8, f"{f1:.1f}", ha="center", va="bottom", fontsize=7)
     top = max(5.0, float(100 * df[["f1", "em", "text_f1"]].max().max()))
@@ -217,9 +268,12 @@ def bar_figure(df: pd.DataFrame, title: str, baseline_f1: float | None) -> Any:
 
 
 def _markdown(df: pd.DataFrame) -> str:
+    spread = ["seeds", "f1_std"] if "f1_std" in df else []
     cols = [
         "config",
+        *spread[:1],
         "f1",
+        *spread[1:],
         "em",
         "first_token_acc",
         "diversity",
@@ -231,7 +285,7 @@ def _markdown(df: pd.DataFrame) -> str:
     ]
 
     def cell(c: str, v: Any) -> str:
-        if c in ("f1", "em", "first_token_acc"):
+        if c in ("f1", "f1_std", "em", "first_token_acc"):
             return f"{100 * v:.1f}%" if v == v else "n/a"
         if isinstance(v, float):
             return f"{v:.3f}" if v == v else "n/a"
@@ -250,11 +304,14 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
         (out / "summary.md").write_text(f"# {title}\n\nNo trial reported results.\n")
         (out / "sweep_summary.txt").write_text(f"{title}\nNo trial reported results.\n")
         return files + [out / "summary.md", out / "sweep_summary.txt"]
+    if seeded(df):
+        df = over_seeds(df)  # one row per configuration: its mean over the seeds
     found = findings(df, smoke=sweep.smoke)
     files += save_figure(bar_figure(df, title, found.get("baseline_f1")), out, "f1_by_config")
     table = _markdown(df)
     md = [f"# {title}", "", *[f"- {line}" for line in found["lines"]], "", "![F1 by config](f1_by_config.png)", ""]
-    md += ["## F1 / EM per configuration (best epoch), best first", "", table, ""]
+    per = "mean over seeds of each configuration's best epoch" if "f1_std" in df else "best epoch"
+    md += [f"## F1 / EM per configuration ({per}), best first", "", table, ""]
     (out / "summary.md").write_text("\n".join(md))
     txt = [f"Phase 1a + LoRA sweep {sweep.sweep_id} ({sweep.experiment})", ""]
     txt += [
