@@ -119,3 +119,36 @@ def test_a_one_dimensional_grid_still_reports(tmp_path):
     assert [t["run"] for t in summary["trials"]] == [0, 1, 2]
     assert "Pattern 4: vq underperforms" in {p["pattern"] for p in summary["patterns"]}
     assert (tmp_path / "heatmaps.png").exists()
+
+
+def seeded_sweep(spread: dict) -> FakeSweep:
+    """The 3 x 3 grid on three seeds: each cell's numbers times 1 + its spread x (-1, 0, 1)."""
+    sweep = FakeSweep({})
+    for seed in range(3):
+        scaled = {
+            cell: (tok * (1 + spread.get(cell, 0.02) * (seed - 1)), glob, used)
+            for cell, (tok, glob, used) in CELLS.items()
+        }
+        one = FakeSweep(scaled)
+        for t in one.trials:
+            run_id = f"{t.run_id}-seed{seed}"
+            sweep._hist[run_id] = one._hist[t.run_id]
+            sweep.trials.append(
+                TrialRun(run_id, f"{t.name},seed={seed}", t.status, {**t.point, "seed": seed}, {}, t.metrics, {})
+            )
+    return sweep
+
+
+def test_a_sweep_with_seeds_is_read_over_them_and_ties_within_their_noise_are_named(tmp_path):
+    report.build(seeded_sweep({("none", 1.0): 0.3}), tmp_path)  # run 3's seeds spread widely
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["trials"]) == 27
+    rows = {r["priority"]: r for r in summary["decision_matrix"]}
+    pure = rows["Pure reconstruction"]
+    assert pure["best_here"] == "run 0 (none, beta=0)" and pure["value"] == pytest.approx(0.010)  # the mean
+    assert pure["ties_within_noise"].startswith("run 3 (p = ")  # 0.011 ± 30% vs 0.010 ± 2%
+    assert "run 6" not in pure["ties_within_noise"]  # 0.012 ± 2%: beyond the noise
+    md = (tmp_path / "summary.md").read_text()
+    assert "| ties_within_noise |" in md and "Every number is the mean over the seeds of its cell" in md
+    assert "| run | latent_space | globals_beta | seeds |" in md
+    assert (tmp_path / "heatmaps.png").exists()

@@ -11,12 +11,17 @@ is kept as model.pt), read back from MLflow. Files:
   with the best run here for each priority.
 Run numbers follow the seed: run = beta index x (latent spaces) + latent index, so run 0 is
 none/beta 0, run 4 linear/beta 1 and run 8 vq/beta 10 in the 3 x 3 grid.
+
+A sweep with seeds is read over them: each cell of the grid is the mean over its seeds (the
+heatmaps show mean ± std), the patterns are checked on the means, and the decision matrix names
+the cells that the seeds cannot tell from the best one (Welch's t-test, p >= 0.05).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +87,47 @@ def collect(sweep: SweepData) -> pd.DataFrame:
     return df[["run", *[c for c in df.columns if c != "run"]]]
 
 
+def seeded(df: pd.DataFrame) -> bool:
+    """Whether some cell of the grid ran on two or more seeds."""
+    return bool((df.groupby(["latent_space", "globals_beta"]).size() >= 2).any())
+
+
+def over_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (latent space, beta) from its seeds' rows: the mean of each number,
+    `seeds`, and per loss term its standard deviation (`<term>_std`) and values (`<term>_values`)."""
+    rows = []
+    for _, group in df.groupby("run", sort=True):
+        row: dict[str, Any] = {"seeds": len(group)}
+        for col in group.columns:
+            values = group[col]
+            numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+            row[col] = values.mean() if numeric and col not in ("run", "globals_beta") else values.iloc[0]
+        row["status"] = "FINISHED" if (group.status == "FINISHED").all() else "NOT FINISHED"
+        row["run_name"] = ", ".join(group.run_name)
+        for name in TERMS:
+            row[f"{name}_std"] = group[name].std(ddof=1) if len(group) > 1 else math.nan
+            row[f"{name}_values"] = list(group[name].dropna())
+        rows.append(row)
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def _ties(best: Any, others: pd.DataFrame, col: str) -> str:
+    """The other cells whose seeds cannot be told from the best one's on `col` (Welch, p >= 0.05)."""
+    from scipy import stats
+
+    mine, tied = best[f"{col}_values"], []
+    for r in others.itertuples():
+        theirs = getattr(r, f"{col}_values")
+        if r.run == best.run or len(mine) < 2 or len(theirs) < 2:
+            continue
+        with warnings.catch_warnings():  # seeds that agree exactly give no p-value (NaN): not a tie
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(stats.ttest_ind(mine, theirs, equal_var=False).pvalue)
+        if p >= 0.05:
+            tied.append(f"run {int(r.run)} (p = {p:.2g})")
+    return ", ".join(tied) or "none"
+
+
 def _cell(df: pd.DataFrame, latent: str, beta: float, col: str) -> float:
     hit = df[(df.latent_space == latent) & (df.globals_beta == beta)]
     return float(hit[col].iloc[0]) if not hit.empty and col in hit else math.nan
@@ -108,13 +154,15 @@ def plot_heatmaps(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
         for i in range(len(betas)):
             for j in range(len(latents)):
                 if np.isfinite(grid[i, j]):
+                    spread = _cell(df, latents[j], betas[i], f"{name}_std")  # NaN without seeds
+                    value = f"{grid[i, j]:.3g}" + (f" ± {spread:.2g}" if np.isfinite(spread) else "")
                     ax.text(
                         j,
                         i,
-                        f"{grid[i, j]:.3g}\nrun {int(runs[i, j])}",
+                        f"{value}\nrun {int(runs[i, j])}",
                         ha="center",
                         va="center",
-                        fontsize=8,
+                        fontsize=7 if "seeds" in df else 8,
                         color="white",
                         path_effects=_outline(),
                     )
@@ -125,7 +173,7 @@ def plot_heatmaps(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
         ax.set_xlabel("latent space")
         ax.set_title(f"{name} (val, best epoch)" + (", log colour" if norm else ""), fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="MSE, z-scored (lower is better)")
-    fig.suptitle(title)
+    fig.suptitle(title + (": each cell the mean ± std over its seeds" if "seeds" in df else ""))
     fig.tight_layout()
     return save_figure(fig, out, "heatmaps")
 
@@ -304,8 +352,13 @@ def decision_matrix(df: pd.DataFrame) -> list[dict[str, Any]]:
         )
         best = picks.get(priority)
         col = value_of[priority]
+        ties = {}
+        if best is not None and f"{col}_values" in done:
+            pool = vq if priority == "Interpretable (discrete)" else done
+            ties = {"ties_within_noise": _ties(best, pool, col)}
         rows.append(
             {
+                **ties,
                 "priority": priority,
                 "criterion": criterion,
                 "seed_pick": seed_pick,
@@ -351,8 +404,10 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
     if done.empty:
         (out / "summary.md").write_text(f"# {title}\n\nNo trial reported results.\n")
         return files + [out / "summary.md"]
+    files += plot_curves(done, sweep, out, title)  # every run, each seed its own curve
+    if seeded(done):
+        done = over_seeds(done)  # one row per cell: its mean over the seeds
     files += plot_heatmaps(done, out, title)
-    files += plot_curves(done, sweep, out, title)
     checks = patterns(done)
     matrix = decision_matrix(done)
     records = json.loads(df.to_json(orient="records"))
@@ -374,6 +429,17 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
     ]
     if "code_usage" in df:
         table_cols += ["code_usage", "perplexity"]
+    matrix_cols = ["priority", "criterion", "seed_pick", "best_here", "value", "within_25pct", "agrees_with_seed"]
+    noise = []
+    if "seeds" in done:
+        table_cols[3:3] = ["seeds"]
+        table_cols += [f"{name}_std" for name in TERMS]
+        matrix_cols.insert(6, "ties_within_noise")
+        noise = [
+            "Every number is the mean over the seeds of its cell; ties_within_noise: cells whose seeds "
+            "cannot be told from the best one's (Welch's t-test, p >= 0.05): that choice rests on noise.",
+            "",
+        ]
     md = [
         f"# {title}",
         "",
@@ -388,12 +454,11 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
         "",
         "## Decision matrix (the seed's, filled with this sweep's runs)",
         "",
-        _markdown(
-            matrix, ["priority", "criterion", "seed_pick", "best_here", "value", "within_25pct", "agrees_with_seed"]
-        ),
+        _markdown(matrix, matrix_cols),
         "",
         "within_25pct: other runs whose value is within 25% of the best one's: no clear winner among them.",
         "",
+        *noise,
         "## Runs",
         "",
         _markdown(json.loads(done[table_cols].to_json(orient="records")), table_cols),
