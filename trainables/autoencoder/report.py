@@ -14,14 +14,13 @@ none/beta 0, run 4 linear/beta 1 and run 8 vq/beta 10 in the 3 x 3 grid.
 
 A sweep with seeds is read over them: each cell of the grid is the mean over its seeds (the
 heatmaps show mean ± std), the patterns are checked on the means, and the decision matrix names
-the cells that the seeds cannot tell from the best one (Welch's t-test, p >= 0.05).
+the cells that the seeds cannot tell from the best one (Welch's t-test, tune_jobs/core/spread.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 
 from trainables.common.tables import markdown_table
+from tune_jobs.core.spread import ALPHA, Point, welch_p
 from tune_jobs.core.sweep_data import SweepData, save_figure
 
 LATENTS = ["none", "linear", "vq"]
@@ -112,20 +112,17 @@ def over_seeds(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ties(best: Any, others: pd.DataFrame, col: str) -> str:
-    """The other cells whose seeds cannot be told from the best one's on `col` (Welch, p >= 0.05)."""
-    from scipy import stats
-
-    mine, tied = best[f"{col}_values"], []
+    """The other cells whose seeds cannot be told from the best one's on `col` (Welch's t-test)."""
+    mine, tied = _seeds(best, col), []
     for r in others.itertuples():
-        theirs = getattr(r, f"{col}_values")
-        if r.run == best.run or len(mine) < 2 or len(theirs) < 2:
-            continue
-        with warnings.catch_warnings():  # seeds that agree exactly give no p-value (NaN): not a tie
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p = float(stats.ttest_ind(mine, theirs, equal_var=False).pvalue)
-        if p >= 0.05:
+        if r.run != best.run and (p := welch_p(mine, _seeds(r, col))) >= ALPHA:  # NaN (too few seeds): no tie
             tied.append(f"run {int(r.run)} (p = {p:.2g})")
     return ", ".join(tied) or "none"
+
+
+def _seeds(row: Any, col: str) -> Point:
+    values = row[f"{col}_values"] if isinstance(row, pd.Series) else getattr(row, f"{col}_values")
+    return Point(str(row.run), (), tuple(values))
 
 
 def _cell(df: pd.DataFrame, latent: str, beta: float, col: str) -> float:

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from trainables.common.tables import markdown_table
+from tune_jobs.core.spread import ALPHA, Point, welch_p
 from tune_jobs.core.sweep_data import SMOKE_NOTE, SweepData, save_figure
 
 BANDS = (  # (upper bound in F1 points, verdict, the seed's next step)
@@ -137,17 +138,15 @@ def seeded(df: pd.DataFrame) -> bool:
 
 def seed_line(b: pd.Series, best: pd.Series) -> str:
     """Whether the best LoRA beats the baseline beyond the seeds' noise, in one sentence."""
-    from scipy import stats
-
-    a, z = best["f1_values"], b["f1_values"]
+    a, z = Point(best["config"], (), tuple(best["f1_values"])), Point(b["config"], (), tuple(b["f1_values"]))
     spread = (
         f"F1 over seeds (mean ± std): best LoRA {100 * best['f1']:.1f} ± {100 * best['f1_std']:.1f}% "
-        f"({len(a)} seeds), baseline {100 * b['f1']:.1f} ± {100 * b['f1_std']:.1f}% ({len(z)} seeds)"
+        f"({a.n} seeds), baseline {100 * b['f1']:.1f} ± {100 * b['f1_std']:.1f}% ({z.n} seeds)"
     )
-    if len(a) < 2 or len(z) < 2:
+    p = welch_p(a, z)
+    if p != p:  # NaN
         return f"{spread}; too few seeds (2 each) to test the gain."
-    p = float(stats.ttest_ind(a, z, equal_var=False).pvalue)
-    if p < 0.05:
+    if p < ALPHA:
         return f"{spread}; the gain is beyond the seeds' noise (Welch's t-test, p = {p:.2g})."
     return (
         f"{spread}; these seeds cannot tell the gain from noise (Welch's t-test, p = {p:.2g}): more seeds, or no gain."

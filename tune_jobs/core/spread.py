@@ -8,6 +8,7 @@ A trial's seed is its config key `seed`; the trials that differ only in it are o
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,9 @@ def welch_p(a: Point, b: Point) -> float:
         return math.nan
     if a.std == 0 and b.std == 0:
         return 1.0 if a.mean == b.mean else 0.0
-    return float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # seeds that agree to rounding: scipy warns, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
 
 
 def ranked(found: Sequence[Point], mode: str) -> list[Point]:
