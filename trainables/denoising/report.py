@@ -6,7 +6,9 @@ Built from MLflow alone (any time, also while the sweep runs):
 - blob_panels: the seed's four panels (silhouette, DBSCAN blobs, correlation, loss) per epoch
   for every trial; `tune_jobs/denoising_monitor.py` draws the same figure live;
 - search_landscape: the final blob score against each searched hyperparameter;
-- summary.csv / summary.json / summary.md naming the best regimes and what they share.
+- summary.csv / summary.json / summary.md naming the best regimes and what they share; in a
+  sweep with seeds, each regime's mean blob score ± std over its seeds, on how many of them it
+  grew 3 blobs, and whether the best beats the runner-up beyond the seeds' noise.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.common.tables import markdown_table
+from tune_jobs.core.spread import point_label, points, ranked, seeded, verdict
 from tune_jobs.core.sweep_data import SweepData, save_figure
 
 log = logging.getLogger(__name__)
@@ -241,6 +244,24 @@ def findings(df: pd.DataFrame, keys: list[str]) -> list[str]:
     return lines
 
 
+def seed_findings(sweep: SweepData, df: pd.DataFrame) -> list[str]:
+    """The regimes over their seeds (nothing when every regime ran on one): the best by mean
+    blob score with its spread and its 3-blob seeds, and whether it beats the runner-up."""
+    regimes = ranked(points(sweep.trials, SCORE), "max")
+    if not seeded(regimes):
+        return []
+    regime_of = {t.name: point_label(t.point) for t in sweep.trials}
+    three = (df["blob/n_clusters"] == 3).groupby(df["run"].map(regime_of)).sum()
+    shown = "; ".join(
+        f"{r.label}: {r.mean:.3f} ± {r.std:.2g}, 3 blobs on {int(three.get(r.label, 0))} of {r.n} seeds"
+        for r in regimes[:TOP]
+    )
+    lines = [f"Over seeds (blob score mean ± std), best first: {shown}."]
+    if len(regimes) > 1:
+        lines.append(verdict(regimes[0], regimes[1], SCORE))
+    return lines
+
+
 def _counts(series: pd.Series) -> str:
     if series.empty:
         return "none"
@@ -274,7 +295,7 @@ def build(sweep: SweepData, out: Path) -> list[Path]:
     ):
         if fig is not None:
             files += save_figure(fig, out, stem)
-    notes = findings(df, keys)
+    notes = seed_findings(sweep, df) + findings(df, keys)
     records = json.loads(df.to_json(orient="records"))
     (out / "summary.json").write_text(
         json.dumps({"sweep": sweep.sweep_id, "searched": keys, "findings": notes, "trials": records}, indent=1)
