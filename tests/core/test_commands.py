@@ -51,3 +51,13 @@ def test_the_browse_and_dashboard_lines_paste_with_their_stores(tmp_path):
     dashboard = dashboard_command(folder)
     assert bash_words(dashboard.split("   then open ")[0]) == [f"sqlite:///{folder / 'optuna.db'}"]
     assert Path(folder / "mlflow.db").exists()
+
+
+def test_the_browse_line_without_a_saved_view_pastes_too(tmp_path, capsys):
+    from tune_jobs.core.sweep_result import SweepResult, print_result
+
+    uri = f"sqlite:///{tmp_path / AWKWARD / 'mlflow.db'}"
+    print_result(SweepResult("s", tmp_path, "p", uri, trials=1, errored=0, report_dir=None))
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  browse:")]
+    command = line.removeprefix("  browse:").strip().split("   (then open ")[0]
+    assert bash_words(command) == ["ui", "--backend-store-uri", uri, "--port", "5000"]

@@ -124,7 +124,8 @@ def print_result(result: SweepResult) -> int:
         print(f"  browse:      {result.browse}")
     elif result.tracking_uri.startswith("sqlite:"):
         print(
-            f"  browse:      mlflow ui --backend-store-uri {result.tracking_uri} --port 5000   (then open http://127.0.0.1:5000)"
+            f"  browse:      {command_line('mlflow', 'ui', '--backend-store-uri', result.tracking_uri, '--port', '5000')}"
+            "   (then open http://127.0.0.1:5000)"
         )
     elif result.tracking_uri.startswith(("http:", "https:")):
         print(f"  browse:      {result.tracking_uri}  (through an SSH tunnel if the server is on a cluster's head)")
