@@ -97,6 +97,7 @@ def most_at_once(spans: list[tuple[int, int]]) -> int:
 
 
 @pytest.mark.slow  # about 4 minutes on 2 shared cores
+@pytest.mark.serial  # it times the machine's pace: run alone
 def test_quarter_gpu_trials_pack_four_per_gpu_and_asha_frees_slots_at_once(gpu_node, workdir, tmp_path):
     address, ray_temp, node = gpu_node
     assert node["resources"]["GPU"] == GPUS and node["resources"]["CPU"] == 2

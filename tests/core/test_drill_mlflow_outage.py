@@ -183,6 +183,7 @@ def test_server_that_never_returns_is_replayed_later_with_one_command(workdir, s
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # it times the machine's pace: run alone
 def test_a_hung_tracking_server_costs_the_sweep_at_most_ten_percent(workdir):
     """bench/hung_server.py: the same sweep into SQLite and into a socket that never answers."""
     out = subprocess.run(

@@ -105,6 +105,7 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_finishes_it(workdir):
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # it times the machine's pace: run alone
 def test_a_second_ctrl_c_exits_at_once_and_the_sweep_still_resumes(workdir):
     driver = start_job(["phase1.py", *ARGS], workdir, output=True)
     _wait_for_running_trials(workdir, driver)
