@@ -47,6 +47,33 @@ def test_a_rebuild_of_the_rows_makes_again_only_those_of_trials_that_moved(monke
     assert made == [trials[4].trial_id] and view._snap.rows[4].status == "done"
 
 
+def test_after_a_ctrl_c_the_last_line_counts_the_trials_tune_stopped_as_interrupted_not_finished(monkeypatch):
+    from types import SimpleNamespace
+
+    from tune_jobs.core.console import view as console
+
+    out = io.StringIO()
+    display = PlainDisplay(PHASE1, out, None)
+    output = SimpleNamespace(open_display=lambda facts: display, close_display=display.close)
+    monkeypatch.setattr(console.SweepOutput, "active", output)
+    view = console.SweepView(PHASE1)
+    view.setup()
+    before = k_trial(1, 301, Trial.TERMINATED)  # ended before this (resumed) session
+    running = [k_trial(k, 301) for k in (2, 3)] + [k_trial(4, 101)]
+    waiting = [k_trial(k, 0, Trial.PENDING) for k in (5, 6)]
+    trials = [before, *running, *waiting]
+    view.on_step_begin(0, trials)
+    running[0].set_status(Trial.TERMINATED)
+    view.on_trial_complete(1, trials, running[0])
+    for t in [*running[1:], *waiting]:  # the Ctrl-C: Tune stops all the others
+        t.set_status(Trial.TERMINATED)
+    view.on_experiment_end(trials)
+    last = out.getvalue().splitlines()[-1]
+    assert re.search(r"sweep stopped after \S+: 2 finished, 2 interrupted, 2 not started$", last), last
+    stopped = {t.trial_id: "INTERRUPTED" for t in running[1:]} | {t.trial_id: "NOT_STARTED" for t in waiting}
+    assert "2 of 8 trials ended (2 finished, 2 interrupted, 2 not started)" in PHASE1.note(trials, stopped)
+
+
 CONSOLE_ARTIFACTS = ("live_view_mid_sweep.txt", "live_view_end.txt")
 
 

@@ -180,4 +180,5 @@ class PlainDisplay:
     def close(self, snap: Snapshot) -> None:
         self.snap = snap
         elapsed = fmt_duration(time.monotonic() - snap.started)
-        self._line(f"sweep ended after {elapsed}: {outcome_counts(snap.rows)}")
+        verb = "stopped" if any(r.status == "interrupted" for r in snap.rows) else "ended"
+        self._line(f"sweep {verb} after {elapsed}: {outcome_counts(snap.rows)}")

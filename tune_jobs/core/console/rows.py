@@ -15,7 +15,16 @@ from tune_jobs.core.outcome import trial_outcome, tune_ended
 from tune_jobs.core.plan import trial_label
 
 NOTE_LIMIT = 7500  # MLflow keeps tag values up to 8000 characters
-STATUS = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused", "TERMINATED": "done", "ERROR": "done"}
+STATUS = {
+    "PENDING": "pending",
+    "RUNNING": "running",
+    "PAUSED": "paused",
+    "TERMINATED": "done",
+    "ERROR": "done",
+    # The view's own, after a Ctrl-C: a trial stopped before it ended, and one that never started.
+    "INTERRUPTED": "interrupted",
+    "NOT_STARTED": "not started",
+}
 
 
 # -- what a sweep is, for the view (picklable: Tune keeps its callbacks in the experiment state) --
@@ -46,9 +55,11 @@ class SweepFacts:
         """The budget of the trial at `point` (a searched value may change it), None if unknown."""
         return study_budget(self.budget, {**self.params, **{k: str(v) for k, v in point.items()}})[1]
 
-    def note(self, trials: Sequence[Any]) -> str:
-        """The parent run's description: the final table as markdown (what the terminal showed)."""
-        return note_markdown(self, [row_of(t, self) for t in trials])
+    def note(self, trials: Sequence[Any], stopped: Mapping[str, str] | None = None) -> str:
+        """The parent run's description: the final table as markdown (what the terminal showed);
+        `stopped`: the status (INTERRUPTED, NOT_STARTED) of each trial a Ctrl-C stopped, by id."""
+        stopped = stopped or {}
+        return note_markdown(self, [row_of(t, self, stopped.get(t.trial_id)) for t in trials])
 
 
 def study_budget(budget: Budget | None, params: Mapping[str, str]) -> tuple[str, int | None]:
@@ -228,10 +239,13 @@ def visible_rows(rows: Sequence[Row], facts: SweepFacts, limit: int) -> tuple[li
 
 
 def outcome_counts(rows: Sequence[Row]) -> str:
+    """`7 finished, 2 stopped early`; after a Ctrl-C also the trials it stopped (interrupted,
+    their results kept for --resume) and those that never started."""
     counts: dict[str, int] = {}
     for r in rows:
-        if r.outcome:
-            counts[r.outcome] = counts.get(r.outcome, 0) + 1
+        key = r.outcome or (r.status if r.status in ("interrupted", "not started") else "")
+        if key:
+            counts[key] = counts.get(key, 0) + 1
     return ", ".join(f"{n} {k}" for k, n in counts.items()) or "none ended"
 
 

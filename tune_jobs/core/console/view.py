@@ -41,6 +41,11 @@ def _error_line(trial: Any) -> str:
     return (reason[:300] or "see its error file") + (f" (traceback: {where})" if where else "")
 
 
+def _reported(trial: Any) -> bool:
+    """Whether the trial has a result (it ran before a resume); Ray fills in a trial_id anyway."""
+    return "training_iteration" in (getattr(getattr(trial, "run_metadata", None), "last_result", None) or {})
+
+
 class SweepView(Callback):
     """Tune's events, shown by the display of the sweep's output (see SweepOutput).
 
@@ -62,8 +67,18 @@ class SweepView(Callback):
         self._made: dict[str, tuple[str, Any, Row]] = {}  # each row with the status and result it shows
         self._next_slots = 0.0
         self._slots = 1
+        # Trials that ended: seen ending here, or ended before a resume (so at the first step).
+        # Tune calls every other trial TERMINATED when a Ctrl-C stops the sweep.
+        self._ended: set[str] = set()
+        self._started: set[str] = set()
+        self._stepped = False
         if self._display is not None:
             self._display.start()
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._stepped:
+            self._stepped = True
+            self._ended.update(t.trial_id for t in trials if t.status in ("TERMINATED", "ERROR"))
 
     def _snapshot(self, trials: Sequence[Any], force: bool = False, changed: tuple[Any, str] | None = None) -> None:
         now = time.monotonic()
@@ -128,6 +143,7 @@ class SweepView(Callback):
                 output.message(f"warning: {line}", to_log=False)  # the trial's log has it already
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._started.add(trial.trial_id)
         self._event(trials, trial, "RUNNING", "started")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -138,9 +154,11 @@ class SweepView(Callback):
         self._event(trials, trial, "PENDING", "restarting", f"{_error_line(trial)}; from its last checkpoint")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended.add(trial.trial_id)
         self._event(trials, trial, "TERMINATED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended.add(trial.trial_id)
         unloadable = _unloadable(trial)
         if unloadable is None:
             self._event(trials, trial, "ERROR", detail=_error_line(trial))
@@ -154,6 +172,14 @@ class SweepView(Callback):
         if self._display is None:
             return
         self._snapshot(trials, force=True)
+        stopped = {  # a Ctrl-C: Tune calls TERMINATED the trials it stopped and those it never started
+            t.trial_id: "INTERRUPTED" if t.trial_id in self._started or _reported(t) else "NOT_STARTED"
+            for t in trials
+            if t.trial_id not in self._ended and getattr(t, "status", "") == "TERMINATED"
+        }
+        if stopped:
+            rows = tuple(self._row(t, stopped.get(t.trial_id)) for t in trials)
+            self._snap = Snapshot(rows=rows, started=self._snap.started, slots=self._slots, eta=None)
         if SweepOutput.active is not None:
             SweepOutput.active.close_display(self._snap)
         self._display = None

@@ -83,7 +83,7 @@ class MlflowTracker(Callback):
         run_prefix: str,
         artifact_location: str | None = None,
         flush_seconds: float = 30.0,
-        end_note: Callable[[list], str] | None = None,
+        end_note: Callable[[list, Mapping[str, str]], str] | None = None,
         outbox: Outbox | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
@@ -176,20 +176,22 @@ class MlflowTracker(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         failed = sum(1 for t in trials if t.status == "ERROR")
         diverged = sum(1 for t in trials if (t.last_result or {}).get(DIVERGED_KEY))
-        with self._outbox.lock:  # an extended sweep's Tune run holds its new trials only
-            recorded = len(self._outbox.state["trials"])
-        tags = {
-            "sweep.trials": str(max(len(trials), recorded)),
-            "sweep.failed_trials": str(failed),
-            "sweep.diverged_trials": str(diverged),
-            **self._note(trials),
-        }
         # Every trial that ran to its end (or failed) passed on_trial_complete/on_trial_error.
         # Fewer of those than the sweep's trials means it was stopped from outside (Ctrl-C,
         # SIGTERM); Tune's own statuses do not say so, it marks stopped trials TERMINATED.
         with self._outbox.lock:
-            ended = {tid for tid, entry in self._outbox.state["trials"].items() if "status" in entry}
-        unfinished = [t.trial_id for t in trials if t.trial_id not in ended]
+            entries = self._outbox.state["trials"]
+            ended = {tid for tid, entry in entries.items() if "status" in entry}
+            recorded = len(entries)  # an extended sweep's Tune run holds its new trials only
+            unfinished = [t.trial_id for t in trials if t.trial_id not in ended]
+            # For the note: a trial the Ctrl-C stopped, or one that never started (no entry).
+            stopped = {tid: "INTERRUPTED" if tid in entries else "NOT_STARTED" for tid in unfinished}
+        tags = {
+            "sweep.trials": str(max(len(trials), recorded)),
+            "sweep.failed_trials": str(failed),
+            "sweep.diverged_trials": str(diverged),
+            **self._note(trials, stopped),
+        }
         if unfinished or len(ended) < self._total:
             self._outbox.interrupt(unfinished, tags)
         else:
@@ -207,10 +209,10 @@ class MlflowTracker(Callback):
                 command_line("python", "tune_jobs/report.py", "--replay", self._outbox.dir),
             )
 
-    def _note(self, trials: list) -> dict[str, str]:
+    def _note(self, trials: list, stopped: Mapping[str, str]) -> dict[str, str]:
         note = getattr(self, "end_note", None)  # absent in the state of sweeps started before it
         try:
-            return {"mlflow.note.content": note(trials)} if note else {}
+            return {"mlflow.note.content": note(trials, stopped)} if note else {}
         except Exception as exc:  # a description must never cost the sweep its end
             log.warning("the sweep's description was not written: %s", one_line(exc)[:200])
             return {}
