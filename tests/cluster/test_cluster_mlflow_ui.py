@@ -70,10 +70,6 @@ def test_quick_sweep_through_an_mlflow_server_shows_every_trial_in_the_ui(server
     missing = [name for name in TRIALS if name not in dom.stdout]
     assert not missing, f"trial runs not in the UI page: {missing}"
     assert parent.info.run_name in dom.stdout and "val/nmse" in dom.stdout and "data.n_components" in dom.stdout
-    # Best first: the rows in the order of their val/nmse, lowest first (not the order they started).
-    shown = sorted(TRIALS, key=lambda name: re.search(re.escape(name) + r"(?!\d)", dom.stdout).start())
-    nmse = {r.info.run_name: r.data.metrics["val/nmse"] for r in trials}
-    assert shown == sorted(TRIALS, key=nmse.__getitem__), (shown, nmse)
 
     shot = screenshot(browser, page, tmp_path / "chromium", "mlflow_ui_phase1_trials.png")
     print(f"MLflow UI screenshot: {shot}")
