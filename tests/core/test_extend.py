@@ -159,3 +159,25 @@ def test_an_extension_of_a_slice_of_a_grid_stays_in_the_slice(tmp_path):
     assert [t.point for t in wider.trials] == [{"trainer.quality": 0.7, "seed": s} for s in (0, 1, 2)]
     assert share == {"points": [{"trainer.quality": 0.7, "seed": 2}]}
     assert [t.point for t in run_plan(wider, share).trials] == share["points"]
+
+
+def test_a_driver_killed_before_the_extensions_tune_run_saved_starts_that_run_anew(tmp_path):
+    """The record names the extension before Tune writes the new run's tuner.pkl: a kill in
+    between leaves the finished run's, which a plain --resume must not restore (it holds none
+    of the new trials)."""
+    import os
+
+    from tune_jobs.core.runner import _tune_run_saved
+    from tune_jobs.core.tracking.sweep_file import SweepRecord
+
+    record = SweepRecord(study="toy", sweep_id="s", tracking_uri="sqlite:///m.db")
+    extended = SweepRecord(
+        study="toy", sweep_id="s", tracking_uri="sqlite:///m.db", extension={"points": [{"seed": 2}]}
+    )
+    assert not _tune_run_saved(tmp_path, record)  # no Tune run saved yet
+    (tmp_path / "tuner.pkl").write_bytes(b"the finished run")
+    extended.write(tmp_path)
+    os.utime(tmp_path / "tuner.pkl", (1, 1))  # older than the record
+    assert _tune_run_saved(tmp_path, record) and not _tune_run_saved(tmp_path, extended)
+    (tmp_path / "tuner.pkl").write_bytes(b"the extension's run")  # Tune saved it: resume it
+    assert _tune_run_saved(tmp_path, extended)

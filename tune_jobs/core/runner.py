@@ -190,7 +190,7 @@ def _run_sweep(
             record.write(sweep_dir)
             outbox.extend({"sweep.seeds": str(plan.composed.experiment.seeds)})
         this_run = run_plan(plan, record.extension)  # what this Tune run runs: an extension's new trials
-        if resume_dir is not None and not extension and (sweep_dir / "tuner.pkl").exists():
+        if resume_dir is not None and not extension and _tune_run_saved(sweep_dir, record):
             tuner = restored_tuner(this_run, sweep_dir, trainable=trainable, start_over=start_over, outbox=outbox)
         else:
             tuner = new_tuner(
@@ -202,6 +202,16 @@ def _run_sweep(
     with interrupts.tune_fit():
         grid = tuner.fit()
     return sum_up(plan, record, outbox, trials=len(grid), results_dir=results_dir, progress=progress)
+
+
+def _tune_run_saved(sweep_dir: Path, record: SweepRecord) -> bool:
+    """Whether Tune saved the sweep's newest run: its tuner.pkl exists and, for an extended
+    sweep, was written after the record named the extension (a driver killed in between left
+    the finished run's, which holds none of the new trials: the extension starts anew)."""
+    tuner = sweep_dir / "tuner.pkl"
+    if not tuner.exists():
+        return False
+    return not record.extension or tuner.stat().st_mtime >= (sweep_dir / SWEEP_FILE).stat().st_mtime
 
 
 def _open_outbox(sweep_dir: Path, start_over: Sequence[str]) -> Outbox:
