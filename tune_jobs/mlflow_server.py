@@ -3,13 +3,16 @@
 python -m tune_jobs.mlflow_server                                   # sqlite:///mlflow.db, 127.0.0.1:5000
 python -m tune_jobs.mlflow_server --backend-store-uri sqlite:////shared/mlflow/mlflow.db \\
        --artifacts-destination /shared/mlflow/artifacts --host 10.0.0.12 --port 5000
-python -m tune_jobs.mlflow_server --backend-store-uri postgresql://mlflow@db.internal/mlflow
+python -m tune_jobs.mlflow_server --backend-store-uri postgresql://mlflow@db.internal/mlflow --auth
 python -m tune_jobs.mlflow_server --host 10.0.0.12 --stop-with-ray 10.0.0.12:6379   # a Ray head's server
 
 It binds 127.0.0.1 unless --host says otherwise: reach it from your laptop through an SSH
 tunnel (`ssh -L 5000:127.0.0.1:5000 head-node`). Sweeps log to it with
 `--mlflow-uri http://HOST:PORT`; artifacts go through the server to --artifacts-destination,
-so workers and laptops need no access to the artifact folder. With --stop-with-ray, the server
+so workers and laptops need no access to the artifact folder. With --auth, everyone logs in
+(MLflow's basic-auth app; see tune_jobs/core/tracking/server_auth.py and tune_jobs.mlflow_users).
+A database password never goes in a URI: PostgreSQL reads it from ~/.pgpass or PGPASSWORD.
+With --stop-with-ray, the server
 stops when the Ray head at that address does (`ray stop`, `ray down`): the cluster YAMLs start
 it that way, so nothing of a cluster outlives it.
 """
@@ -30,7 +33,8 @@ from pathlib import Path
 
 from tune_jobs.core.cli import OneLineParser
 from tune_jobs.core.errors import ConfigError, one_line
-from tune_jobs.core.tracking import uri_scheme
+from tune_jobs.core.tracking import server_auth, uri_scheme
+from tune_jobs.core.tracking.login import check_uri_has_no_password
 from tune_jobs.core.tracking.mounts import network_store_warning
 
 DEFAULT_HOST = "127.0.0.1"
@@ -59,12 +63,28 @@ def _backend(uri: str) -> str:
         if warning:
             print(warning, file=sys.stderr, flush=True)
         return f"sqlite:///{path}"
-    if scheme == "postgresql":
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            raise ConfigError("a PostgreSQL backend needs the psycopg2 driver: pip install psycopg2-binary") from None
+    check_uri_has_no_password(uri, "--backend-store-uri")
     return uri
+
+
+def check_database(uri: str, flag: str) -> None:
+    """ConfigError unless the PostgreSQL database at `uri` takes a connection now (the server
+    would otherwise die in a traceback, or its workers restart for ever)."""
+    if uri_scheme(uri) != "postgresql":
+        return
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError("a PostgreSQL store needs the psycopg driver: pip install -r requirements.txt") from None
+    dsn = "postgresql" + uri[uri.index("://") :]  # SQLAlchemy's postgresql+psycopg:// is libpq's postgresql://
+    try:
+        psycopg.connect(dsn, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{flag} {uri}: PostgreSQL refused the connection ({reason.removeprefix('FATAL:  ')}); "
+            "check the database exists and the user's password is in ~/.pgpass or PGPASSWORD"
+        ) from None
 
 
 def server_command(
@@ -74,6 +94,7 @@ def server_command(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     workers: int = 2,
+    auth: bool = False,
 ) -> list[str]:
     """The `mlflow server` command line for these settings, checked."""
     if not 0 < port < 65536:
@@ -91,6 +112,7 @@ def server_command(
     return [
         mlflow,
         "server",
+        *(["--app-name", "basic-auth"] if auth else []),
         "--backend-store-uri",
         backend,
         "--artifacts-destination",
@@ -128,18 +150,47 @@ def wait_until_up(tracking_uri: str, timeout: float = 60.0, proc: subprocess.Pop
     raise TimeoutError(f"the MLflow server at {tracking_uri} did not answer within {timeout:.0f} s")
 
 
-def start(*, log_file: str | os.PathLike | None = None, timeout: float = 60.0, **settings) -> subprocess.Popen:
-    """Start the server in the background and wait until it answers. Stop it with .terminate()."""
-    cmd = server_command(**settings)
+def start(
+    *,
+    log_file: str | os.PathLike | None = None,
+    timeout: float = 60.0,
+    auth_dir: str | os.PathLike | None = None,
+    auth_db: str | None = None,
+    **settings,
+) -> subprocess.Popen:
+    """Start the server in the background and wait until it answers. Stop it with stop().
+    With `auth_dir`, everyone logs in (see prepare_auth)."""
+    cmd = server_command(auth=auth_dir is not None, **settings)
+    env = dict(os.environ)
+    if auth_dir is not None:
+        env.update(prepare_auth(cmd, auth_dir, auth_db))
+    else:
+        check_database(_store_of(cmd), "--backend-store-uri")
     _prepare(cmd)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         wait_until_up(url(settings.get("host", DEFAULT_HOST), settings.get("port", DEFAULT_PORT)), timeout, proc)
     except BaseException:
         stop(proc)
         raise
     return proc
+
+
+def _store_of(cmd: list[str]) -> str:
+    return cmd[cmd.index("--backend-store-uri") + 1]
+
+
+def prepare_auth(cmd: list[str], auth_dir: str | os.PathLike, auth_db: str | None) -> dict[str, str]:
+    """Check the databases and the admin's password for a server with logins; the environment
+    the server needs (its settings file and form secret, kept in `auth_dir`)."""
+    store = _store_of(cmd)
+    auth_db = auth_db or server_auth.default_auth_db(store)
+    check_uri_has_no_password(auth_db, "--auth-db")
+    check_database(store, "--backend-store-uri")
+    check_database(auth_db, "--auth-db")
+    server_auth.check_admin(auth_db)
+    return server_auth.prepare(auth_dir, auth_db)
 
 
 def _prepare(cmd: list[str]) -> None:
@@ -245,6 +296,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 5000)")
     p.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
+    p.add_argument("--auth", action="store_true", help="everyone logs in (MLflow's basic-auth app)")
+    p.add_argument(
+        "--auth-db",
+        help="database for users and permissions (default: basic_auth.db beside a SQLite store, "
+        "the database NAME_auth beside a PostgreSQL one)",
+    )
+    p.add_argument(
+        "--auth-dir",
+        default=server_auth.DEFAULT_AUTH_DIR,
+        help=f"private folder for the login settings and secret (default {server_auth.DEFAULT_AUTH_DIR})",
+    )
     p.add_argument(
         "--stop-with-ray",
         metavar="HOST:PORT",
@@ -258,13 +320,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
+            auth=args.auth,
         )
+        if args.auth_db and not args.auth:
+            raise ConfigError("--auth-db is for a server with logins; add --auth")
         ray_head = ray_address(args.stop_with_ray) if args.stop_with_ray else None
         if ray_head is not None and not ray_is_up(ray_head):  # checked before the store is made
             raise ConfigError(
                 f"--stop-with-ray: no Ray head answers at {ray_head[0]}:{ray_head[1]}; start it first (ray start --head)"
             )
         check_listen(args.host, args.port)  # before the store is made
+        if args.auth:
+            os.environ.update(prepare_auth(cmd, args.auth_dir, args.auth_db))
+        else:
+            check_database(_store_of(cmd), "--backend-store-uri")
         _prepare(cmd)
         print(f"MLflow server: sweeps log with --mlflow-uri {url(args.host, args.port)}", flush=True)
         if ray_head is not None:

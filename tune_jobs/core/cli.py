@@ -337,12 +337,15 @@ def main(study: Study, argv: Sequence[str] | None = None) -> int:
         preflight(p, results_dir, uri, args.address)
         from tune_jobs.core.runner import run_sweep
         from tune_jobs.core.sweep_result import print_result
+        from tune_jobs.core.tracking.login import check_login
         from tune_jobs.core.tracking.store import prepare_store
         from tune_jobs.core.tracking.sweep_file import SweepRecord
 
         # The store is created, checked or repaired once, under its lock, before Ray starts (and
         # before the plan is shown, so that a store it cannot use ends the command in one line).
-        prepare_store(SweepRecord.read(resume_dir).tracking_uri if resume_dir else uri)
+        store_uri = SweepRecord.read(resume_dir).tracking_uri if resume_dir else uri
+        prepare_store(store_uri)
+        check_login(store_uri, p.composed.experiment.name)  # a team server's login, one line if refused
         print_plan(p, extension)
 
         describe_with(lambda exc: interrupted_line(study, args, exc))

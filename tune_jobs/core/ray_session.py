@@ -18,18 +18,21 @@ def start_ray(address: str | None, per_trial: Mapping[str, Any]) -> None:
 
     if ray.is_initialized():
         return
-    local = address is None and not os.environ.get("RAY_ADDRESS")
-    if local:
-        from tune_jobs.core import reaper
+    from tune_jobs.core.tracking.login import secrets_withheld
 
-        reaper.watch()  # the Ray started here ends with this driver, however it ends
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        configure_logging=True,
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-    )
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    with secrets_withheld():  # Ray's processes, and so the trials, never see a tracking password
+        if local:
+            from tune_jobs.core import reaper
+
+            reaper.watch()  # the Ray started here ends with this driver, however it ends
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
     if local:
         # A Ray started here never grows: a trial asking for more than it has would wait
         # forever. Checked before anything is written.

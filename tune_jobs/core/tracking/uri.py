@@ -30,6 +30,9 @@ def tracking_uri(given: str | None) -> str:
             f"MLflow tracking URI {uri!r} is not understood; use sqlite:///path.db, "
             "http://host:port or postgresql://..."
         )
+    from tune_jobs.core.tracking.login import check_uri_has_no_password
+
+    check_uri_has_no_password(uri, "--mlflow-uri" if given else "MLFLOW_TRACKING_URI")
     if scheme == "sqlite" and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
     return uri

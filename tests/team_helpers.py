@@ -1,0 +1,175 @@
+"""A team's tracking server for the tests, for real: a throwaway PostgreSQL cluster (initdb and
+pg_ctl on a loopback port in a temp folder, run as the `postgres` user when the tests run as
+root, as PostgreSQL requires) and `python -m tune_jobs.mlflow_server --auth` on it.
+
+Needs Debian's postgresql package; without it the tests are skipped, except in CI (CI=1), where
+they fail (.ci/run installs it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import free_port, job_env
+
+ADMIN_PASSWORD = "admin-secret-7f3a9c"  # the tests look for it everywhere it must not be
+DB_USER, DB_PASSWORD = "mlflow", "db-secret-41b8e2"
+
+
+def postgres_bin() -> Path:
+    """The folder of initdb and pg_ctl: on PATH, else Debian's /usr/lib/postgresql/N/bin."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    if versions:
+        return versions[-1].parent
+    if os.environ.get("CI"):
+        pytest.fail("CI must run the team server tests: PostgreSQL is not installed (.ci/run installs it)")
+    pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+
+
+class Postgres:
+    """A PostgreSQL cluster of its own in `root`, on a free loopback port."""
+
+    def __init__(self, root: Path) -> None:
+        self.bin, self.root, self.port = postgres_bin(), root, free_port()
+        self.data, self.log = root / "data", root / "postgres.log"
+        root.mkdir(parents=True, exist_ok=True)
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(root, "postgres")
+        self._pg("initdb", "-D", str(self.data), "-A", "scram-sha-256", "-U", "postgres", "--pwfile", self._pwfile())
+        self.start()
+        for sql in (
+            f"CREATE USER {DB_USER} PASSWORD '{DB_PASSWORD}'",
+            f"CREATE DATABASE mlflow OWNER {DB_USER}",
+            f"CREATE DATABASE mlflow_auth OWNER {DB_USER}",
+        ):
+            self.psql(sql)
+        self.pgpass = root / "pgpass"
+        self.pgpass.write_text(f"127.0.0.1:{self.port}:*:{DB_USER}:{DB_PASSWORD}\n")
+        self.pgpass.chmod(0o600)
+
+    def _pwfile(self) -> str:
+        pw = self.root / "superuser_pw"
+        pw.write_text(DB_PASSWORD + "\n")
+        if self.as_user:
+            shutil.chown(pw, "postgres")
+        return str(pw)
+
+    def _pg(self, tool: str, *args: str) -> str:
+        out = subprocess.run(
+            [*self.as_user, str(self.bin / tool), *args], capture_output=True, text=True, timeout=120, cwd=self.root
+        )
+        assert out.returncode == 0, f"{tool}: {out.stdout}{out.stderr}"
+        return out.stdout
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self._pg("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w", "-t", "60", "start")
+
+    def stop(self) -> None:
+        self._pg("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def psql(self, sql: str, db: str = "postgres", user: str = "postgres") -> str:
+        env = {**os.environ, "PGPASSWORD": DB_PASSWORD}
+        cmd = ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", user, "-d", db, "-tAc", sql]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def uri(self, db: str = "mlflow") -> str:
+        return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{db}"
+
+    def env(self) -> dict[str, str]:
+        """What a process reaching this database needs: libpq's password file, no password."""
+        return {"PGPASSFILE": str(self.pgpass)}
+
+
+class TeamServer:
+    """`python -m tune_jobs.mlflow_server --auth` on `pg`, its output in server.log."""
+
+    def __init__(self, root: Path, pg: Postgres, *, workers: int = 2) -> None:
+        self.root, self.pg, self.port, self.workers = root, pg, free_port(), workers
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = root / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "tune_jobs.mlflow_server",
+            "--backend-store-uri",
+            self.pg.uri(),
+            "--artifacts-destination",
+            str(self.root / "artifacts"),
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--auth",
+            "--auth-dir",
+            str(self.root / "auth"),
+        ]
+
+    def start(self, admin_password: str | None = ADMIN_PASSWORD, timeout: float = 300) -> None:
+        from tune_jobs import mlflow_server
+
+        env = {**job_env(), **self.pg.env()}
+        if admin_password is not None:
+            env["MLFLOW_AUTH_ADMIN_PASSWORD"] = admin_password
+        with open(self.log, "a") as out:
+            self.proc = subprocess.Popen(
+                self.command(), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        mlflow_server.wait_until_up(self.uri, timeout=timeout, proc=self.proc)
+
+    def stop(self) -> None:
+        from tune_jobs import mlflow_server
+
+        if self.proc is not None:
+            mlflow_server.stop(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers, as a crash would."""
+        import signal
+
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+
+def login(user: str, password: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+
+
+def users(server: TeamServer, *args: str, stdin: str = "", admin: str = ADMIN_PASSWORD) -> subprocess.CompletedProcess:
+    """`python -m tune_jobs.mlflow_users ARGS` as the admin."""
+    env = {**job_env(), **login("admin", admin), "MLFLOW_TRACKING_URI": server.uri}
+    return subprocess.run(
+        [sys.executable, "-m", "tune_jobs.mlflow_users", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def wait_for_port_closed(port: int, timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.2)
