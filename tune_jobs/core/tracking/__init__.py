@@ -10,7 +10,8 @@
   journals, the sweep's lock);
 - sync.py: the sync of the outbox to MLflow and its thread;
 - callback.py: the Tune callback that fills the outbox (the one module that imports Ray);
-- trial_runs.py: a finished trial read back (its run, its settings, its metrics) for a rerun.
+- trial_runs.py: a finished trial read back (its run, its settings, its metrics) for a rerun;
+- publish.py: a sweep's runs copied into another store (a team's server), again without twins.
 
 The journals are JSON-lines files written with trainables/common/jsonl.py.
 """
