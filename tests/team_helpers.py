@@ -38,12 +38,15 @@ class Postgres:
     """A PostgreSQL cluster of its own in `root`, on a free loopback port."""
 
     def __init__(self, root: Path) -> None:
-        self.bin, self.root, self.port = postgres_bin(), root, free_port()
-        self.data, self.log = root / "data", root / "postgres.log"
-        root.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        self.bin, self.port = postgres_bin(), free_port()
+        # Its own folder outside pytest's (private to root): PostgreSQL runs as its own user.
+        self.root = Path(tempfile.mkdtemp(prefix="tune-jobs-pg-"))
+        self.data, self.log = self.root / "data", self.root / "postgres.log"
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.as_user:
-            shutil.chown(root, "postgres")
+            shutil.chown(self.root, "postgres")
         self._pg("initdb", "-D", str(self.data), "-A", "scram-sha-256", "-U", "postgres", "--pwfile", self._pwfile())
         self.start()
         for sql in (
@@ -52,6 +55,7 @@ class Postgres:
             f"CREATE DATABASE mlflow_auth OWNER {DB_USER}",
         ):
             self.psql(sql)
+        root.mkdir(parents=True, exist_ok=True)
         self.pgpass = root / "pgpass"
         self.pgpass.write_text(f"127.0.0.1:{self.port}:*:{DB_USER}:{DB_PASSWORD}\n")
         self.pgpass.chmod(0o600)
@@ -76,6 +80,15 @@ class Postgres:
 
     def stop(self) -> None:
         self._pg("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        """Stop it if it runs, and delete its folder."""
+        subprocess.run(
+            [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def psql(self, sql: str, db: str = "postgres", user: str = "postgres") -> str:
         env = {**os.environ, "PGPASSWORD": DB_PASSWORD}

@@ -1,7 +1,7 @@
 """Logins of a team's tracking server (started with `python -m tune_jobs.mlflow_server --auth`).
 
 python -m tune_jobs.mlflow_users add alice                  # asks for alice's password twice
-python -m tune_jobs.mlflow_users grant alice phase1         # alice may log runs to experiment phase1
+python -m tune_jobs.mlflow_users grant alice phase1 denoising  # alice may log runs to these experiments
 python -m tune_jobs.mlflow_users grant bob phase1 --permission READ
 python -m tune_jobs.mlflow_users passwd alice               # a new password for alice
 
@@ -104,16 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     add.add_argument("--admin", action="store_true", help="make the user an admin too")
     passwd = sub.add_parser("passwd", help="give a user a new password")
     passwd.add_argument("username")
-    grant = sub.add_parser("grant", help="let a user log runs to an experiment (created if missing)")
+    grant = sub.add_parser("grant", help="let a user log runs to experiments (created if missing)")
     grant.add_argument("username")
-    grant.add_argument("experiment")
+    grant.add_argument("experiments", nargs="+", metavar="experiment")
     grant.add_argument("--permission", default="EDIT", choices=PERMISSIONS, help="default EDIT")
     args = p.parse_args(argv)
     try:
         import warnings
 
         with warnings.catch_warnings():  # the server's own modules warn about Starlette on import
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore")
             from mlflow.server import get_app_client
         uri = _server(args.mlflow_uri)
         users = get_app_client("basic-auth", tracking_uri=uri)
@@ -130,9 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"new password for {args.username} on {uri}")
         else:
             _call(uri, users.get_user, args.username)
-            experiment_id = _experiment_id(uri, args.experiment)
-            _call(uri, users.grant_user_permission, args.username, "experiment", experiment_id, args.permission)
-            print(f"{args.username} has {args.permission} on experiment {args.experiment} (id {experiment_id})")
+            for experiment in args.experiments:
+                experiment_id = _experiment_id(uri, experiment)
+                _call(uri, users.grant_user_permission, args.username, "experiment", experiment_id, args.permission)
+                print(f"{args.username} has {args.permission} on experiment {experiment} (id {experiment_id})")
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ DEFAULT_AUTH_DIR = "~/.tune_jobs/mlflow_auth"
 SECRET_FILE = "flask_secret"
 CONFIG_FILE = "basic_auth.ini"
 ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
+AUTH_CACHE_S = 60
 
 
 def default_auth_db(backend: str) -> str:
@@ -52,8 +53,11 @@ def check_password(password: str, who: str, fix: str) -> None:
 def check_admin(auth_db: str) -> None:
     """ConfigError unless the server's admin can log in with a password that is not public:
     the admin exists, or MLFLOW_AUTH_ADMIN_PASSWORD gives a sound one to create it with."""
-    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+    import warnings
 
+    with warnings.catch_warnings():  # MLflow's server modules warn about Starlette on import
+        warnings.simplefilter("ignore")
+        from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
     store = SqlAlchemyStore()
     try:
         store.init_db(auth_db)  # creates or upgrades the users' tables, as the server would
@@ -91,6 +95,11 @@ def prepare(auth_dir: str | os.PathLike, auth_db: str) -> dict[str, str]:
             "database_uri": auth_db,
             "admin_username": ADMIN,
             "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+            # Checking a password hash costs a server worker about a CPU-second: without this cache
+            # every request of every sweep pays it, and four sweeps at once took minutes to log
+            # what they logged in seconds. A new password (or a deleted user) reaches every worker
+            # within this many seconds.
+            "auth_cache_ttl_seconds": str(AUTH_CACHE_S),
         }
         settings = folder / CONFIG_FILE
         with open(settings, "w") as out:
