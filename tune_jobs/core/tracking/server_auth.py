@@ -95,7 +95,7 @@ def prepare(auth_dir: str | os.PathLike, auth_db: str) -> dict[str, str]:
             "database_uri": auth_db,
             "admin_username": ADMIN,
             "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
-            # Checking a password hash costs a server worker about a CPU-second: without this cache
+            # Checking a password hash (scrypt) costs a server worker 0.1-0.2 s of CPU: without this cache
             # every request of every sweep pays it, and four sweeps at once took minutes to log
             # what they logged in seconds. A new password (or a deleted user) reaches every worker
             # within this many seconds.
