@@ -46,10 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("--to is empty; give the destination's tracking URI, e.g. http://host:5000")
         check_uri_has_no_password(args.to, "--to")
         source = pub.find_source(args.sweep, args.mlflow_uri)
-        note = pub.unsent_note(source.sweep_dir)
+        dest = pub.open_destination(tracking_uri(args.to), source)
+        note = pub.unsent_note(source.sweep_dir)  # after the checks: an error stays one line
         if note:
             print(f"warning: {note}", file=sys.stderr, flush=True)
-        dest = pub.open_destination(tracking_uri(args.to), source)
         experiment = source.experiment.name
         print(f"publishing sweep {source.sweep_id} (experiment {experiment}) to {dest.uri}", flush=True)
         done = pub.publish(source, dest, say=lambda line: print(f"  {line}", flush=True))
