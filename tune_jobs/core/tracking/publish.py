@@ -2,10 +2,11 @@
 another store (a team's tracking server), as `python -m tune_jobs.publish` does.
 
 What is copied: every run of the sweep's experiment tagged with its sweep id (the parent run and
-one run per trial; the project makes no others), each with its name, params, tags, every metric
-point (step, timestamp, value), status, start and end time, and artifacts (same paths). The
-destination experiment has the source's name, created if missing, and gets the sweep's saved UI
-view (view.py).
+one run per trial; the project makes no others there: a rerun of a trial is a sweep of its own,
+in experiment `rerun-<experiment>`, published by its own id), each with its name, params, tags,
+every metric point (step, timestamp, value), status, start and end time, and artifacts (same
+paths). The destination experiment has the source's name, created if missing, and gets the
+sweep's saved UI view (view.py).
 
 Publishing again creates nothing twice. Each copy carries PUBLISHED_FROM (the source store and
 the source run's id; MLflow run ids are random UUIDs, so the id alone finds the copy even when
@@ -13,9 +14,10 @@ the source file has moved) and, set last, PUBLISHED_FINGERPRINT: a summary of th
 it was copied. A copy whose fingerprint is the source's is left alone. Any other copy (the
 source run changed since, e.g. an interrupted sweep later resumed; or a publish was killed
 before the fingerprint was set) is brought up to date in place: what it lacks is added, tags
-and status are set again. Nothing on the destination is deleted (a tracking server grants
-that to an experiment's managers only; EDIT is enough here), and the copies keep their ids, so
-links to them stay valid.
+and status are set again. No copy is deleted to be made again (a tracking server lets only an
+experiment's managers delete runs; EDIT is enough here), so the copies keep their ids and links
+to them stay valid; only a second copy of one run (a create that the HTTP client sent twice)
+is deleted, where the server allows it.
 """
 
 from __future__ import annotations
