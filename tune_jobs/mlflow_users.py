@@ -15,84 +15,13 @@ may read every experiment; logging runs to one needs EDIT (its creator has MANAG
 
 from __future__ import annotations
 
-import getpass
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from tune_jobs.core.cli import OneLineParser
 from tune_jobs.core.errors import ConfigError, one_line
-from tune_jobs.core.tracking.login import LOGIN_FIX, check_uri_has_no_password, credentials
-from tune_jobs.core.tracking.server_auth import MIN_PASSWORD, check_password
-
-PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
-
-
-def read_password(username: str) -> str:
-    """The new password: typed twice at a terminal, else the first line of stdin."""
-    fix = f"choose one of {MIN_PASSWORD} characters or more"
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"new password for {username}: ")
-        if getpass.getpass("again: ") != password:
-            raise ConfigError("the two passwords differ; run the command again")
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise ConfigError(f"no password given for {username}; {fix}")
-    check_password(password, f"the password for {username}", fix)
-    return password
-
-
-def _server(uri: str | None) -> str:
-    import os
-
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri or not uri.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"--mlflow-uri {uri!r} is not a tracking server; give the server's address, e.g. --mlflow-uri http://127.0.0.1:5000"
-            if uri
-            else "which server? give --mlflow-uri http://HOST:PORT (or set MLFLOW_TRACKING_URI)"
-        )
-    check_uri_has_no_password(uri)
-    return uri
-
-
-def _call(uri: str, action: Any, *args: Any) -> Any:
-    """An admin request, its refusals as one line."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return action(*args)
-    except MlflowException as exc:
-        text = str(exc)
-        user = credentials()[0]
-        if "401" in text or "not authenticated" in text.lower():
-            who = f"the login of {user!r}" if user else "a request without a login"
-            raise ConfigError(f"the MLflow server at {uri} refused {who}; {LOGIN_FIX} for an admin") from None
-        if "403" in text or "Permission denied" in text:
-            raise ConfigError(f"{user!r} is not an admin of the MLflow server at {uri}; log in as its admin") from None
-        if "already exists" in text:
-            raise ConfigError(
-                f"user {args[0]!r} exists already; a new password: python -m tune_jobs.mlflow_users passwd {args[0]}"
-            ) from None
-        if "not found" in text.lower() or "RESOURCE_DOES_NOT_EXIST" in text:
-            raise ConfigError(
-                f"no user {args[0]!r} on {uri}; create it: python -m tune_jobs.mlflow_users add {args[0]}"
-            ) from None
-        raise ConfigError(f"the MLflow server at {uri} refused: {text.splitlines()[0][:200]}") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"the MLflow server at {uri} does not answer ({exc}); start it, or check --mlflow-uri"
-        ) from None
-
-
-def _experiment_id(uri: str, name: str) -> str:
-    """The experiment's id, created (owned by the admin) when it does not exist yet."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-    found = _call(uri, client.get_experiment_by_name, name)
-    return found.experiment_id if found is not None else _call(uri, client.create_experiment, name)
+from tune_jobs.core.tracking.login import credentials
+from tune_jobs.core.tracking.users import PERMISSIONS, admin_client, call, experiment_id, read_password, server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,30 +39,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     grant.add_argument("--permission", default="EDIT", choices=PERMISSIONS, help="default EDIT")
     args = p.parse_args(argv)
     try:
-        import warnings
-
-        with warnings.catch_warnings():  # the server's own modules warn about Starlette on import
-            warnings.simplefilter("ignore")
-            from mlflow.server import get_app_client
-        uri = _server(args.mlflow_uri)
-        users = get_app_client("basic-auth", tracking_uri=uri)
+        uri = server(args.mlflow_uri)
+        users = admin_client(uri)
         if args.command == "add":
-            _call(uri, users.get_user, credentials()[0] or "")  # the admin's login, before a password is asked
+            call(uri, users.get_user, credentials()[0] or "")  # the admin's login, before a password is asked
             password = read_password(args.username)
-            _call(uri, users.create_user, args.username, password)
+            call(uri, users.create_user, args.username, password)
             if args.admin:
-                _call(uri, users.update_user_admin, args.username, True)
+                call(uri, users.update_user_admin, args.username, True)
             print(f"user {args.username} created on {uri}; they log in with MLFLOW_TRACKING_USERNAME={args.username}")
         elif args.command == "passwd":
-            _call(uri, users.get_user, args.username)
-            _call(uri, users.update_user_password, args.username, read_password(args.username))
+            call(uri, users.get_user, args.username)
+            call(uri, users.update_user_password, args.username, read_password(args.username))
             print(f"new password for {args.username} on {uri}")
         else:
-            _call(uri, users.get_user, args.username)
+            call(uri, users.get_user, args.username)
             for experiment in args.experiments:
-                experiment_id = _experiment_id(uri, experiment)
-                _call(uri, users.grant_user_permission, args.username, "experiment", experiment_id, args.permission)
-                print(f"{args.username} has {args.permission} on experiment {experiment} (id {experiment_id})")
+                found = experiment_id(uri, experiment)
+                call(uri, users.grant_user_permission, args.username, "experiment", found, args.permission)
+                print(f"{args.username} has {args.permission} on experiment {experiment} (id {found})")
     except ConfigError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
