@@ -166,7 +166,7 @@ def test_sbatch_runs_the_quick_sweep_on_ray_and_logs_every_trial(slurm):
             "sbatch", "--wait", "--parsable", f"--chdir={shared}", f"--output={shared}/slurm-%j.out",
             f"--cpus-per-task={slurm.cpus}", str(SBATCH_SCRIPT), str(ROOT / "tune_jobs" / "phase1.py"), "--quick",
         ],
-        env={**slurm.env, "RAY_TMPDIR": str(slurm.dir)},
+        env={**slurm.env, "RAY_TMPDIR": str(slurm.dir), "SWEEP_LOCAL_DIR": str(slurm.dir / "local")},
         cwd=shared,
         capture_output=True,
         text=True,
@@ -181,12 +181,18 @@ def test_sbatch_runs_the_quick_sweep_on_ray_and_logs_every_trial(slurm):
     job = slurm.run("scontrol", "show", "job", job_id).stdout
     assert "JobState=COMPLETED" in job and "ExitCode=0:0" in job, job
     assert "tune-sweep: Ray head" in log and "exited with 0" in log, log[-4000:]
-    assert f"MLflow at sqlite:///{shared}/mlflow.db" in log
+    # The store was on the node's disk (SWEEP_LOCAL_DIR, default /tmp) and was copied to the
+    # shared folder when the job ended, its artifacts there too.
+    assert f"MLflow at sqlite:///{slurm.dir}/local/tune-sweeps-" in log
+    assert f"MLflow store copied to {shared}/mlflow.db" in log
 
-    _, parents, trials = sweep_runs(shared, "phase1")
+    client, parents, trials = sweep_runs(shared, "phase1")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(int(r.data.params["data.n_components"]) for r in trials) == [1, 2, 3, 4, 5, 6, 8, 10]
     assert all(r.info.status == "FINISHED" and "val/nmse" in r.data.metrics for r in trials)
+    for run in (*parents, *trials):  # the artifacts where the shared copy says they are
+        assert run.info.artifact_uri.startswith((shared / "mlartifacts").as_uri())
+    assert all("cfg.yaml" in [a.path for a in client.list_artifacts(r.info.run_id)] for r in trials)
     # The trials ran on the Ray head the script started (its session under RAY_TMPDIR/ray-JOBID
     # names its node id), not on a Ray the driver started itself.
     (node,) = {r.data.tags["ray.node_id"] for r in trials}
@@ -194,3 +200,88 @@ def test_sbatch_runs_the_quick_sweep_on_ray_and_logs_every_trial(slurm):
     (report,) = (shared / "results" / "phase1").iterdir()
     assert (report / "summary.json").exists()
     assert len(list((shared / "results" / "ray").iterdir())) == 1
+
+
+# The store handling of the script without a SLURM cluster or Ray: a `ray` that only says it
+# started, and a job that logs one run (with an artifact) to the store it is given.
+FAKE_RAY = """#!/bin/sh
+echo "Ray runtime started."
+trap 'exit 0' TERM
+while :; do sleep 0.2; done
+"""
+FAKE_SCONTROL = '#!/bin/sh\necho "$3"\n'
+FAKE_JOB = """
+import argparse, pathlib, time
+from mlflow import MlflowClient
+from tune_jobs.core.tracking.uri import artifact_location
+p = argparse.ArgumentParser()
+for option in ("--address", "--results-dir", "--mlflow-uri", "--wait-for"):
+    p.add_argument(option)
+p.add_argument("name")
+args = p.parse_args()
+while args.wait_for and not pathlib.Path(args.wait_for).exists():
+    time.sleep(0.1)
+client = MlflowClient(args.mlflow_uri)
+found = client.get_experiment_by_name("fake")
+exp = found.experiment_id if found else client.create_experiment("fake", artifact_location(args.mlflow_uri))
+run = client.create_run(exp, run_name=args.name)
+client.log_text(run.info.run_id, args.name, "note.txt")
+client.set_terminated(run.info.run_id)
+"""
+
+
+@pytest.mark.slow
+def test_without_a_server_each_job_copies_its_node_local_store_back(tmp_path):
+    from mlflow import MlflowClient
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, text in (("ray", FAKE_RAY), ("scontrol", FAKE_SCONTROL)):
+        (fake / name).write_text(text)
+        (fake / name).chmod(0o755)
+    job = tmp_path / "job.py"
+    job.write_text(FAKE_JOB)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+
+    def submit(job_id: int, node: str, *args: str) -> subprocess.Popen:
+        env = {k: v for k, v in job_env().items() if not k.startswith(("SLURM_", "MLFLOW_TRACKING"))}
+        env.update(
+            PATH=os.pathsep.join([str(fake), str(Path(sys.executable).parent), env["PATH"]]),
+            SLURM_JOB_ID=str(job_id),
+            SWEEP_SHARED_DIR=str(shared),
+            SWEEP_LOCAL_DIR=str(tmp_path / node),  # each "node" its own disk
+            RAY_TMPDIR=str(tmp_path / "ray"),
+        )
+        out = open(tmp_path / f"job-{job_id}.out", "w")  # noqa: SIM115 (the child owns it)
+        return subprocess.Popen(["bash", str(SBATCH_SCRIPT), str(job), *args], env=env, stdout=out, stderr=out)
+
+    def finish(proc: subprocess.Popen, job_id: int) -> str:
+        assert proc.wait(300) == 0, (tmp_path / f"job-{job_id}.out").read_text()
+        return (tmp_path / f"job-{job_id}.out").read_text()
+
+    def runs(db: Path) -> dict[str, list[str]]:
+        # Read from a copy: MLflow keeps one engine per store URI, open on the file a job replaced.
+        copy = tmp_path / f"read-{time.monotonic_ns()}.db"
+        shutil.copy(db, copy)
+        client = MlflowClient(f"sqlite:///{copy}")
+        found = client.search_runs([client.get_experiment_by_name("fake").experiment_id])
+        for run in found:
+            assert run.info.artifact_uri.startswith((shared / "mlartifacts").as_uri())
+        return {r.info.run_name: [a.path for a in client.list_artifacts(r.info.run_id)] for r in found}
+
+    log = finish(submit(1, "node-a", "first"), 1)
+    assert f"MLflow at sqlite:///{tmp_path}/node-a/tune-sweeps-" in log and "this node's disk" in log
+    assert not list(shared.glob("*.db-journal")) and not list(shared.glob(".mlflow.db*"))
+    assert runs(shared / "mlflow.db") == {"first": ["note.txt"]}
+    # Another node starts from the shared store and adds to it.
+    finish(submit(2, "node-b", "second"), 2)
+    assert runs(shared / "mlflow.db") == {"first": ["note.txt"], "second": ["note.txt"]}
+    # Two jobs at once on two nodes: the one that ends last does not overwrite the other's runs.
+    late = submit(3, "node-a", "late", "--wait-for", str(tmp_path / "go"))
+    finish(submit(4, "node-b", "early"), 4)
+    (tmp_path / "go").touch()
+    log = finish(late, 3)
+    assert f"this job's store goes beside it: {shared}/mlflow-3.db" in log
+    assert set(runs(shared / "mlflow.db")) == {"first", "second", "early"}
+    assert set(runs(shared / "mlflow-3.db")) == {"first", "second", "late"}
