@@ -5,6 +5,7 @@ JSON-schema validate_config); nothing here talks to AWS or SSH.
 """
 
 import copy
+import re
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAMLS = sorted((ROOT / "cluster").glob("*.yaml"))
 SBATCH = ROOT / "cluster" / "slurm" / "ray_sweep.sbatch"
+TEAM_DB = ROOT / "cluster" / "team_db.sh"
 WORLD = ("0.0.0.0/0", "::/0")
 
 
@@ -86,13 +88,70 @@ def test_aws_gpu_workers_are_spot_and_the_head_runs_no_trials():
 
 
 @pytest.mark.parametrize("path", CLUSTER_YAMLS, ids=[p.stem for p in CLUSTER_YAMLS])
-def test_nodes_install_the_project_pinned_and_the_head_serves_mlflow_from_shared_storage(path):
-    cmds = commands(load(path))
+def test_nodes_install_the_project_pinned_and_the_head_serves_mlflow_with_logins(path):
+    config = load(path)
+    cmds = commands(config)
     assert any("pip install" in c and "cluster/requirements.txt -e" in c for c in cmds)
-    (server,) = [c for c in load(path)["head_start_ray_commands"] if "mlflow_server" in c]
-    assert "--backend-store-uri sqlite:////shared/" in server and "--artifacts-destination /shared/" in server
+    starts = config["head_start_ray_commands"]
+    (server,) = [c for c in starts if "mlflow_server" in c]
+    # PostgreSQL on the head (team_db.sh's port), logins, the admin's first password from a
+    # file on the head; only the artifacts on the shared storage.
+    port = re.search(r"TEAM_DB_PORT:-(\d+)", TEAM_DB.read_text()).group(1)
+    assert f"--backend-store-uri postgresql://mlflow@127.0.0.1:{port}/mlflow --auth --auth-dir ~/" in server
+    assert "--artifacts-destination /shared/" in server
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD=$(cat ~/.mlflow-admin-password 2> /dev/null)" in server
     # It stops with the head's Ray (ray down on an on-prem cluster only runs `ray stop` there).
-    assert "--stop-with-ray $HEAD:6379" in server and "--port=6379" in load(path)["head_start_ray_commands"][1]
+    assert "--stop-with-ray $HEAD:6379" in server and "--port=6379" in starts[1]
+    # No SQLite store anywhere, and nothing of a database on the shared storage but dumps.
+    assert not [c for c in cmds if "sqlite" in c]
+
+
+@pytest.mark.parametrize("path", CLUSTER_YAMLS, ids=[p.stem for p in CLUSTER_YAMLS])
+def test_the_head_keeps_the_database_on_its_own_disk_and_dumps_it_to_shared_storage(path):
+    config = load(path)
+    starts = config["head_start_ray_commands"]
+    calls = [m for c in starts for m in re.findall(r"bash (\S*team_db\.sh) (\w+) (.*?)(?= &&| >|$)", c)]
+    assert {script for script, _, _ in calls} == {"~/tune-sweeps/cluster/team_db.sh"}
+    by_command = {command: args.split(" ", 2) for _, command, args in calls}
+    assert set(by_command) == {"init", "start", "guard"}
+    folder = by_command["start"][0]
+    assert folder.startswith("~/") and "shared" not in folder  # the head's home, not /shared
+    # A new head's database comes from the newest dumps; the guard dumps to the same folder
+    # and stops PostgreSQL when the head's Ray (port 6379) stops.
+    assert by_command["init"] == [folder, "/shared/mlflow/backups"]
+    assert by_command["guard"][:2] == [folder, "/shared/mlflow/backups"] and by_command["guard"][2].endswith(":6379")
+    (guard,) = [c for c in starts if " guard " in c]
+    assert guard.startswith("(nohup bash ") and guard.endswith("< /dev/null &)")
+    # In that order: Ray, the database, its guard, then the server (on the database).
+    order = [
+        next(i for i, c in enumerate(starts) if key in c) for key in ("--head", " init ", " guard ", "mlflow_server")
+    ]
+    assert order == sorted(order)
+    (server,) = [c for c in starts if "mlflow_server" in c]
+    assert f"--auth-dir {folder}/" in server
+    # The head installs PostgreSQL when it is missing; ~/.mlflow is private (a login goes there).
+    setup = " ".join(config["head_setup_commands"])
+    assert "apt-get install -y -qq postgresql" in setup and "mkdir -p -m 700 ~/.mlflow" in setup
+    assert "/shared/mlflow/backups" in " ".join(config["setup_commands"])
+
+
+def test_team_db_script_is_bash_and_says_how_to_use_it():
+    assert subprocess.run(["bash", "-n", str(TEAM_DB)]).returncode == 0
+    assert TEAM_DB.read_text().splitlines()[1:] and "set -euo pipefail" in TEAM_DB.read_text()
+    out = subprocess.run(["bash", str(TEAM_DB)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.startswith("usage:\n  team_db.sh init DIR")
+    out = subprocess.run(["bash", str(TEAM_DB), "dump", "/nonexistent"], capture_output=True, text=True)
+    assert out.returncode == 2
+
+
+def test_sbatch_keeps_sqlite_off_the_shared_folder():
+    text = SBATCH.read_text()
+    code = "\n".join(line.split("  #", 1)[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
+    # The team server when there is one; otherwise a store on the node's disk, copied back.
+    assert "mlflow_uri=$MLFLOW_TRACKING_URI" in code
+    assert "local_store=${SWEEP_LOCAL_DIR:-/tmp}/" in code and "mlflow_uri=sqlite:///$local_store/mlflow.db" in code
+    assert not re.search(r"sqlite:///\$\{?shared", code)
+    assert "MLFLOW_TRACKING_URI=http://" not in code and "http://team-server:5000" in text  # documented
 
 
 def test_sbatch_script_is_bash_and_never_stops_other_rays():

@@ -10,9 +10,11 @@ tells a user, with this repository as the folder the YAML's file mount copies.
 What the test's copy of onprem.yaml changes, and why (test_the_rendered_yaml_changes_only...):
 - provider.head_ip, provider.worker_ips, auth.ssh_user, auth.ssh_private_key: the REPLACE_MEs,
   filled with the machines' addresses, root, and a key the test made;
-- setup_commands[3] and head_start_ray_commands[2] (the MLflow server): /shared/ becomes the
-  test's folder, which both machines see at the same path (a real cluster mounts NFS there).
-Everything else runs as written. The machines' ~/venv exists before `ray up` (a machine image
+- setup_commands[3] and head_start_ray_commands[2:5] (the team server's database, the guard
+  that dumps it, the MLflow server): /shared/ becomes the test's folder, which both machines
+  see at the same path (a real cluster mounts NFS there).
+Everything else runs as written: PostgreSQL (Debian's, installed on this machine, so the YAML's
+apt-get is skipped) in ~/mlflow-db on the head's own disk, the MLflow server with logins on it. The machines' ~/venv exists before `ray up` (a machine image
 with the packages installed: cluster_helpers.provision_python), so the YAML's
 `test -d ~/venv || python3 -m venv ~/venv` keeps it, and its `pip install -r
 cluster/requirements.txt -e ~/tune-sweeps` runs for real, offline, on the rsynced copy.
@@ -35,6 +37,7 @@ import pytest
 import yaml
 from cluster_helpers import LAN, RAY, Lan, Machine, die_with_test, namespace_tools, provision_python
 from helpers import ROOT, job_env
+from team_helpers import postgres_bin
 
 ONPREM = ROOT / "cluster" / "onprem.yaml"
 HEAD, WORKER = f"{LAN}.10", f"{LAN}.11"
@@ -47,7 +50,11 @@ CHANGED = {
     "auth.ssh_private_key",
     "setup_commands[3]",
     "head_start_ray_commands[2]",
+    "head_start_ray_commands[3]",
+    "head_start_ray_commands[4]",
 }
+ADMIN_PASSWORD = "rayup-admin-pw-51c0a7"
+ALICE = ("alice", "rayup-alice-pw-9e14d2")
 TRIALS = [1, 2, 3, 4, 5, 6, 8, 10]  # phase1 --quick
 QUERY_MLFLOW = """
 import json, sys
@@ -56,7 +63,7 @@ client = MlflowClient(sys.argv[1])
 exp = client.get_experiment_by_name("phase1")
 runs = client.search_runs([exp.experiment_id], max_results=100)
 print(json.dumps([
-    {"name": r.info.run_name, "status": r.info.status, "tags": r.data.tags, "params": r.data.params,
+    {"id": r.info.run_id, "name": r.info.run_name, "status": r.info.status, "tags": r.data.tags, "params": r.data.params,
      "metrics": sorted(r.data.metrics), "artifacts": [a.path for a in client.list_artifacts(r.info.run_id)]}
     for r in runs
 ]))
@@ -142,6 +149,25 @@ class Cluster:
         out = self.lan.run(["curl", "-sf", "--max-time", "20", url])
         return out.stdout if out.returncode == 0 else None
 
+    def status(self, url: str, login: tuple[str, str] | None = None) -> str:
+        """The HTTP status of GET url from the laptop, with a login or without."""
+        auth = ["-u", f"{login[0]}:{login[1]}"] if login else []
+        out = self.lan.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", *auth, url])
+        return out.stdout
+
+    def ssh_head(self, command: str, stdin: str) -> None:
+        """A command on the head over SSH from the laptop, as its operator would run it."""
+        ssh = ["ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        out = self.lan.run([*ssh, f"root@{HEAD}", command], input=stdin, env=self.env)
+        assert out.returncode == 0, out.stderr
+
+    def python(self, *args: str, stdin: str = "", login: tuple[str, str] | None = None):
+        """Python on the laptop (the project's venv), with an MLflow login or without."""
+        env = {**self.env, "MLFLOW_TRACKING_URI": f"http://{HEAD}:5000"}
+        if login:
+            env.update(MLFLOW_TRACKING_USERNAME=login[0], MLFLOW_TRACKING_PASSWORD=login[1])
+        return self.lan.run([sys.executable, *args], input=stdin, env=env, cwd=ROOT)
+
     def close(self) -> None:
         for machine in self.machines:
             machine.close()
@@ -154,8 +180,11 @@ def cluster():
         unavailable("namespaces, mounts and sshd need root")
     if missing := namespace_tools():
         unavailable(f"{', '.join(missing)} not installed (apt-get install openssh-server rsync iproute2 curl)")
-    # Not under /tmp: every machine has a /tmp of its own, and must see this folder.
+    postgres_bin()  # the head's database (skipped without it, failed in CI)
+    # Not under /tmp: every machine has a /tmp of its own, and must see this folder. The user
+    # postgres passes through it to the head's home (the database is in ~/mlflow-db there).
     base = Path(tempfile.mkdtemp(prefix="rayup-", dir="/var/tmp"))
+    base.chmod(0o711)
     cluster = None
     try:
         cluster = Cluster(base)
@@ -216,6 +245,8 @@ def alive_nodes(cluster: Cluster) -> list[dict] | None:
 @pytest.mark.slow
 def test_ray_up_then_the_readme_on_a_head_and_a_worker(cluster):
     timings = {}
+    # The README, before the first `ray up` on machines you have: the admin's first password.
+    cluster.ssh_head("umask 077 && cat > ~/.mlflow-admin-password", ADMIN_PASSWORD + "\n")
     started = time.monotonic()
 
     up = cluster.ray("up", "-y", str(cluster.config))
@@ -224,6 +255,24 @@ def test_ray_up_then_the_readme_on_a_head_and_a_worker(cluster):
 
     # The MLflow server the head started (in the background) answers on the head's address.
     wait_for("the head's MLflow server", lambda: cluster.curl(f"http://{HEAD}:5000/health") == "OK", 300)
+    timings["server up"] = time.monotonic() - started
+    # It asks for a login; the admin adds alice and lets her log runs to phase1 (README).
+    search = f"http://{HEAD}:5000/api/2.0/mlflow/experiments/search?max_results=1"
+    assert cluster.status(search) == "401"
+    add = cluster.python(
+        "-m", "tune_jobs.mlflow_users", "add", "alice", stdin=ALICE[1] + "\n", login=("admin", ADMIN_PASSWORD)
+    )
+    assert add.returncode == 0, add.stdout + add.stderr
+    grant = cluster.python("-m", "tune_jobs.mlflow_users", "grant", "alice", "phase1", login=("admin", ADMIN_PASSWORD))
+    assert grant.returncode == 0, grant.stdout + grant.stderr
+    assert cluster.status(search, ALICE) == "200" and cluster.status(search, ("alice", "wrong-password-123")) == "401"
+    # Sweeps started on the head log in with the head's ~/.mlflow/credentials (README).
+    credentials = cluster.base / "laptop" / "credentials"
+    credentials.write_text(f"[mlflow]\nmlflow_tracking_username = {ALICE[0]}\nmlflow_tracking_password = {ALICE[1]}\n")
+    credentials.chmod(0o600)
+    sync = cluster.ray("rsync-up", str(cluster.config), str(credentials), ".mlflow/credentials")
+    assert sync.returncode == 0, (sync.stdout + sync.stderr)[-3000:]
+    timings["logins"] = time.monotonic() - started
 
     # `ray dashboard`: the Jobs API, tunnelled to the laptop's 127.0.0.1:8265.
     tunnel_log = open(cluster.base / "laptop" / "ray-dashboard.log", "wb")  # noqa: SIM115 (the child owns it)
@@ -259,7 +308,7 @@ def test_ray_up_then_the_readme_on_a_head_and_a_worker(cluster):
         tunnel.wait(30)
 
     # Every trial's run is in the head's MLflow server, nested under the sweep's parent run.
-    query = cluster.lan.run([sys.executable, "-c", QUERY_MLFLOW, f"http://{HEAD}:5000"], env=cluster.env)
+    query = cluster.python("-c", QUERY_MLFLOW, f"http://{HEAD}:5000", login=ALICE)
     assert query.returncode == 0, query.stderr[-3000:]
     runs = json.loads(query.stdout)
     (parent,) = [r for r in runs if r["tags"].get("sweep.role") == "parent"]
@@ -273,9 +322,11 @@ def test_ray_up_then_the_readme_on_a_head_and_a_worker(cluster):
     assert {r["tags"]["ray.node_ip"] for r in trials} == {HEAD, WORKER}
     assert all(r["tags"]["ray.node_id"] == node_ids[r["tags"]["ray.node_ip"]] for r in trials)
     assert {r["tags"]["ray.hostname"] for r in trials} == {"rayup-head", "rayup-worker"}
-    # The MLflow store and its artifacts are on the shared folder, where the YAML put them.
-    assert (cluster.shared / "mlflow" / "mlflow.db").exists()
+    # The artifacts are on the shared folder, the database on the head's own disk: no SQLite
+    # file, nor any of PostgreSQL's, on the shared folder.
     assert list((cluster.shared / "mlflow" / "artifacts").rglob("cfg.yaml"))
+    assert (cluster.head.home / "mlflow-db" / "data" / "PG_VERSION").exists()
+    assert not [p for p in cluster.shared.rglob("*") if p.suffix == ".db" or p.name == "PG_VERSION"]
 
     # Checkpoints from both machines reached the storage path (shared, as Ray 2.7+ requires).
     (sweep,) = (cluster.shared / "results" / "ray").iterdir()
@@ -298,5 +349,15 @@ def test_ray_up_then_the_readme_on_a_head_and_a_worker(cluster):
         except TimeoutError:
             pytest.fail(f"left on {machine.name} after ray down: {machine.processes()}")
         timings[f"{machine.name} empty after ray down"] = time.monotonic() - down_started
+    # PostgreSQL stopped with the head, after a last dump to the shared folder, which holds
+    # every run of the sweep.
+    guard_log = (cluster.head.dir / "tmp" / "team-db-guard.log").read_text()
+    assert "is gone: a last dump, then PostgreSQL stops" in guard_log, guard_log
+    backups = cluster.shared / "mlflow" / "backups"
+    newest = sorted(backups.glob("mlflow-*.dump"))[-1]
+    assert newest.with_name(newest.name.replace("mlflow-", "mlflow_auth-")).exists()
+    restore = [str(postgres_bin() / "pg_restore"), "--data-only", "--table=runs", "-f", "-", str(newest)]
+    rows = subprocess.run(restore, capture_output=True, text=True, check=True).stdout
+    assert all(r["id"] in rows for r in runs)
     timings["total"] = time.monotonic() - started
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
