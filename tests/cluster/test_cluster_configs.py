@@ -149,7 +149,8 @@ def test_sbatch_keeps_sqlite_off_the_shared_folder():
     code = "\n".join(line.split("  #", 1)[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
     # The team server when there is one; otherwise a store on the node's disk, copied back.
     assert "mlflow_uri=$MLFLOW_TRACKING_URI" in code
-    assert "local_store=${SWEEP_LOCAL_DIR:-/tmp}/" in code and "mlflow_uri=sqlite:///$local_store/mlflow.db" in code
+    assert 'local_store=$(readlink -m "${SWEEP_LOCAL_DIR:-/tmp}")/' in code
+    assert "mlflow_uri=sqlite:///$local_store/mlflow.db" in code
     assert not re.search(r"sqlite:///\$\{?shared", code)
     assert "MLFLOW_TRACKING_URI=http://" not in code and "http://team-server:5000" in text  # documented
 
