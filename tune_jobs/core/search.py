@@ -53,6 +53,7 @@ def search_alg(composed: Composed, sweep_dir: Path, sweep_id: str, *, drawn: int
     if experiment.search != "optuna":
         return None
     import optuna
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     # A persistent study in the sweep directory: the search keeps its history on resume.
@@ -60,13 +61,33 @@ def search_alg(composed: Composed, sweep_dir: Path, sweep_id: str, *, drawn: int
     optuna_search = OptunaSearch(
         metric=experiment.metric,
         mode=experiment.mode,
-        seed=seed,
+        # Several trials are asked for before the earlier ones report: TPE's constant liar
+        # counts those still running as bad results, so it does not suggest the same region to
+        # every free slot at once.
+        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
         storage=storage,
         study_name=f"{experiment.name}-{sweep_id}",
     )
-    if experiment.seeds == 1:
-        return optuna_search
-    return seeded_search(optuna_search, experiment.seeds, first_seed(composed))
+    searcher = (
+        optuna_search if experiment.seeds == 1 else seeded_search(optuna_search, experiment.seeds, first_seed(composed))
+    )
+    # Tune asks a searcher that is not in a ConcurrencyLimiter for one pending trial at a time:
+    # trials shorter than a round of Tune's controller then ran one by one, whatever the slots.
+    return ConcurrencyLimiter(searcher, max_concurrent=slots(experiment))
+
+
+def slots(experiment: Any) -> int:
+    """How many trials run at once: the experiment's max_concurrent, else as many as the Ray
+    cluster holds now (at least 1)."""
+    if experiment.max_concurrent:
+        return experiment.max_concurrent
+    import ray
+
+    from tune_jobs.core.space import ray_resources
+
+    have = {k.lower(): v for k, v in ray.cluster_resources().items()}
+    fits = [int(have.get(k.lower(), 0) // v) for k, v in ray_resources(experiment.resources).items() if v > 0]
+    return max(1, min(fits)) if fits else 1
 
 
 def draw_seed(seed: int, drawn: int) -> int:

@@ -108,7 +108,8 @@ def new_tuner(
             search_alg=search_alg(composed, sweep_dir, record.sweep_id, drawn=record.extension.get("drawn", 0)),
             scheduler=_scheduler(experiment, sweep_dir, plan.count, outbox),
             num_samples=plan.count if plan.sampled else 1,  # a search's samples x seeds
-            max_concurrent_trials=experiment.max_concurrent or None,
+            # A search's limit is its ConcurrencyLimiter's (search.py), which Tune refuses to be given twice.
+            max_concurrent_trials=None if experiment.search == "optuna" else experiment.max_concurrent or None,
             trial_dirname_creator=_trial_dirname,
             reuse_actors=True,  # one worker process per slot, not per trial: imports once
         ),
