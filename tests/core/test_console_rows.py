@@ -13,10 +13,10 @@ from tune_jobs.core.console.rows import (
     eta_seconds,
     note_markdown,
     row_of,
-    slots,
     study_budget,
     visible_rows,
 )
+from tune_jobs.core.space import slots
 
 
 def test_rows_name_trials_as_mlflow_does_and_say_how_they_ended():

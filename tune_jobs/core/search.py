@@ -73,21 +73,17 @@ def search_alg(composed: Composed, sweep_dir: Path, sweep_id: str, *, drawn: int
     )
     # Tune asks a searcher that is not in a ConcurrencyLimiter for one pending trial at a time:
     # trials shorter than a round of Tune's controller then ran one by one, whatever the slots.
-    return ConcurrencyLimiter(searcher, max_concurrent=slots(experiment))
+    return ConcurrencyLimiter(searcher, max_concurrent=experiment.max_concurrent or _slots_now(experiment))
 
 
-def slots(experiment: Any) -> int:
-    """How many trials run at once: the experiment's max_concurrent, else as many as the Ray
-    cluster holds now (at least 1)."""
-    if experiment.max_concurrent:
-        return experiment.max_concurrent
+def _slots_now(experiment: Any) -> int:
+    """The trials the Ray cluster holds at once now; at least 1 (a trial bigger than the
+    cluster waits for nodes to join)."""
     import ray
 
-    from tune_jobs.core.space import ray_resources
+    from tune_jobs.core.space import ray_resources, slots
 
-    have = {k.lower(): v for k, v in ray.cluster_resources().items()}
-    fits = [int(have.get(k.lower(), 0) // v) for k, v in ray_resources(experiment.resources).items() if v > 0]
-    return max(1, min(fits)) if fits else 1
+    return max(1, slots(ray_resources(experiment.resources), ray.cluster_resources()))
 
 
 def draw_seed(seed: int, drawn: int) -> int:

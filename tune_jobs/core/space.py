@@ -188,6 +188,14 @@ def ray_resources(resources: Mapping[str, Any]) -> dict[str, float]:
     return {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0), **resources.get("custom", {})}
 
 
+def slots(per_trial: Mapping[str, float], cluster: Mapping[str, float], max_concurrent: int = 0) -> int:
+    """How many trials fit at once: the scarcest resource decides, capped by max_concurrent."""
+    names = {"cpu": "CPU", "gpu": "GPU"}
+    fits = [int(cluster.get(names.get(k, k), 0) // v + 1e-9) for k, v in per_trial.items() if v > 0]
+    n = min(fits) if fits else 1
+    return min(n, max_concurrent) if max_concurrent else n
+
+
 def _fail(path: Path | str, key: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {message}")
 

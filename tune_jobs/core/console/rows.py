@@ -179,14 +179,6 @@ def best_row(rows: Sequence[Row], facts: SweepFacts) -> Row | None:
     return min(scored, key=lambda r: sign * r.best)  # type: ignore[operator]
 
 
-def slots(per_trial: Mapping[str, float], cluster: Mapping[str, float], max_concurrent: int = 0) -> int:
-    """How many trials fit at once: the scarcest resource decides, capped by max_concurrent."""
-    names = {"cpu": "CPU", "gpu": "GPU"}
-    fits = [int(cluster.get(names.get(k, k), 0) // v + 1e-9) for k, v in per_trial.items() if v > 0]
-    n = min(fits) if fits else 1
-    return min(n, max_concurrent) if max_concurrent else n
-
-
 def eta_seconds(rows: Sequence[Row], total: int, n_slots: int) -> float | None:
     """Seconds until the sweep ends, from the trials' own speeds (None until there is one).
 

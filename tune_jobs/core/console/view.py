@@ -10,7 +10,8 @@ from ray.tune import Callback
 
 from tune_jobs.core.console.displays import Snapshot
 from tune_jobs.core.console.output import SweepOutput
-from tune_jobs.core.console.rows import Row, SweepFacts, eta_seconds, row_of, slots
+from tune_jobs.core.console.rows import Row, SweepFacts, eta_seconds, row_of
+from tune_jobs.core.space import slots
 
 SNAPSHOT_S = 0.5  # the live rows are rebuilt at most this often (Tune calls on_step_end many times a second)
 SLOTS_S = 30.0  # how often the slots are recounted (an autoscaler may add nodes)
