@@ -6,7 +6,6 @@ The page itself is checked in headless Chromium by tests/cluster/test_cluster_ml
 import subprocess
 
 import pytest
-
 from helpers import job_env, sweep_runs, toy_command
 
 from tune_jobs.core.search import dashboard_command
