@@ -89,4 +89,5 @@ def admin_client(uri: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from mlflow.server import get_app_client
-    return get_app_client("basic-auth", tracking_uri=uri)
+
+        return get_app_client("basic-auth", tracking_uri=uri)
