@@ -3,6 +3,7 @@
     python bench/scale.py                    # N = 10, 100, 1000 trivial trials (~25 min on 2 cores)
     python bench/scale.py --max-n 100        # N = 10, 100
     python bench/scale.py --speed-only       # only the trainable's own speed, inside Tune and bare
+    python bench/scale.py --search optuna --seconds 0.2 --reports 1 --ns 100,1000   # an Optuna search
 
 For each N: N trials that each sleep `--seconds` in `--reports` reports (a checkpoint with each,
 as the studies do), `--cpu` CPU per trial, random search, FIFO; run (a) through the service (a
@@ -12,6 +13,12 @@ MLflow) and (b) through bare Ray Tune (the same loop as a function trainable, `t
 ideal is N x seconds / slots. Printed per N: wall times and their ratios, the time from the
 Tuner's start to the first finished trial, and the driver process's own CPU seconds and bytes
 written (to the file system, /proc/self/io) per trial.
+
+With `--search optuna` both sides search with Optuna's TPE (the service as it always does; bare
+Tune with `OptunaSearch`, as its docs show it, without a ConcurrencyLimiter), and each row adds
+the mean number of trials running (their summed run times over the sweep's span, from each
+trial's start and end) and the best val/score each had found at the same moment (the shorter
+sweep's span from its own first trial start).
 
 Then the trainable's own speed: one phase1 trial (the quick model, 1 CPU, 1 thread) through the
 service, its steps/s from the times Tune measured between its reports, against the same
@@ -98,7 +105,7 @@ EXPERIMENT = """\
 study: trivial
 metric: val/score
 mode: max
-search: random
+search: {search}
 num_samples: {n}
 scheduler: {{kind: fifo}}
 resources: {{cpu: {cpu}}}
@@ -118,7 +125,8 @@ def through_service(work: Path, n: int, args: argparse.Namespace) -> dict:
     import inspect
 
     (work / "trivial.py").write_text(STUDY.replace("{usage}", inspect.getsource(driver_usage)))
-    (work / "trivial.yaml").write_text(EXPERIMENT.format(n=n, cpu=args.cpu, reports=args.reports, seconds=args.seconds))
+    spec = EXPERIMENT.format(n=n, cpu=args.cpu, reports=args.reports, seconds=args.seconds, search=args.search)
+    (work / "trivial.yaml").write_text(spec)
     usage = work / "usage.json"
     start = time.perf_counter()
     out = subprocess.run(
@@ -135,7 +143,21 @@ def through_service(work: Path, n: int, args: argparse.Namespace) -> dict:
     state = json.loads(state_file.read_text())
     ends = [t["end_ms"] for t in state["trials"].values() if "end_ms" in t]
     assert len(ends) == n, f"{len(ends)} of {n} trials ended"
-    return {"wall": wall, "first": (min(ends) - state["start_ms"]) / 1000, **json.loads(usage.read_text())}
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("trivial").experiment_id], max_results=5000)
+    spans = [
+        (r.info.start_time / 1000, r.info.end_time / 1000, r.data.metrics["val/score"])
+        for r in runs
+        if r.data.tags.get("sweep.role") == "trial"
+    ]
+    return {
+        "wall": wall,
+        "first": (min(ends) - state["start_ms"]) / 1000,
+        "spans": spans,
+        **json.loads(usage.read_text()),
+    }
 
 
 def bare_tune(work: Path, n: int, args: argparse.Namespace) -> dict:
@@ -154,7 +176,8 @@ def bare_tune(work: Path, n: int, args: argparse.Namespace) -> dict:
 
 
 def _forward(args: argparse.Namespace) -> list[str]:
-    return ["--cpu", str(args.cpu), "--reports", str(args.reports), "--seconds", str(args.seconds)]
+    out = ["--cpu", str(args.cpu), "--reports", str(args.reports), "--seconds", str(args.seconds)]
+    return [*out, "--search", args.search]
 
 
 def bare_child(n: int, work: Path, args: argparse.Namespace) -> None:
@@ -184,23 +207,53 @@ def bare_child(n: int, work: Path, args: argparse.Namespace) -> None:
 
     class FirstDone(tune.Callback):
         def setup(self, **info):
-            self.start, self.first = time.time(), None
+            self.start, self.first, self.started, self.spans = time.time(), None, {}, []
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = time.time()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.first = self.first or time.time() - self.start
+            score = trial.last_result["val/score"]
+            self.spans.append((self.started.get(trial.trial_id, self.start), time.time(), score))
 
     first = FirstDone()
+    search_alg = None
+    if args.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=0)  # as Tune's docs show it: no ConcurrencyLimiter
     ray.init(include_dashboard=False, logging_level="WARNING")
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": args.cpu}),
         param_space={"x": tune.uniform(0.0, 1.0)},
-        tune_config=tune.TuneConfig(num_samples=n, metric="val/score", mode="max", reuse_actors=True),
+        tune_config=tune.TuneConfig(
+            num_samples=n, metric="val/score", mode="max", reuse_actors=True, search_alg=search_alg
+        ),
         run_config=tune.RunConfig(name="bare", storage_path=str(work / "ray"), callbacks=[first], verbose=1),
     )
     grid = tuner.fit()
     assert len(grid) == n and not grid.errors
     ray.shutdown()
-    Path(os.environ["SCALE_USAGE"]).write_text(json.dumps({"first": first.first, **driver_usage()}))
+    Path(os.environ["SCALE_USAGE"]).write_text(
+        json.dumps({"first": first.first, "spans": first.spans, **driver_usage()})
+    )
+
+
+def running_mean(spans: list) -> float:
+    """Trials running on average over the sweep's span: their summed run times over it."""
+    return sum(end - start for start, end, _ in spans) / (max(e for _, e, _ in spans) - min(s for s, _, _ in spans))
+
+
+def best_by(spans: list, seconds: float) -> float:
+    """The best val/score among the trials that ended within `seconds` of the first start."""
+    first = min(s for s, _, _ in spans)
+    done = [score for _, end, score in spans if end - first <= seconds]
+    return max(done) if done else float("nan")
+
+
+def span(spans: list) -> float:
+    return max(e for _, e, _ in spans) - min(s for s, _, _ in spans)
 
 
 def trainable_speed(steps: int) -> tuple[float, float, float]:
@@ -253,11 +306,14 @@ def trainable_speed(steps: int) -> tuple[float, float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-n", type=int, default=1000, help="largest N of 10, 100, 1000 (default 1000)")
+    p.add_argument("--ns", default=None, help="the Ns to run, comma-separated (default 10,100,1000 up to --max-n)")
+    p.add_argument("--search", choices=("random", "optuna"), default="random", help="the search (default random)")
     p.add_argument("--cpu", type=float, default=0.25, help="CPU per trial (default 0.25: 8 at a time on 2 cores)")
     p.add_argument("--reports", type=int, default=5)
     p.add_argument("--seconds", type=float, default=1.0, help="sleep per trial (default 1 s)")
     p.add_argument("--speed-steps", type=int, default=1500, help="steps of the phase1 trial for the speed check")
     p.add_argument("--speed-only", action="store_true")
+    p.add_argument("--skip-speed", action="store_true", help="leave out the trainable's own speed")
     p.add_argument("--bare-child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -270,7 +326,8 @@ def main() -> None:
     print(f"load before: {os.getloadavg()[0]:.1f} (1-min average, {cores} cores)")
     if not args.speed_only:
         rows = []
-        for n in [n for n in (10, 100, 1000) if n <= args.max_n]:
+        ns = [int(n) for n in args.ns.split(",")] if args.ns else [n for n in (10, 100, 1000) if n <= args.max_n]
+        for n in ns:
             with tempfile.TemporaryDirectory(prefix=f"scale-{n}-") as tmp:
                 (Path(tmp) / "bare").mkdir()
                 (Path(tmp) / "service").mkdir()
@@ -280,7 +337,7 @@ def main() -> None:
             print(f"N={n} done (bare {bare['wall']:.0f} s, service {service['wall']:.0f} s)", flush=True)
         print(
             f"\n{args.reports} reports + checkpoints and {args.seconds:g} s of sleep per trial, {args.cpu:g} CPU "
-            f"each ({slots} at a time on {cores} cores), random search, FIFO; wall = the whole command"
+            f"each ({slots} at a time on {cores} cores), {args.search} search, FIFO; wall = the whole command"
         )
         head = ("N", "ideal s", "bare s", "service s", "svc/bare", "svc/ideal", "1st done bare/svc s")
         head += ("driver CPU s/trial bare/svc", "driver kB written/trial bare/svc")
@@ -292,6 +349,16 @@ def main() -> None:
                 f"{s['wall'] / ideal:.2f} | {b['first']:.1f} / {s['first']:.1f} | {cpu_b:.3f} / {cpu_s:.3f} | "
                 f"{b['written'] / n / 1e3:.0f} / {s['written'] / n / 1e3:.0f}"
             )
+        if args.search == "optuna":
+            print("\nN | trials running on average bare / svc | best val/score by the shorter span bare / svc")
+            for n, _, b, s in rows:
+                t = min(span(b["spans"]), span(s["spans"]))
+                print(
+                    f"{n} | {running_mean(b['spans']):.2f} / {running_mean(s['spans']):.2f} | "
+                    f"{best_by(b['spans'], t):.4f} / {best_by(s['spans'], t):.4f} (at {t:.0f} s)"
+                )
+    if args.skip_speed:
+        return
     before, inside, after = trainable_speed(args.speed_steps)
     bare = (before + after) / 2
     print(
