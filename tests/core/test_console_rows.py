@@ -106,3 +106,20 @@ def test_the_parent_runs_description_is_the_final_table_and_fits_in_a_tag():
     assert len(note) <= 8000 and "Best trial: **denoising_search/lr=0.0399**" in note
     assert "| denoising_search/lr=0.0399 | stopped early | epoch 1/9 | 399 | 399 |" in note
     assert "more trials: see the runs of this sweep" in note
+
+
+def test_a_searchs_eta_counts_the_trials_it_has_not_sampled_yet(tmp_path):
+    # Tune creates a search's trials as it samples them: with 2 of 40 sampled, 38 are still to come.
+    from toy_study import STUDY as TOY
+
+    from tune_jobs.core.console.rows import facts_for
+    from tune_jobs.core.plan import compose, plan
+    from tune_jobs.core.space import load_experiment
+
+    spec = "study: toy\nmetric: val/score\nmode: max\nsearch: optuna\nnum_samples: 40\nspace:\n  trainer.quality: {uniform: [0.1, 1.0]}\n"
+    (tmp_path / "s.yaml").write_text(spec)
+    facts = facts_for(plan(compose(TOY, load_experiment(tmp_path / "s.yaml"))), "20990101-000000-abcd", "sqlite://")
+    assert facts.total == 40
+    rows = [row_of(k_trial(k, 101), PHASE1) for k in (1, 2)]
+    speed = 4.0 / 101
+    assert eta_seconds(rows, facts.total, 2) == pytest.approx((2 * 200 * speed + 38 * 301 * speed) / 2)
