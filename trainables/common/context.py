@@ -29,9 +29,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class TrialContext(Protocol):
 
 def pick_device(name: str) -> torch.device:
     """`auto` is CUDA when present, else the CPU; `cpu` and `cuda` are taken as given."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -120,6 +123,8 @@ class NoLoadableCheckpoint(Exception):
 
 def save_state(state: Mapping[str, Any], path: Path) -> None:
     """Write a checkpoint atomically: a crash mid-write never leaves a torn file behind."""
+    import torch  # here, not at the top: the sweep's own commands use this module without torch
+
     with atomic_file(path) as tmp:
         torch.save({**state, STATE_MARK: STATE_VERSION}, tmp)
 
@@ -130,6 +135,8 @@ def load_state(path: Path) -> dict[str, Any]:
     a missing or empty file, a truncated one, bytes overwritten (torch's zip records carry a
     CRC-32, checked before loading: torch itself would load damaged tensor bytes silently),
     a file holding code (RefusedCheckpoint), or a torch file that is not a state of ours."""
+    import torch
+
     path = Path(path)
     _check_file(path)
     try:
