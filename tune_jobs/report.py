@@ -89,6 +89,9 @@ def _replay(sweep_dir: Path, uri: str | None, results_dir: str | None) -> int:
     saved_uri, study_name, sweep_id = saved.tracking_uri, saved.study, saved.sweep_id
     study_module, study_file = saved.study_module, saved.study_file
     uri = tracking_uri(uri or saved_uri)  # where the sweep's runs belong
+    from tune_jobs.core.tracking.login import check_login
+
+    check_login(uri, saved.experiment)  # a team server's refusal is one line, before anything is sent
     # A record that cannot be used is said before the sweep is held: a replay that stops here
     # writes nothing (no lock file, no copy of the damaged file).
     damage = state_damage(sweep_dir)
