@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import free_port, job_env, toy_command
+from helpers import ROOT, free_port, job_env, toy_command
 from mlflow import MlflowClient
 from team_helpers import ADMIN_PASSWORD, login
 
@@ -141,6 +141,18 @@ def test_a_sweep_with_a_login_logs_and_leaves_its_password_nowhere(server, workd
     for r in runs:
         recorded = " ".join([*r.data.params.values(), *r.data.tags.values(), *map(str, r.data.metrics)])
         assert password not in recorded
+
+    # A replay of the sweep by someone who may only read the experiment sends nothing.
+    (sweep_dir,) = [p.parent for p in (workdir / "results" / "ray").glob("*/sweep.json")]
+    replay = subprocess.run(
+        [sys.executable, str(ROOT / "tune_jobs" / "report.py"), "--replay", str(sweep_dir)],
+        env={**job_env(), **login(*BOB)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert replay.returncode == 2 and replay.stderr.count("\n") == 1, replay.stderr
+    assert replay.stderr.startswith("error: user 'bob' may only READ experiment 'login'"), replay.stderr
 
 
 def test_a_password_in_the_tracking_uri_is_refused_without_echoing_it(workdir):
