@@ -51,6 +51,12 @@ def credentials() -> tuple[str | None, str | None]:
     return creds.username, creds.password
 
 
+# A server whose health check does not answer this fast is left to the sweep (which never waits
+# on MLflow): a hung one would otherwise hold every sweep's start. The health check is cheap (no
+# login, no database), so a busy server still answers it in time.
+FIRST_ANSWER_S = 1.5
+
+
 def _get(uri: str, path: str, login: tuple[str | None, str | None], **params: str) -> tuple[int, Any]:
     """(HTTP status, JSON body or None) of GET uri/path; status 0 when the server does not answer."""
     url = f"{uri.rstrip('/')}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
@@ -76,6 +82,10 @@ def check_login(uri: str, experiment: str) -> None:
     """ConfigError unless the server at `uri` lets this login write runs to `experiment` (a
     server without logins, or one that does not answer now, passes)."""
     if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
+        return
+    from tune_jobs.core.tracking.client import probe
+
+    if not probe(uri, FIRST_ANSWER_S):
         return
     login = credentials()
     status, me = _get(uri, "/api/2.0/mlflow/users/current", login)
