@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -163,26 +162,23 @@ def login(user: str, password: str) -> dict[str, str]:
     return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
 
 
-def users(server: TeamServer, *args: str, stdin: str = "", admin: str = ADMIN_PASSWORD) -> subprocess.CompletedProcess:
-    """`python -m tune_jobs.mlflow_users ARGS` as the admin."""
-    env = {**job_env(), **login("admin", admin), "MLFLOW_TRACKING_URI": server.uri}
-    return subprocess.run(
-        [sys.executable, "-m", "tune_jobs.mlflow_users", *args],
-        input=stdin,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def add_users(server: TeamServer, users: dict[str, str], experiments: list[str]) -> None:
+    """Users who may log runs to `experiments`, made in this process as mlflow_users makes them
+    (the command itself is run by tests/core/tracking/test_login.py; this spares its start-up)."""
+    from tune_jobs.core.tracking.users import admin_client, experiment_id
 
-
-def wait_for_port_closed(port: int, timeout: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except OSError:
-            return
-        time.sleep(0.2)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(login("admin", ADMIN_PASSWORD))
+    try:
+        client = admin_client(server.uri)
+        ids = [experiment_id(server.uri, name) for name in experiments]
+        for name, password in users.items():
+            client.create_user(name, password)
+            for found in ids:
+                client.grant_user_permission(name, "experiment", found, "EDIT")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from helpers import ROOT, job_env, toy_command
 from mlflow import MlflowClient
-from team_helpers import ADMIN_PASSWORD, DB_PASSWORD, Postgres, TeamServer, login, users
+from team_helpers import ADMIN_PASSWORD, DB_PASSWORD, Postgres, TeamServer, add_users, login
 
 ALICE, BOB = ("alice", "alice-team-pw-6d2e91"), ("bob", "bob-team-pw-0c7f44")
 PASSWORDS = (ALICE[1], BOB[1], ADMIN_PASSWORD, DB_PASSWORD)
@@ -43,10 +43,7 @@ def team(tmp_path_factory):
     server = TeamServer(root, pg)
     server.start()
     try:
-        for name, password in (ALICE, BOB):
-            out = users(server, "add", name, stdin=password + "\n")
-            assert out.returncode == 0, out.stderr
-            assert users(server, "grant", name, "team_a", "team_b", "phase1", "outage").returncode == 0
+        add_users(server, dict([ALICE, BOB]), ["team_a", "team_b", "phase1", "outage"])
         yield server
     finally:
         server.stop()
@@ -142,11 +139,9 @@ def secrets_in_ray_processes() -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_study_quick_sweep_then_four_sweeps_of_two_users_at_once(team, tmp_path):
+def test_a_study_quick_sweep_and_four_sweeps_of_two_users_at_once(team, tmp_path):
+    # The study's --quick sweep runs beside the four others: five sweeps at once.
     quick = Sweep(tmp_path / "quick", team, ALICE, [sys.executable, str(ROOT / "tune_jobs" / "phase1.py"), "--quick"])
-    quick.finish()
-    assert_mlflow_equals_journal(team, quick.sweep_dir(), trials=len(journal(quick.sweep_dir())))
-
     grid = [round(0.2 + 0.03 * i, 2) for i in range(25)]  # 25 trials a sweep, 100 in all
     started = time.monotonic()
     sweeps = [
@@ -155,17 +150,20 @@ def test_a_study_quick_sweep_then_four_sweeps_of_two_users_at_once(team, tmp_pat
         for experiment in ("team_a", "team_b")
     ]
     leaks: list[str] = []
-    while any(s.proc.poll() is None for s in sweeps):
+    while any(s.proc.poll() is None for s in [quick, *sweeps]):
         leaks += secrets_in_ray_processes()
         time.sleep(2)
-    for s in sweeps:
+    for s in [quick, *sweeps]:
         s.finish()
-    print(f"4 sweeps of 25 trials at once: {time.monotonic() - started:.0f} s")
+    print(f"phase1 --quick and 4 sweeps of 25 trials at once: {time.monotonic() - started:.0f} s")
     assert not leaks, leaks
+    assert_mlflow_equals_journal(team, quick.sweep_dir(), trials=len(journal(quick.sweep_dir())))
     for s in sweeps:
         assert_mlflow_equals_journal(team, s.sweep_dir(), trials=25)
     for path in (tmp_path).rglob("*"):
-        if path.is_file():
+        # uncommitted.diff holds the checkout's own uncommitted changes, this test's constants
+        # among them when it is being edited.
+        if path.is_file() and path.name != "uncommitted.diff":
             assert not any(p.encode() in path.read_bytes() for p in PASSWORDS), path
 
 
@@ -180,7 +178,7 @@ def wait_for(condition, what: str, sweep: Sweep, timeout: float = 300) -> None:
 @pytest.mark.soak
 def test_postgres_stopped_for_30_s_and_the_server_killed_mid_sweep_lose_nothing(team, tmp_path):
     # Long enough that the server is back well before the end: its restart takes a while on 2 busy cores.
-    sweep = Sweep.toy(tmp_path, team, ALICE, "outage", [0.3, 0.5, 0.7, 0.9], epochs=90, seconds=1.0)
+    sweep = Sweep.toy(tmp_path, team, ALICE, "outage", [0.3, 0.9], epochs=120, seconds=1.0)
 
     def journalled() -> int:
         found = list((sweep.folder / "results" / "ray").glob("*/mlflow_journal.jsonl"))
@@ -197,4 +195,4 @@ def test_postgres_stopped_for_30_s_and_the_server_killed_mid_sweep_lose_nothing(
     team.start()
     assert sweep.proc.poll() is None, "the sweep ended before the server was back: lengthen it"
     sweep.finish()
-    assert_mlflow_equals_journal(team, sweep.sweep_dir(), trials=4)
+    assert_mlflow_equals_journal(team, sweep.sweep_dir(), trials=2)
