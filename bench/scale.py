@@ -70,7 +70,7 @@ def train(cfg, ctx):
     state = ctx.restored_state()
     for step in range((state or {}).get("step", -1) + 1, cfg.trainer.reports):
         time.sleep(cfg.trainer.seconds / cfg.trainer.reports)
-        ctx.report({"step": step, "val/score": cfg.trainer.x * step}, {"step": step})
+        ctx.report({"step": step, "val/score": cfg.trainer.x * (step + 1)}, {"step": step})
 
 
 {usage}
@@ -202,7 +202,7 @@ def bare_child(n: int, work: Path, args: argparse.Namespace) -> None:
             with tempfile.TemporaryDirectory() as d:
                 save_state({"step": step}, Path(d) / "state.pt")
                 tune.report(
-                    {"step": step, "val/score": config["x"] * step}, checkpoint=tune.Checkpoint.from_directory(d)
+                    {"step": step, "val/score": config["x"] * (step + 1)}, checkpoint=tune.Checkpoint.from_directory(d)
                 )
 
     class FirstDone(tune.Callback):
