@@ -195,3 +195,11 @@ def test_a_server_with_logins_refuses_to_start_without_a_sound_admin_password(tm
     out = server_start(tmp_path, password)
     assert out.returncode == 2 and out.stderr.startswith(says) and out.stderr.count("\n") == 1, out.stderr
     assert not (tmp_path / "mlflow.db").exists()  # nothing served, no store made
+
+
+def test_the_users_command_against_a_server_that_does_not_answer_is_one_line():
+    uri = f"http://127.0.0.1:{free_port()}"
+    out = users(uri, "add", "carol", stdin="carol-secret-0a1b2c3d\n")
+    assert out.returncode == 2 and out.stderr == (
+        f"error: the MLflow server at {uri} does not answer; start it, or check --mlflow-uri\n"
+    )

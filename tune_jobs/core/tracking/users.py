@@ -31,7 +31,10 @@ def read_password(username: str) -> str:
 
 
 def server(uri: str | None) -> str:
+    """The server's address, checked: an http(s) URI without a password, answering now."""
     import os
+
+    from tune_jobs.core.tracking.client import CLIENT_DEFAULTS, probe
 
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri or not uri.startswith(("http://", "https://")):
@@ -41,6 +44,10 @@ def server(uri: str | None) -> str:
             else "which server? give --mlflow-uri http://HOST:PORT (or set MLFLOW_TRACKING_URI)"
         )
     check_uri_has_no_password(uri)
+    if not probe(uri, 10):
+        raise ConfigError(f"the MLflow server at {uri} does not answer; start it, or check --mlflow-uri")
+    for key, value in CLIENT_DEFAULTS.items():  # a request that fails says so in seconds, not minutes
+        os.environ.setdefault(key, value)
     return uri
 
 
