@@ -34,8 +34,8 @@ from pathlib import Path
 from tune_jobs.core.cli import OneLineParser
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.tracking import server_auth, uri_scheme
-from tune_jobs.core.tracking.login import check_uri_has_no_password
 from tune_jobs.core.tracking.mounts import network_store_warning
+from tune_jobs.core.tracking.uri import check_uri_has_no_password
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000

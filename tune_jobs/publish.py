@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from tune_jobs.core.tracking import publish as pub
     from tune_jobs.core.tracking import tracking_uri
-    from tune_jobs.core.tracking.login import check_uri_has_no_password
+    from tune_jobs.core.tracking.uri import check_uri_has_no_password
 
     try:
         if not args.to.strip():

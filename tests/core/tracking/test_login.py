@@ -17,7 +17,8 @@ from team_helpers import ADMIN_PASSWORD, login
 
 from tune_jobs import mlflow_server
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.tracking.login import check_uri_has_no_password, secrets_withheld
+from tune_jobs.core.tracking.login import secrets_withheld
+from tune_jobs.core.tracking.uri import check_uri_has_no_password
 
 ALICE, BOB = ("alice", "alice-secret-93c1d7e"), ("bob", "bob-secret-5e2a8f01")
 TOY = """\

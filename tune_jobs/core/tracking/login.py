@@ -29,20 +29,6 @@ WRITES = ("EDIT", "MANAGE")
 SECRETS = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_CLIENT_CERT_PATH", "PGPASSWORD")
 
 
-def check_uri_has_no_password(uri: str, flag: str = "--mlflow-uri") -> None:
-    """A password inside a URI ends up in sweep.json, logs and `ps`: refuse it, naming where it goes."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return
-    where = (
-        "MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
-        if parts.scheme in ("http", "https")
-        else "PGPASSWORD or ~/.pgpass (PostgreSQL's own password file)"
-    )
-    shown = parts._replace(netloc=f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else ""))
-    raise ConfigError(f"{flag} {urllib.parse.urlunsplit(shown)} holds a password; leave it out and give it in {where}")
-
-
 def credentials() -> tuple[str | None, str | None]:
     """MLflow's own reading of the login: environment first, then ~/.mlflow/credentials."""
     from mlflow.utils.credentials import read_mlflow_creds

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import urllib.parse
 from pathlib import Path
 
 from tune_jobs.core.errors import ConfigError
@@ -30,12 +31,24 @@ def tracking_uri(given: str | None) -> str:
             f"MLflow tracking URI {uri!r} is not understood; use sqlite:///path.db, "
             "http://host:port or postgresql://..."
         )
-    from tune_jobs.core.tracking.login import check_uri_has_no_password
-
     check_uri_has_no_password(uri, "--mlflow-uri" if given else "MLFLOW_TRACKING_URI")
     if scheme == "sqlite" and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
     return uri
+
+
+def check_uri_has_no_password(uri: str, flag: str = "--mlflow-uri") -> None:
+    """A password inside a URI ends up in sweep.json, logs and `ps`: refuse it, naming where it goes."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return
+    where = (
+        "MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
+        if parts.scheme in ("http", "https")
+        else "PGPASSWORD or ~/.pgpass (PostgreSQL's own password file)"
+    )
+    shown = parts._replace(netloc=f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else ""))
+    raise ConfigError(f"{flag} {urllib.parse.urlunsplit(shown)} holds a password; leave it out and give it in {where}")
 
 
 MLFLOW_EVERY_ENV = "TUNE_JOBS_MLFLOW_EVERY_S"

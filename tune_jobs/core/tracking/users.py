@@ -9,8 +9,9 @@ import sys
 from typing import Any
 
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.tracking.login import LOGIN_FIX, check_uri_has_no_password, credentials
+from tune_jobs.core.tracking.login import LOGIN_FIX, credentials
 from tune_jobs.core.tracking.server_auth import MIN_PASSWORD, check_password
+from tune_jobs.core.tracking.uri import check_uri_has_no_password
 
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 
