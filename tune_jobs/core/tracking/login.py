@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tune_jobs.core.commands import command_line
 from tune_jobs.core.errors import ConfigError
 
-USERS_TOOL = "python -m tune_jobs.mlflow_users"
+USERS_TOOL = ("python", "-m", "tune_jobs.mlflow_users")
 LOGIN_FIX = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or write them to ~/.mlflow/credentials)"
 WRITES = ("EDIT", "MANAGE")
 # What a sweep's own processes may hold but Ray's processes (trials, workers) must not inherit.
@@ -83,7 +84,7 @@ def check_login(uri: str, experiment: str) -> None:
         raise ConfigError(
             f"the MLflow server at {uri} refused the login of user {login[0]!r} (wrong password, or no such user); "
             f"check MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials), or ask the server's admin to create "
-            f"the user: {USERS_TOOL} add {login[0]}"
+            f"the user: {command_line(*USERS_TOOL, 'add', login[0])}"
         )
     if status != 200 or not isinstance(me, dict):
         return
@@ -106,7 +107,7 @@ def check_login(uri: str, experiment: str) -> None:
     if permission is not None and permission not in WRITES:
         raise ConfigError(
             f"user {user.get('username')!r} may only {permission} experiment {experiment!r} on {uri}, not log runs "
-            f"to it; ask the server's admin to run: {USERS_TOOL} grant {user.get('username')} {experiment}"
+            f"to it; ask the server's admin to run: {command_line(*USERS_TOOL, 'grant', user.get('username', ''), experiment)}"
         )
 
 

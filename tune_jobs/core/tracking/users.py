@@ -8,8 +8,9 @@ import getpass
 import sys
 from typing import Any
 
+from tune_jobs.core.commands import command_line
 from tune_jobs.core.errors import ConfigError
-from tune_jobs.core.tracking.login import LOGIN_FIX, credentials
+from tune_jobs.core.tracking.login import LOGIN_FIX, USERS_TOOL, credentials
 from tune_jobs.core.tracking.server_auth import MIN_PASSWORD, check_password
 from tune_jobs.core.tracking.uri import check_uri_has_no_password
 
@@ -68,11 +69,11 @@ def call(uri: str, action: Any, *args: Any) -> Any:
             raise ConfigError(f"{user!r} is not an admin of the MLflow server at {uri}; log in as its admin") from None
         if "already exists" in text:
             raise ConfigError(
-                f"user {args[0]!r} exists already; a new password: python -m tune_jobs.mlflow_users passwd {args[0]}"
+                f"user {args[0]!r} exists already; a new password: {command_line(*USERS_TOOL, 'passwd', args[0])}"
             ) from None
         if "not found" in text.lower() or "RESOURCE_DOES_NOT_EXIST" in text:
             raise ConfigError(
-                f"no user {args[0]!r} on {uri}; create it: python -m tune_jobs.mlflow_users add {args[0]}"
+                f"no user {args[0]!r} on {uri}; create it: {command_line(*USERS_TOOL, 'add', args[0])}"
             ) from None
         raise ConfigError(f"the MLflow server at {uri} refused: {text.splitlines()[0][:200]}") from None
     except OSError as exc:
