@@ -194,3 +194,41 @@ def test_optuna_dashboard_lists_the_trials_of_a_quick_denoising_sweep(workdir, t
         print(f"Optuna dashboard screenshot: {shot}")
     finally:
         stop(dashboard)
+
+
+@pytest.mark.slow
+def test_a_search_of_more_runs_than_the_ui_loads_opens_on_its_best_trials(server, tmp_path):
+    """150 trials (the UI loads 100 at a time): the saved view lists them best first and the
+    sweep's group row shows its best, not the best of the 100 that started first."""
+    import random
+    from types import SimpleNamespace
+
+    from mlflow.entities import Metric
+
+    from tune_jobs.core.tracking.view import runs_view
+
+    browser = chromium()
+    uri, _, _ = server
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("toy")
+    rng = random.Random(0)
+    scores = [rng.random() for _ in range(150)]
+    scores[-1] = 1.5  # the last trial to start is the best: outside the first 100 by start time
+    now_ms = int(time.time() * 1000)
+    for i, score in enumerate(scores):
+        tags = {"sweep.role": "trial", "sweep.id": "20261207-000000-abcd"}
+        run = client.create_run(exp_id, start_time=now_ms - (150 - i) * 1000, tags=tags, run_name=f"toy/n={i:03d}")
+        client.log_batch(run.info.run_id, metrics=[Metric("val/score", score, now_ms, 0)], params=[])
+        client.set_terminated(run.info.run_id)
+    search = SimpleNamespace(metric="val/score", mode="max", goal="optimize")
+    page = runs_view(uri, exp_id, search, [{"n": i} for i in range(150)])
+
+    dom = render(browser, page, tmp_path / "fresh-profile", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    shown = sorted((dom.stdout.find(f"toy/n={i:03d}<"), i) for i in range(150) if f"toy/n={i:03d}<" in dom.stdout)
+    best_first = sorted(range(150), key=lambda i: -scores[i])
+    assert len(shown) >= 10, dom.stdout[-3000:]  # the rows the window has room for
+    assert [i for _, i in shown] == best_first[: len(shown)]
+    assert "1.5" in dom.stdout.split("toy/n=149<")[0]  # the group row, above the rows, shows the best
+    shot = screenshot(browser, page, tmp_path / "fresh-profile-2", "mlflow_ui_best_first.png")
+    print(f"MLflow UI screenshot: {shot}")

@@ -21,6 +21,24 @@ def test_the_view_shows_the_metric_and_every_searched_value_with_the_names_wide_
     assert state["columnOrder"][0] == "attributes.`Run Name`"
     assert set(state["columnWidths"]) == set(state["columnOrder"])
     assert state["columnWidths"]["attributes.`Run Name`"] >= 8 * len("phase1 sweep 20261201-232232-a62a")
+    # A measurement grid has no best: its trials in the order they started, the sweep's average.
+    assert (state["orderByKey"], state["orderByAsc"]) == ("attributes.start_time", True)
+    assert state["groupBy"]["aggregateFunction"] == "average"
+
+
+def test_a_search_opens_on_its_best_trials_and_its_group_row_shows_the_best():
+    lowest = view_state("val/loss", ["lr"], best="min")
+    assert (lowest["orderByKey"], lowest["orderByAsc"], lowest["groupBy"]["aggregateFunction"]) == (
+        "metrics.`val/loss`",
+        True,
+        "min",
+    )
+    highest = view_state("val/acc", ["lr"], best="max")
+    assert (highest["orderByKey"], highest["orderByAsc"], highest["groupBy"]["aggregateFunction"]) == (
+        "metrics.`val/acc`",
+        False,
+        "max",
+    )
 
 
 def test_searched_keys_of_a_grid_and_of_a_search():
@@ -45,6 +63,10 @@ def test_runs_view_saves_the_view_on_the_experiment_and_gives_the_command_and_li
     saved = json.loads(client.get_experiment(exp_id).tags[VIEW_TAG])
     assert saved["selectedColumns"] == ["metrics.`val/nmse`", "params.`data.n_components`"]
     assert saved["groupBy"]["aggregateFunction"] == "average"  # goal: measure, no min over K
+    search = load_experiment(SEARCH_SPACES / "denoising_search.yaml")
+    runs_view(uri, exp_id, search, [])
+    saved = json.loads(client.get_experiment(exp_id).tags[VIEW_TAG])
+    assert (saved["orderByKey"], saved["orderByAsc"]) == (f"metrics.`{search.metric}`", search.mode == "min")
     server = runs_view("http://127.0.0.1:1", exp_id, phase1, [])  # unreachable: a warning, the link still
     assert server.startswith("http://127.0.0.1:1/#/experiments/")
     assert runs_view(uri, None, phase1, []) == ""  # MLflow never got the sweep: no link to give

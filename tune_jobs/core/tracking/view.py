@@ -4,9 +4,12 @@ MLflow 3's UI opens an experiment on its GenAI overview and lists a sweep as one
 parent run with no metric or parameter column. The link printed here lands on the runs table
 of classic model training (`workflowType=machine_learning`) with a view the UI itself knows how
 to share: an experiment tag `mlflow.sharedViewState.<key>` that the link names
-(`viewStateShareKey=<key>`). The view shows the trials grouped by sweep, in the order they
-started, with the sweep metric and every searched value as columns, and the run names wide
-enough to read. It needs nothing stored in the browser, so a fresh profile sees it too.
+(`viewStateShareKey=<key>`). The view shows the trials grouped by sweep, best first by the
+sweep metric (a measurement grid, which has no best, in the order its trials started), with the
+metric and every searched value as columns, and the run names wide enough to read. The UI
+loads 100 runs at a time in that order, so a sweep of 1,000 trials opens on its best 100 and
+its group row's best is the sweep's. It needs nothing stored in the browser, so a fresh
+profile sees it too.
 """
 
 from __future__ import annotations
@@ -35,20 +38,21 @@ def _px(chars: int, lo: int, hi: int) -> int:
 
 
 def view_state(
-    metric: str, keys: Sequence[str], run_names: Iterable[str] = (), aggregate: str = "average"
+    metric: str, keys: Sequence[str], run_names: Iterable[str] = (), best: str | None = None
 ) -> dict[str, Any]:
     """The UI's view state: trials grouped by sweep, the metric and the searched values as columns.
 
-    `aggregate` is what a sweep's group row shows of the metric: min or max for a search (its
-    best), average for a measurement grid (goal: measure), where no trial is the best."""
+    `best` is the metric's mode ("min" or "max") for a search: its trials sorted best first, a
+    sweep's group row showing its best; None for a measurement grid (goal: measure), where no
+    trial is the best: trials in the order they started, the group row their average."""
     metric_col = f"metrics.`{metric}`"
     param_cols = [f"params.`{k}`" for k in keys]
     longest = max((len(n) for n in run_names), default=24)
     return {
         "searchFilter": "tags.`sweep.role` = 'trial'",
-        "orderByKey": "attributes.start_time",
-        "orderByAsc": True,
-        "groupBy": {"aggregateFunction": aggregate, "groupByKeys": [{"mode": "tag", "groupByData": "sweep.id"}]},
+        "orderByKey": metric_col if best else "attributes.start_time",
+        "orderByAsc": best != "max",
+        "groupBy": {"aggregateFunction": best or "average", "groupByKeys": [{"mode": "tag", "groupByData": "sweep.id"}]},
         "selectedColumns": [metric_col, *param_cols],
         # The UI applies column widths to the columns listed in columnOrder only.
         "columnOrder": [RUN_NAME_COLUMN, metric_col, *param_cols],
@@ -77,8 +81,8 @@ def searched_keys(experiment: Any, points: Sequence[Mapping[str, Any]]) -> list[
 def publish_view(client: Any, experiment_id: str, experiment: Any, keys: Sequence[str]) -> None:
     """Store the view on the experiment (set again by every sweep: same metric and keys)."""
     names = [r.info.run_name for r in client.search_runs([experiment_id], max_results=500)]
-    aggregate = "average" if experiment.goal == "measure" else experiment.mode
-    state = view_state(experiment.metric, keys, names, aggregate)
+    best = None if experiment.goal == "measure" else experiment.mode
+    state = view_state(experiment.metric, keys, names, best)
     client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(state))
 
 
