@@ -5,11 +5,13 @@ and the driver's one line instead of Tune's traceback when none loads."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 from ray.exceptions import RayTaskError
 from ray.tune import Checkpoint
 
@@ -100,3 +102,19 @@ def test_the_driver_logs_a_trial_without_a_loadable_checkpoint_as_one_line_once(
     assert first.getMessage() == str(cause) and first.exc_info is None
     # A failure of another kind keeps Tune's message and its traceback.
     assert [(r.getMessage(), r.exc_info[1]) for r in rest] == [("Trial task failed for trial phase1_t2", other)]
+
+
+def test_a_trial_s_thread_count_reaches_torch_whether_imported_before_or_after():
+    """limit_threads leaves torch unimported (a trainable without tensors never pays for it),
+    and torch, imported later by the trainable or already by an earlier trial, uses the count."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tune_jobs.core.adapter import limit_threads; limit_threads(1);"
+        "assert 'torch' not in sys.modules; import torch; a = torch.get_num_threads();"
+        "limit_threads(2); print(a, torch.get_num_threads())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.split() == ["1", "2"], out.stdout + out.stderr

@@ -7,6 +7,7 @@ import collections
 import logging
 import pickle
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -49,9 +50,9 @@ def overwrite_tensor_bytes(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def overwrite_pickle_bytes(path: Path) -> None:
+def overwrite_pickle_bytes(path: Path, name: str = "data.pkl") -> None:
     data = bytearray(path.read_bytes())
-    start = record(path, "data.pkl")[0] + 10
+    start = record(path, name)[0] + 10
     data[start : start + 32] = b"\x00" * 32
     path.write_bytes(bytes(data))
 
@@ -133,6 +134,60 @@ def test_a_state_loads_as_it_was_saved_without_the_mark(tmp_path):
     back = load_state(tmp_path / "s.pt")
     assert set(back) == set(state) and back["step"] == 7
     assert torch.equal(back["w"], state["w"]) and torch.equal(back["rng"], state["rng"])
+
+
+def plain_state(step: int) -> dict:
+    return {"step": step, "best": 0.25, "history": [1.0, 0.5], "name": "x", "seen": {1, 2}, "pair": (1, None)}
+
+
+def plain_holding_code(path: Path) -> None:
+    """save_state's plain zip, its pickle swapped for one that would run exec."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("state.pkl", pickle.dumps({"step": 3, "payload": Exploit()}))
+
+
+PLAIN_DAMAGE = {
+    "bytes overwritten in the pickle": (
+        partial(overwrite_pickle_bytes, name="state.pkl"),
+        "damaged: bytes overwritten (record state.pkl",
+    ),
+    "truncated": (truncate, "damaged: its zip structure is broken"),
+    "zero bytes": (empty, "empty (0 bytes)"),
+    "code": (plain_holding_code, "refused: it holds code or objects beyond tensors and plain data (builtins.exec)"),
+}
+
+
+@pytest.mark.parametrize("kind", PLAIN_DAMAGE)
+def test_a_state_of_plain_data_goes_bad_the_same_ways_with_the_same_lines(tmp_path, kind):
+    damage, says = PLAIN_DAMAGE[kind]
+    path = tmp_path / "checkpoint_000001" / STATE_FILE
+    save_state(plain_state(1), path)
+    damage(path)
+    with pytest.raises(UnreadableCheckpoint) as caught:
+        load_state(path)
+    assert str(caught.value).startswith(f"{path}: ") and says in str(caught.value), str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_state_of_plain_data_is_saved_and_loaded_without_importing_torch(tmp_path):
+    """A trainable without tensors never pays for torch's import in its worker."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from trainables.common.context import save_state, load_state;"
+        f"state = {plain_state(4)!r}; path = Path({str(tmp_path / 's.pt')!r});"
+        "save_state(state, path); assert load_state(path) == state, load_state(path);"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stdout + out.stderr
+    # A state holding a tensor still goes through torch, and loads as it was saved.
+    save_state({**plain_state(5), "w": torch.ones(2)}, tmp_path / "t.pt")
+    back = load_state(tmp_path / "t.pt")
+    assert back["step"] == 5 and torch.equal(back["w"], torch.ones(2)) and back["seen"] == {1, 2}
 
 
 def two_checkpoints(path: Path) -> LocalContext:

@@ -52,7 +52,10 @@ def view_state(
         "searchFilter": "tags.`sweep.role` = 'trial'",
         "orderByKey": metric_col if best else "attributes.start_time",
         "orderByAsc": best != "max",
-        "groupBy": {"aggregateFunction": best or "average", "groupByKeys": [{"mode": "tag", "groupByData": "sweep.id"}]},
+        "groupBy": {
+            "aggregateFunction": best or "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": "sweep.id"}],
+        },
         "selectedColumns": [metric_col, *param_cols],
         # The UI applies column widths to the columns listed in columnOrder only.
         "columnOrder": [RUN_NAME_COLUMN, metric_col, *param_cols],
