@@ -236,7 +236,7 @@ def bare_child(n: int, work: Path, args: argparse.Namespace) -> None:
     assert len(grid) == n and not grid.errors
     ray.shutdown()
     Path(os.environ["SCALE_USAGE"]).write_text(
-        json.dumps({"first": first.first, "spans": first.spans, **driver_usage()})
+        json.dumps({"first": first.first, "tune_start": first.start, "spans": first.spans, **driver_usage()})
     )
 
 
