@@ -61,3 +61,25 @@ def test_the_browse_line_without_a_saved_view_pastes_too(tmp_path, capsys):
     (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  browse:")]
     command = line.removeprefix("  browse:").strip().split("   (then open ")[0]
     assert bash_words(command) == ["ui", "--backend-store-uri", uri, "--port", "5000"]
+
+
+def test_the_start_over_command_a_trial_offers_names_the_sweep_s_own_script_and_folder(tmp_path):
+    """A trial none of whose checkpoints loads offers `<resume> --start-over <trial>`: the entry
+    script the sweep was started with (a study outside the repo too), its results folder."""
+    from tune_jobs.core.runner import _resume
+
+    script = str(tmp_path / AWKWARD / "ridge.py")
+    record = SimpleNamespace(entry_script=script, study="ridge", sweep_id="20261207-000000-abcd")
+    line = _resume(record, tmp_path / AWKWARD / "results")
+    assert bash_words(line) == [
+        script,
+        "--resume",
+        "20261207-000000-abcd",
+        "--results-dir",
+        f"{tmp_path / AWKWARD}/results",
+    ]
+    started_in_the_repo = SimpleNamespace(entry_script="", study="phase1", sweep_id="20261207-000000-abcd")
+    assert (
+        _resume(started_in_the_repo, Path("results").resolve())
+        == "python tune_jobs/phase1.py --resume 20261207-000000-abcd"
+    )

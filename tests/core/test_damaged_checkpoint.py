@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import crash_when, run_job, start_job, sweep_runs, sweep_state
+from helpers import ROOT, crash_when, run_job, start_job, sweep_runs, sweep_state
 
 from trainables.common.context import STATE_FILE
 
@@ -157,7 +157,8 @@ def test_no_loadable_checkpoint_is_one_line_and_its_command_starts_the_trial_ove
     command = shlex.split(line.split("to start it over from scratch: ", 1)[1])
     (trial_id,) = sweep_state(sweep)["trials"]
     sweep_id = sweep.name.removeprefix("phase1-")
-    assert command == ["python", "tune_jobs/phase1.py", "--resume", sweep_id, "--start-over", trial_id]
+    # The entry script as this sweep was started (run_job gives its full path), the same folder.
+    assert command == ["python", str(ROOT / "tune_jobs" / "phase1.py"), "--resume", sweep_id, "--start-over", trial_id]
 
     again = run_job(["phase1.py", *command[2:]], workdir, timeout=600)  # as the user runs it
     text = again.stdout + again.stderr

@@ -44,6 +44,7 @@ from trainables.common.context import (
     restore_newest,
     save_state,
 )
+from tune_jobs.core.commands import command_line
 from tune_jobs.core.config import build_config
 from tune_jobs.core.errors import one_line
 from tune_jobs.core.plan import trial_label
@@ -175,7 +176,7 @@ class RayContext:
         checkpoint = self._tune.get_checkpoint()
         if checkpoint is None:
             return None
-        how = f"to start it over from scratch: {self._resume_command} --start-over {self.trial_id}"
+        how = f"to start it over from scratch: {self._resume_command} --start-over {command_line(self.trial_id)}"
         with _warnings_into(self._warnings):
             return restore_newest(
                 checkpoint_chain(checkpoint),
@@ -282,16 +283,16 @@ def make_trainable(
     threads: int,
     watch: Sequence[str] = (),
     *,
-    sweep_id: str = "",
+    resume_command: str = "",
     start_over: Collection[str] = (),
 ) -> Callable[[dict[str, Any]], None]:
     """A Tune function trainable running `train` on the trial's composed config.
 
-    `sweep_id` goes into the command a trial without a loadable checkpoint offers; the
-    trials in `start_over` (ids or labels) start from scratch in that case instead."""
+    `resume_command` (which resumes the sweep) starts the command a trial without a loadable
+    checkpoint offers; the trials in `start_over` (ids or labels) start from scratch in that
+    case instead."""
     base = dict(base)
     start_over = frozenset(start_over)
-    resume_command = f"python tune_jobs/{name}.py --resume {sweep_id}" if sweep_id else ""
     quiet_restore_failures()  # here, in the driver, which logs the trials' failures
 
     def trainable(trial_config: dict[str, Any]) -> None:

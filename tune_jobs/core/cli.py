@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tune_jobs.core.commands import command_line
+from tune_jobs.core.commands import command_line, resume_command
 from tune_jobs.core.config import build_config, describe_fields, to_flat
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.interrupts import EXIT_INTERRUPTED, Interrupted, describe_with
@@ -269,8 +269,7 @@ def interrupted_line(study: Study, args: argparse.Namespace, exc: BaseException)
 
 
 def _resume_command(study: Study, args: argparse.Namespace, sweep_id: str) -> str:
-    where = () if args.results_dir == "results" else ("--results-dir", args.results_dir)
-    return command_line("python", _script(study), "--resume", sweep_id, *where)
+    return resume_command(_script(study), sweep_id, None if args.results_dir == "results" else args.results_dir)
 
 
 def preflight(p: Plan, results_dir: Path, uri: str, address: str | None) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_jobs.core import interrupts, provenance
+from tune_jobs.core.commands import resume_command
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.paths import git_commit, safe_name
 from tune_jobs.core.plan import Plan
@@ -177,7 +178,7 @@ def _run_sweep(
     progress.sweep_id, progress.stage = record.sweep_id, "sweep"
     output.log_to(sweep_dir / RAY_LOG)
 
-    trainable = trainable_for(plan.composed, sweep_id=record.sweep_id, start_over=start_over)
+    trainable = trainable_for(plan.composed, resume_command=_resume(record, results_dir), start_over=start_over)
     outbox = _open_outbox(sweep_dir, start_over)
     try:
         if extension:  # the sweep's record says what it now runs; its parent run is reopened
@@ -202,6 +203,13 @@ def _run_sweep(
     with interrupts.tune_fit():
         grid = tuner.fit()
     return sum_up(plan, record, outbox, trials=len(grid), results_dir=results_dir, progress=progress)
+
+
+def _resume(record: SweepRecord, results_dir: Path) -> str:
+    """The command that resumes this sweep: its entry script as the user ran it, the results
+    folder when not the default (a trial none of whose checkpoints loads offers it)."""
+    script = record.entry_script or f"tune_jobs/{record.study}.py"
+    return resume_command(script, record.sweep_id, None if results_dir == Path("results").resolve() else results_dir)
 
 
 def _tune_run_saved(sweep_dir: Path, record: SweepRecord) -> bool:

@@ -17,8 +17,9 @@ from tune_jobs.core.tracking import Outbox
 from tune_jobs.core.tracking.sweep_file import SweepRecord
 
 
-def trainable_for(composed: Composed, *, sweep_id: str = "", start_over: Sequence[str] = ()) -> Any:
-    """The study's trainable as Tune runs it: the adapter, asking Ray for one trial's resources."""
+def trainable_for(composed: Composed, *, resume_command: str = "", start_over: Sequence[str] = ()) -> Any:
+    """The study's trainable as Tune runs it: the adapter, asking Ray for one trial's resources.
+    `resume_command` resumes the sweep (offered by a trial none of whose checkpoints loads)."""
     from ray import tune
 
     study, resources = composed.study, composed.experiment.resources
@@ -31,7 +32,7 @@ def trainable_for(composed: Composed, *, sweep_id: str = "", start_over: Sequenc
             composed.base,
             threads,
             watch=(composed.experiment.metric,),
-            sweep_id=sweep_id,
+            resume_command=resume_command,
             start_over=start_over,
         ),
         ray_resources(resources),
