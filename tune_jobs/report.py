@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tune_jobs.core.cli import OneLineParser
-from tune_jobs.core.commands import command_line
+from tune_jobs.core.commands import resume_command
 from tune_jobs.core.errors import ConfigError, one_line
 from tune_jobs.core.tracking import sqlite_file, tracking_uri
 
@@ -143,7 +143,7 @@ def _rebuild_by_resume(damage: str, saved: SweepRecord, sweep_dir: Path) -> Conf
         SweepRecord.read(sweep_dir, resume=True)
     except ConfigError as exc:
         return ConfigError(f"{damage}; the resume that rebuilds it needs the sweep's whole record, but {exc}")
-    resume = command_line("python", saved.script, "--resume", saved.sweep_id, "--results-dir", sweep_dir.parents[1])
+    resume = resume_command(saved.script, saved.sweep_id, sweep_dir.parents[1])
     return ConfigError(
         f"{damage}; the sweep's resume rebuilds its record from its settings, its journal and MLflow: {resume}"
     )

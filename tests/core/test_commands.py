@@ -69,7 +69,7 @@ def test_the_start_over_command_a_trial_offers_names_the_sweep_s_own_script_and_
     from tune_jobs.core.runner import _resume
 
     script = str(tmp_path / AWKWARD / "ridge.py")
-    record = SimpleNamespace(entry_script=script, study="ridge", sweep_id="20261207-000000-abcd")
+    record = SimpleNamespace(script=script, sweep_id="20261207-000000-abcd")
     line = _resume(record, tmp_path / AWKWARD / "results")
     assert bash_words(line) == [
         script,
@@ -78,7 +78,7 @@ def test_the_start_over_command_a_trial_offers_names_the_sweep_s_own_script_and_
         "--results-dir",
         f"{tmp_path / AWKWARD}/results",
     ]
-    started_in_the_repo = SimpleNamespace(entry_script="", study="phase1", sweep_id="20261207-000000-abcd")
+    started_in_the_repo = SimpleNamespace(script="tune_jobs/phase1.py", sweep_id="20261207-000000-abcd")
     assert (
         _resume(started_in_the_repo, Path("results").resolve())
         == "python tune_jobs/phase1.py --resume 20261207-000000-abcd"

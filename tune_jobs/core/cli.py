@@ -201,7 +201,7 @@ def _resume_plan(study: Study, args: argparse.Namespace, results_dir: Path) -> t
     if saved.study != study.name:
         raise ConfigError(
             f"sweep {saved.sweep_id} belongs to study {saved.study}; "
-            f"resume it with {command_line('python', saved.script, '--resume', saved.sweep_id)}"
+            f"resume it with {resume_command(saved.script, saved.sweep_id)}"
         )
     experiment = load_experiment(Path(saved.experiment_file))
     composed = compose(study, experiment, profile=saved.profile, quick=saved.quick, overrides=saved.overrides)

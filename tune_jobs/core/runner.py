@@ -206,10 +206,11 @@ def _run_sweep(
 
 
 def _resume(record: SweepRecord, results_dir: Path) -> str:
-    """The command that resumes this sweep: its entry script as the user ran it, the results
-    folder when not the default (a trial none of whose checkpoints loads offers it)."""
-    script = record.entry_script or f"tune_jobs/{record.study}.py"
-    return resume_command(script, record.sweep_id, None if results_dir == Path("results").resolve() else results_dir)
+    """The command that resumes this sweep: its script (the sweep record's), the results folder
+    when not the default (a trial none of whose checkpoints loads offers it)."""
+    return resume_command(
+        record.script, record.sweep_id, None if results_dir == Path("results").resolve() else results_dir
+    )
 
 
 def _tune_run_saved(sweep_dir: Path, record: SweepRecord) -> bool:
